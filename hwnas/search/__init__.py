@@ -1,0 +1,1 @@
+"""Search: relaxations, architecture-gradient strategies, the search objective and loop."""

@@ -1,0 +1,238 @@
+"""The DARTS search loop: data → supernet + α → alternating steps → run directory.
+
+Checkpoints hold every piece of state that influences later epochs (weights, α, both
+optimisers, the LR schedule, the loaders' and the Gumbel generator's RNG states), so a
+resumed run reaches the same result as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from hwnas.data import DeviceLoader, default_augment, load_dataset, search_split
+from hwnas.errors import HwnasError
+from hwnas.evaluation import RunningStats, evaluate
+from hwnas.runs import RunDir
+from hwnas.runtime import autocast_dtype, memory_format, resolve_device
+from hwnas.search.arch_grad import ARCH_GRADS, first_order, second_order
+from hwnas.search.objective import ArchParams, SearchObjective
+from hwnas.search.relax import RelaxConfig, temperature
+from hwnas.spaces.genotype import Genotype, derive_genotype
+from hwnas.spaces.supernet import Supernet, SupernetConfig
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    dataset: str = "digits"
+    data_dir: str | None = None
+    download: bool = False
+    layers: int = 5
+    channels: int = 8
+    batch_size: int = 64
+    epochs: int = 10
+    seed: int = 0
+    relax: RelaxConfig = field(default_factory=RelaxConfig)
+    arch_grad: str = "first"
+    w_lr: float = 0.025           # SGD for the network weights, cosine-annealed to w_lr_min
+    w_lr_min: float = 0.001
+    w_momentum: float = 0.9
+    w_weight_decay: float = 3e-4
+    a_lr: float = 3e-4            # Adam for α, as in DARTS
+    a_weight_decay: float = 1e-3
+    grad_clip: float = 5.0
+    augment: bool = False         # DARTS searches without augmentation
+    device: str = "auto"
+    channels_last: bool | None = None   # None: the measured default for the device (hwnas.runtime)
+    fused: bool = True                  # fused per-source cell execution (hwnas.spaces.fused); False: per-edge reference
+    amp: bool | None = None
+    max_steps_per_epoch: int | None = None  # cap for quick runs and benchmarks
+
+    def __post_init__(self) -> None:
+        if self.arch_grad not in ARCH_GRADS:
+            raise HwnasError(f"unknown --arch-grad {self.arch_grad!r}; choose one of {', '.join(ARCH_GRADS)}")
+        for name in ("layers", "channels", "batch_size"):
+            if getattr(self, name) < 1:
+                raise HwnasError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.epochs < 0:
+            raise HwnasError(f"--epochs must be non-negative, got {self.epochs}")
+        if self.layers < 3:
+            raise HwnasError(f"--layers must be at least 3 (two reduction cells and a normal one), got {self.layers}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SearchConfig:
+        d = dict(d)
+        d["relax"] = RelaxConfig(**d.get("relax", {}))
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class SearchResult:
+    genotype: Genotype
+    metrics: list[dict]
+    run: RunDir
+
+
+class Search:
+    """Everything a search holds, built from a config; `state_dict` is the whole of its state."""
+
+    def __init__(self, cfg: SearchConfig):
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        splits = load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
+        info = splits.info
+        (xw, yw), (xa, ya) = search_split(splits.x_train, splits.y_train, cfg.seed)
+        aug = default_augment(info) if cfg.augment else None
+        cl = memory_format(self.device, cfg.channels_last) == torch.channels_last
+        kw = dict(device=self.device, channels_last=cl)
+        if cfg.arch_grad == "one-level":  # one loss on all training data, no split
+            self.train_loader = DeviceLoader(splits.x_train, splits.y_train, info, cfg.batch_size, shuffle=True,
+                                             augment=aug, drop_last=True, generator_seed=cfg.seed * 1000 + 1, **kw)
+            self.arch_loader = None
+        else:
+            self.train_loader = DeviceLoader(xw, yw, info, cfg.batch_size, shuffle=True, augment=aug,
+                                             drop_last=True, generator_seed=cfg.seed * 1000 + 1, **kw)
+            self.arch_loader = DeviceLoader(xa, ya, info, cfg.batch_size, shuffle=True, augment=aug,
+                                            drop_last=True, generator_seed=cfg.seed * 1000 + 2, **kw)
+        if len(self.train_loader) == 0:
+            raise HwnasError(f"--batch-size {cfg.batch_size} is larger than the search split "
+                             f"({len(xw)} samples); use a smaller batch")
+        self.eval_loader = DeviceLoader(xa, ya, info, 256, shuffle=False, **kw)
+        self.info = info
+
+        torch.manual_seed(cfg.seed)
+        net_cfg = SupernetConfig(channels=cfg.channels, layers=cfg.layers, num_classes=info.num_classes,
+                                 in_channels=info.channels, fused=cfg.fused)
+        self.net = Supernet(net_cfg).to(self.device, memory_format=memory_format(self.device, cfg.channels_last))
+        gen = torch.Generator().manual_seed(cfg.seed * 1000 + 3)
+        self.arch = ArchParams(net_cfg.n_edges, net_cfg.n_ops, generator=gen).to(self.device)
+        self.gumbel_gen = torch.Generator().manual_seed(cfg.seed * 1000 + 4)
+        self.obj = SearchObjective(self.net, self.arch, cfg.relax, self.gumbel_gen,
+                                   autocast_dtype(self.device, cfg.amp))
+        self.w_opt = torch.optim.SGD(self.net.parameters(), cfg.w_lr, momentum=cfg.w_momentum,
+                                     weight_decay=cfg.w_weight_decay)
+        self.a_opt = torch.optim.Adam(self.arch.parameters(), cfg.a_lr, betas=(0.5, 0.999),
+                                      weight_decay=cfg.a_weight_decay)
+        self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_opt, max(cfg.epochs, 1), eta_min=cfg.w_lr_min)
+        self.epoch = 0
+        self.metrics: list[dict] = []
+        self.history: list[dict[str, torch.Tensor]] = []  # expected op weights after each epoch
+
+    def state_dict(self) -> dict:
+        return {
+            "epoch": self.epoch, "net": self.net.state_dict(), "arch": self.arch.state_dict(),
+            "w_opt": self.w_opt.state_dict(), "a_opt": self.a_opt.state_dict(), "sched": self.sched.state_dict(),
+            "train_loader": self.train_loader.state_dict(),
+            "arch_loader": None if self.arch_loader is None else self.arch_loader.state_dict(),
+            "gumbel_gen": self.gumbel_gen.get_state(), "metrics": self.metrics, "history": self.history,
+        }
+
+    def load_state_dict(self, s: dict) -> None:
+        self.epoch = s["epoch"]
+        self.net.load_state_dict(s["net"])
+        self.arch.load_state_dict(s["arch"])
+        self.w_opt.load_state_dict(s["w_opt"])
+        self.a_opt.load_state_dict(s["a_opt"])
+        self.sched.load_state_dict(s["sched"])
+        self.train_loader.load_state_dict(s["train_loader"])
+        if self.arch_loader is not None:
+            self.arch_loader.load_state_dict(s["arch_loader"])
+        self.gumbel_gen.set_state(s["gumbel_gen"])
+        self.metrics, self.history = list(s["metrics"]), list(s["history"])
+
+    def genotype(self) -> Genotype:
+        ra = self.obj.expected()
+        return derive_genotype(ra.w_normal, ra.w_reduce, self.net.cfg.steps, self.net.cfg.multiplier)
+
+    def steps_per_epoch(self) -> int:
+        n = len(self.train_loader) if self.arch_loader is None else min(len(self.train_loader), len(self.arch_loader))
+        return n if self.cfg.max_steps_per_epoch is None else min(n, self.cfg.max_steps_per_epoch)
+
+    def step(self, xt: torch.Tensor, yt: torch.Tensor, xv: torch.Tensor | None, yv: torch.Tensor | None,
+             train_stats: RunningStats) -> None:
+        """One search step: α, then w (bilevel); or both on one loss (one-level)."""
+        cfg = self.cfg
+        self.a_opt.zero_grad(set_to_none=True)
+        self.w_opt.zero_grad(set_to_none=True)
+        if cfg.arch_grad == "first":
+            first_order(self.obj, xv, yv)
+            self.a_opt.step()
+        elif cfg.arch_grad == "second":
+            second_order(self.obj, xt, yt, xv, yv, xi=self.sched.get_last_lr()[0])
+            self.a_opt.step()
+        loss, logits = self.obj.loss(xt, yt)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip)
+        self.w_opt.step()
+        if cfg.arch_grad == "one-level":
+            self.a_opt.step()
+        train_stats.update(loss, logits, yt)
+
+    def run_epoch(self, on_step: Callable[[int, int], None] | None) -> dict:
+        cfg = self.cfg
+        self.obj.tau = temperature(cfg.relax, self.epoch / max(cfg.epochs - 1, 1))
+        lr = self.sched.get_last_lr()[0]
+        self.net.train()
+        stats = RunningStats()
+        n_steps = self.steps_per_epoch()
+        arch_batches = iter(self.arch_loader) if self.arch_loader is not None else None
+        t0 = time.perf_counter()
+        for i, (xt, yt) in enumerate(self.train_loader):
+            if i >= n_steps:
+                break
+            xv, yv = next(arch_batches) if arch_batches is not None else (None, None)
+            self.step(xt, yt, xv, yv, stats)
+            if on_step is not None:
+                on_step(i + 1, n_steps)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        seconds = time.perf_counter() - t0
+        self.sched.step()
+        train_loss, train_acc = stats.result()
+        self.net.eval()
+        ra = self.obj.expected()
+        val_loss, val_acc = evaluate(lambda x: self.obj.logits(x, ra), self.eval_loader)
+        self.epoch += 1
+        self.history.append({"normal": ra.w_normal.detach().cpu(), "reduce": ra.w_reduce.detach().cpu()})
+        return {"epoch": self.epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
+                "val_acc": val_acc, "lr": lr, "tau": self.obj.tau if cfg.relax.kind == "gumbel" else float("nan"),
+                "steps": n_steps, "epoch_seconds": seconds, "genotype": str(self.genotype())}
+
+
+def run_search(cfg: SearchConfig, out: str | Path, resume: bool = False,
+               on_step: Callable[[int, int], None] | None = None,
+               on_epoch_end: Callable[[dict], None] | None = None) -> SearchResult:
+    """Search, writing the run directory `out`; `resume` continues the run saved there with its own config."""
+    run = RunDir.create(out, cfg.to_dict(), resume)
+    if resume:
+        cfg = SearchConfig.from_dict(run.read_json("config.json"))
+    search = Search(cfg)
+    if resume and (state := run.load_checkpoint(map_location=search.device)) is not None:
+        search.load_state_dict(state)
+    while search.epoch < cfg.epochs:
+        row = search.run_epoch(on_step)
+        search.metrics.append(row)
+        run.save_checkpoint(search.state_dict())  # checkpoint first: metrics.csv can always be rebuilt from it
+        run.write_metrics(search.metrics)
+        run.write_json("genotype.json", search.genotype().record())
+        if on_epoch_end is not None:
+            on_epoch_end(row)
+    genotype = search.genotype()
+    run.write_json("genotype.json", genotype.record())
+    if search.history:
+        from hwnas.plots import plot_alpha_history  # matplotlib only when a plot is made
+
+        plot_alpha_history(search.history, run.file("plots/alphas.png"), title=f"{cfg.relax.kind}, {cfg.arch_grad}")
+    return SearchResult(genotype, search.metrics, run)
+
+
+def quick_config(**overrides) -> SearchConfig:
+    """The embedded default (digits, small supernet) with overrides; what `hwnas quickstart` runs."""
+    return replace(SearchConfig(), **overrides)

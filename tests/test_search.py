@@ -1,0 +1,178 @@
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from hwnas.errors import HwnasError
+from hwnas.search.arch_grad import second_order
+from hwnas.search.loop import SearchConfig, run_search
+from hwnas.search.objective import ArchParams, SearchObjective
+from hwnas.search.relax import RelaxConfig, relax, sample_gumbel, temperature
+from hwnas.spaces.genotype import load_genotype
+from hwnas.spaces.supernet import Supernet, SupernetConfig
+
+MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist-t10k"
+
+
+def _tiny_objective():
+    torch.manual_seed(0)
+    cfg = SupernetConfig(channels=4, layers=3, in_channels=1, steps=2, multiplier=2)
+    net = Supernet(cfg).double()
+    arch = ArchParams(cfg.n_edges, cfg.n_ops).double()
+    with torch.no_grad():
+        arch.normal.normal_(0, 0.5)
+        arch.reduce.normal_(0, 0.5)
+    data = [(torch.randn(8, 1, 8, 8, dtype=torch.double), torch.randint(0, 10, (8,))) for _ in range(2)]
+    return SearchObjective(net, arch, RelaxConfig()), data
+
+
+def _exact_unrolled_grad(obj, xt, yt, xv, yv, xi):
+    """d/dα L_val(w − ξ ∇w L_train(w, α), α) by autograd through the unrolled step (exact Hessian)."""
+    names, ws = zip(*obj.net.named_parameters())
+    loss_t, _ = obj.loss(xt, yt)
+    g = torch.autograd.grad(loss_t, ws, create_graph=True)
+    unrolled = {n: w - xi * gi for n, w, gi in zip(names, ws, g)}
+    loss_v, _ = obj.loss(xv, yv, params=unrolled)
+    return torch.cat([t.flatten() for t in torch.autograd.grad(loss_v, [obj.arch.normal, obj.arch.reduce])])
+
+
+def test_second_order_gradient_matches_exact_autograd_hessian():
+    obj, ((xt, yt), (xv, yv)) = _tiny_objective()
+    exact = _exact_unrolled_grad(obj, xt, yt, xv, yv, xi=0.1)
+    second_order(obj, xt, yt, xv, yv, xi=0.1, fd_scale=1e-6)
+    approx = torch.cat([obj.arch.normal.grad.flatten(), obj.arch.reduce.grad.flatten()])
+    torch.testing.assert_close(approx, exact, rtol=1e-6, atol=1e-8)
+    # and the Hessian term matters: the first-order gradient alone is measurably different
+    obj.arch.zero_grad()
+    loss, _ = obj.loss(xv, yv)
+    first = torch.cat([t.flatten() for t in torch.autograd.grad(loss, [obj.arch.normal, obj.arch.reduce])])
+    assert (first - exact).abs().max() > 1e-4
+
+
+def test_second_order_reduces_to_first_order_at_zero_xi():
+    obj, ((xt, yt), (xv, yv)) = _tiny_objective()
+    second_order(obj, xt, yt, xv, yv, xi=0.0)
+    got = torch.cat([obj.arch.normal.grad.flatten(), obj.arch.reduce.grad.flatten()])
+    loss, _ = obj.loss(xv, yv)
+    want = torch.cat([t.flatten() for t in torch.autograd.grad(loss, [obj.arch.normal, obj.arch.reduce])])
+    torch.testing.assert_close(got, want)
+
+
+def test_softmax_and_sigmoid_relaxations():
+    a = torch.randn(14, 8)
+    w, idx = relax(a, RelaxConfig("softmax"))
+    torch.testing.assert_close(w.sum(-1), torch.ones(14))
+    assert idx is None
+    w, _ = relax(a, RelaxConfig("sigmoid"))
+    torch.testing.assert_close(w, torch.sigmoid(a))
+
+
+def test_gumbel_hard_is_one_hot_with_straight_through_gradient():
+    a = torch.randn(14, 8, requires_grad=True)
+    noise = sample_gumbel(a.shape, a.device, a.dtype, torch.Generator().manual_seed(0))
+    w, idx = relax(a, RelaxConfig("gumbel", hard=True), tau=0.7, noise=noise)
+    assert torch.equal(w.detach().sum(-1), torch.ones(14)) and set(w.detach().unique().tolist()) <= {0.0, 1.0}
+    assert idx == (a.detach() + noise).argmax(-1).tolist()
+    c = torch.randn(14, 8)
+    (w * c).sum().backward()
+    grad_hard = a.grad.clone()
+    a.grad = None
+    soft, _ = relax(a, RelaxConfig("gumbel"), tau=0.7, noise=noise)
+    (soft * c).sum().backward()
+    torch.testing.assert_close(grad_hard, a.grad)  # straight-through: the soft sample's gradient
+
+
+def test_gumbel_samples_follow_softmax_of_alpha():
+    alpha = torch.tensor([[1.0, 0.0, -1.0, 2.0]]).expand(20000, 4).contiguous()
+    noise = sample_gumbel(alpha.shape, alpha.device, alpha.dtype, torch.Generator().manual_seed(1))
+    _, idx = relax(alpha, RelaxConfig("gumbel", hard=True), tau=1.0, noise=noise)
+    freq = torch.bincount(torch.tensor(idx), minlength=4).float() / len(idx)
+    torch.testing.assert_close(freq, torch.softmax(alpha[0], 0), atol=0.01, rtol=0)
+
+
+def test_temperature_anneals_exponentially_between_endpoints():
+    cfg = RelaxConfig("gumbel", tau_start=5.0, tau_end=0.5)
+    assert temperature(cfg, 0.0) == pytest.approx(5.0)
+    assert temperature(cfg, 1.0) == pytest.approx(0.5)
+    assert temperature(cfg, 0.5) == pytest.approx(math.sqrt(5.0 * 0.5))
+
+
+def _tiny(**kw) -> SearchConfig:
+    base = dict(dataset="digits", layers=3, channels=4, batch_size=32, epochs=2, max_steps_per_epoch=4, device="cpu")
+    return SearchConfig(**{**base, **kw})
+
+
+def test_search_moves_alpha_and_writes_the_run_directory(tmp_path):
+    res = run_search(_tiny(epochs=3, a_lr=0.05), tmp_path / "run")
+    run = tmp_path / "run"
+    for name in ("config.json", "metrics.csv", "checkpoint.pt", "genotype.json", "plots/alphas.png"):
+        assert (run / name).is_file(), name
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert list(metrics["epoch"]) == [1, 2, 3]
+    assert (metrics["steps"] == 4).all() and (metrics["epoch_seconds"] > 0).all()
+    assert load_genotype(run) == res.genotype
+    hist = torch.load(run / "checkpoint.pt", weights_only=True)["history"]
+    init = ArchParams(14, 8, generator=torch.Generator().manual_seed(0 * 1000 + 3))
+    moved = (hist[-1]["normal"] - torch.softmax(init.normal.detach(), -1)).abs().max()
+    assert moved > 0.01  # the architecture weights moved away from uniform
+
+
+def test_existing_run_is_not_overwritten(tmp_path):
+    run_search(_tiny(epochs=1), tmp_path / "run")
+    with pytest.raises(HwnasError, match="--resume"):
+        run_search(_tiny(epochs=1), tmp_path / "run")
+
+
+class _Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(relax=RelaxConfig("gumbel", hard=True))])
+def test_resume_reaches_the_uninterrupted_result(tmp_path, kw):
+    full = run_search(_tiny(epochs=3, **kw), tmp_path / "full")
+
+    def stop_after_first(row):
+        if row["epoch"] == 1:
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        run_search(_tiny(epochs=3, **kw), tmp_path / "cut", on_epoch_end=stop_after_first)
+    resumed = run_search(_tiny(), tmp_path / "cut", resume=True)  # config comes from the run directory
+    assert resumed.genotype == full.genotype
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)
+    torch.testing.assert_close(a["arch"], b["arch"], rtol=0, atol=0)
+    for k in a["net"]:
+        torch.testing.assert_close(a["net"][k], b["net"][k], rtol=0, atol=0)
+    cols = ["train_loss", "val_loss", "val_acc"]
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "full" / "metrics.csv")[cols],
+                                  pd.read_csv(tmp_path / "cut" / "metrics.csv")[cols])
+
+
+@pytest.mark.parametrize("kw", [
+    dict(arch_grad="second"),
+    dict(arch_grad="one-level"),
+    dict(relax=RelaxConfig("sigmoid")),
+    dict(relax=RelaxConfig("gumbel")),
+    dict(relax=RelaxConfig("gumbel", hard=True), augment=True),
+])
+def test_every_strategy_and_relaxation_searches(tmp_path, kw):
+    res = run_search(_tiny(epochs=1, **kw), tmp_path / "run")
+    assert len(res.metrics) == 1 and math.isfinite(res.metrics[0]["train_loss"])
+    assert len(res.genotype.normal) == 8
+
+
+def test_bad_search_config_is_a_clear_error():
+    with pytest.raises(HwnasError, match="arch-grad"):
+        SearchConfig(arch_grad="third")
+    with pytest.raises(HwnasError, match="layers"):
+        SearchConfig(layers=2)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not MNIST.is_dir(), reason="the shared MNIST test set is not beside the repository")
+def test_search_runs_on_real_mnist(tmp_path):
+    res = run_search(_tiny(dataset=f"idx:{MNIST}", epochs=1, max_steps_per_epoch=2), tmp_path / "run")
+    assert res.metrics[0]["steps"] == 2 and len(res.genotype.reduce) == 8

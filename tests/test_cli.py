@@ -1,0 +1,56 @@
+import json
+
+from typer.testing import CliRunner
+
+from hwnas.spaces.genotype import DARTS_V2
+from hwnas_cli.app import app
+
+runner = CliRunner()
+
+
+def _ok(result):
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    return result.output
+
+
+def _fails_cleanly(result, *fragments):
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert "error:" in result.output
+    for f in fragments:
+        assert f in result.output.replace("\n", " ")
+
+
+def test_info_lists_versions_and_backends():
+    out = _ok(runner.invoke(app, ["info"]))
+    for word in ("torch", "onnxruntime", "ort-cpu", "tensorrt", "mobile-int8"):
+        assert word in out
+
+
+def test_train_epochs_zero_reports_the_reference_parameter_count():
+    out = _ok(runner.invoke(app, ["train", "--genotype", str(DARTS_V2), "--epochs", "0", "--layers", "20",
+                                  "--channels", "36", "--dataset", "cifar10", "--device", "cpu"]))
+    assert "3,349,342" in out
+
+
+def test_search_then_refuse_overwrite_then_resume(tmp_path):
+    args = ["search", "--out", str(tmp_path / "r"), "--layers", "3", "--channels", "4", "--batch-size", "32",
+            "--epochs", "1", "--max-steps", "2", "--device", "cpu"]
+    out = _ok(runner.invoke(app, args))
+    assert "Genotype(normal=" in out
+    assert json.loads((tmp_path / "r" / "genotype.json").read_text())["darts"].startswith("Genotype(")
+    _fails_cleanly(runner.invoke(app, args), "already holds a run", "--resume")
+    _ok(runner.invoke(app, args + ["--resume"]))
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path):
+    _fails_cleanly(runner.invoke(app, ["search", "--out", str(tmp_path / "a"), "--dataset", "nope"]), "unknown dataset")
+    _fails_cleanly(runner.invoke(app, ["search", "--out", str(tmp_path / "b"), "--relax", "tanh"]), "relaxation")
+    _fails_cleanly(runner.invoke(app, ["search", "--out", str(tmp_path / "c"), "--dataset", "mnist",
+                                       "--data-dir", str(tmp_path)]), "--download")
+    _fails_cleanly(runner.invoke(app, ["train", "--genotype", "Genotype(normal=[", "--epochs", "0"]), "cannot parse")
+    _fails_cleanly(runner.invoke(app, ["search", "--out", str(tmp_path / "d"), "--resume"]), "no config.json")
+    _fails_cleanly(runner.invoke(app, ["search", "--out", str(tmp_path / "e"), "--device", "cuda:0"])
+                   if not __import__("torch").cuda.is_available() else runner.invoke(app, ["search", "--out",
+                   str(tmp_path / "e"), "--arch-grad", "x"]), "")

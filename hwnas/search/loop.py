@@ -19,7 +19,7 @@ from hwnas.evaluation import RunningStats, evaluate
 from hwnas.runs import RunDir
 from hwnas.runtime import autocast_dtype, memory_format, resolve_device
 from hwnas.search.arch_grad import ARCH_GRADS, first_order, second_order
-from hwnas.search.objective import ArchParams, SearchObjective
+from hwnas.search.objective import ArchParams, RelaxedArch, SearchObjective
 from hwnas.search.relax import RelaxConfig, temperature
 from hwnas.spaces.genotype import Genotype, derive_genotype
 from hwnas.spaces.supernet import Supernet, SupernetConfig
@@ -167,7 +167,10 @@ class Search:
         elif cfg.arch_grad == "second":
             second_order(self.obj, xt, yt, xv, yv, xi=self.sched.get_last_lr()[0])
             self.a_opt.step()
-        loss, logits = self.obj.loss(xt, yt)
+        ra = self.obj.sample()
+        if cfg.arch_grad != "one-level":  # bilevel: the weight step needs no α gradient, so do not compute one
+            ra = RelaxedArch(ra.w_normal.detach(), ra.w_reduce.detach(), ra.idx_normal, ra.idx_reduce)
+        loss, logits = self.obj.loss(xt, yt, ra)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip)
         self.w_opt.step()

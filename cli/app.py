@@ -180,6 +180,12 @@ def _fresh(path: Path) -> Path:
     return path.with_name(f"{path.name}-{k}")
 
 
+# Registered after the commands above so that `hwnas --help` lists them in pipeline order.
+from .profile import register as register_profile  # noqa: E402
+
+register_profile(app)
+
+
 def main() -> None:
     app()
 

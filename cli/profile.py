@@ -1,0 +1,191 @@
+"""`hwnas profile` (build a lookup table; `bundle`/`import` for devices without PyTorch) and
+`hwnas calibrate` (check the table against whole networks). `register(app)` adds them."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .common import console, user_errors
+
+profile_app = typer.Typer(add_completion=False, invoke_without_command=True, no_args_is_help=False,
+                          help="Measure every op the space can place on a device into a lookup table (CSV + sidecar).")
+
+DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, ort-cpu, ort-cuda, tensorrt, mobile (1-thread "
+                                                         "batch-1 ORT proxy), mobile-int8")]
+SpaceOpt = Annotated[str, typer.Option(help="darts or resnet18")]
+ThreadsOpt = Annotated[int | None, typer.Option(help="intra-op threads (default: all cores; mobile: 1)")]
+BatchOpt = Annotated[int | None, typer.Option(help="batch size (default 64; mobile: 1)")]
+InputOpt = Annotated[str, typer.Option(help="input HxW (8x8 digits, 28x28 MNIST, 32x32 CIFAR, 224x224 ImageNet)")]
+InChOpt = Annotated[int | None, typer.Option(help="image channels (default: 1 for 8x8 and 28x28, else 3)")]
+ChannelsOpt = Annotated[int, typer.Option(help="darts: channels of the first cells")]
+LayersOpt = Annotated[int, typer.Option(help="darts: cells")]
+ClassesOpt = Annotated[int, typer.Option(help="classes of the head")]
+DtypeOpt = Annotated[str, typer.Option(help="float32, or float16 on GPU backends")]
+GraphOpt = Annotated[str, typer.Option(help="ONNX Runtime graph optimisation: disable, basic, extended, all")]
+BudgetOpt = Annotated[float, typer.Option(help="seconds of timed runs per key (adaptive repeat count)")]
+ExporterOpt = Annotated[str, typer.Option(help="ONNX exporter for ort-*/mobile*/tensorrt: dynamo (default, the "
+                                               "supported one) or torchscript (deprecated, ~10x faster per op)")]
+
+
+@contextmanager
+def _bar(label: str):
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=console, transient=False) as progress:
+        task = progress.add_task(label, total=None)
+
+        def update(done: int, total: int, text: str | None = None) -> None:
+            progress.update(task, completed=done, total=total, description=text or label)
+
+        yield update
+
+
+def _configs(device, space, threads, batch, input_size, in_channels, channels, layers, classes, dtype, graph_opt,
+             budget, exporter="dynamo"):
+    from hwnas.errors import HwnasError
+    from hwnas.latency.backends import GRAPH_OPT, BackendConfig, resolve
+    from hwnas.latency.space import SpaceConfig, parse_input_size
+    from hwnas.latency.stats import TimingConfig
+
+    h, w = parse_input_size(input_size)
+    threads, batch = resolve(device, threads, batch, dtype)
+    if graph_opt not in GRAPH_OPT:
+        raise HwnasError(f"--graph-opt {graph_opt!r}: choose one of {', '.join(GRAPH_OPT)}")
+    from hwnas.latency.onnx_io import EXPORTERS
+
+    if exporter not in EXPORTERS:
+        raise HwnasError(f"--exporter {exporter!r}: choose one of {', '.join(EXPORTERS)}")
+    if budget <= 0:
+        raise HwnasError("--budget must be positive")
+    if in_channels is None:
+        in_channels = 1 if (h, w) in ((8, 8), (28, 28)) else 3
+    sp = SpaceConfig(space=space, input_h=h, input_w=w, in_channels=in_channels, channels=channels, layers=layers,
+                     batch=batch, num_classes=classes, dtype=dtype)
+    return sp, BackendConfig(device, threads, graph_opt=graph_opt, exporter=exporter,
+                             timing=TimingConfig(budget_s=budget))
+
+
+@profile_app.callback()
+@user_errors
+def profile(
+    ctx: typer.Context,
+    device: DeviceOpt = "cpu",
+    space: SpaceOpt = "darts",
+    threads: ThreadsOpt = None,
+    batch: BatchOpt = None,
+    input_size: InputOpt = "8x8",
+    in_channels: InChOpt = None,
+    channels: ChannelsOpt = 8,
+    layers: LayersOpt = 5,
+    classes: ClassesOpt = 10,
+    dtype: DtypeOpt = "float32",
+    graph_opt: GraphOpt = "all",
+    budget: BudgetOpt = 0.25,
+    exporter: ExporterOpt = "dynamo",
+    out: Annotated[Path | None, typer.Option(help="table CSV (default profiles/<space>-<device>-<HxW>.csv); "
+                                                  "an existing table with the same settings is resumed")] = None,
+) -> None:
+    """Measure every (op, channels, resolution, stride) the space can place; resumes a partial table."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from hwnas.latency.backends import make_backend
+    from hwnas.latency.profiler import ProfileConfig
+    from hwnas.latency.profiler import profile as run_profile
+
+    sp, bcfg = _configs(device, space, threads, batch, input_size, in_channels, channels, layers, classes, dtype,
+                        graph_opt, budget, exporter)
+    backend = make_backend(bcfg)  # before the progress bar: an unusable backend is a one-line error
+    out = out or Path("profiles") / f"{space}-{device}-{sp.input_h}x{sp.input_w}.csv"
+    counts = {"measured": 0, "skipped": 0}
+    with _bar(f"profile {device}") as update:
+        def on_progress(done, total, key, measured):
+            counts["measured" if measured else "skipped"] += 1
+            update(done, total, f"{device} {key.op} {key.c_in}->{key.c_out} {key.h}x{key.w}")
+
+        table = run_profile(ProfileConfig(sp, bcfg), out, backend=backend, on_progress=on_progress)
+    console.print(f"{len(table)} keys in {out} ({counts['measured']} measured now, {counts['skipped']} already there)"
+                  f"; device: {table.meta['device']}", highlight=False)
+
+
+@profile_app.command("bundle")
+@user_errors
+def bundle(
+    out: Annotated[Path, typer.Option(help="folder to write the bundle into (must be new or empty)")],
+    device: Annotated[str, typer.Option("--device", help="ort-cpu, mobile or mobile-int8")] = "mobile",
+    space: SpaceOpt = "darts",
+    threads: ThreadsOpt = None,
+    batch: BatchOpt = None,
+    input_size: InputOpt = "8x8",
+    in_channels: InChOpt = None,
+    channels: ChannelsOpt = 8,
+    layers: LayersOpt = 5,
+    classes: ClassesOpt = 10,
+    graph_opt: GraphOpt = "all",
+    budget: BudgetOpt = 0.25,
+    exporter: ExporterOpt = "dynamo",
+) -> None:
+    """Write ONNX op models + run.py (onnxruntime and numpy only) to profile a device without PyTorch."""
+    from hwnas.latency.bundle import write_bundle
+
+    sp, bcfg = _configs(device, space, threads, batch, input_size, in_channels, channels, layers, classes, "float32",
+                        graph_opt, budget, exporter)
+    with _bar("export") as update:
+        write_bundle(sp, bcfg, out, on_progress=update)
+    console.print(f"bundle in {out}/: copy it to the device, run `python run.py` there, bring the folder back and "
+                  f"run `hwnas profile import {out}`", highlight=False)
+
+
+@profile_app.command("import")
+@user_errors
+def import_(
+    bundle_dir: Annotated[Path, typer.Argument(help="a bundle folder holding results.csv from run.py")],
+    out: Annotated[Path | None, typer.Option(help="table CSV (default profiles/<bundle name>.csv)")] = None,
+) -> None:
+    """Turn a run bundle's results into a lookup table."""
+    from hwnas.latency.bundle import import_bundle
+
+    out = out or Path("profiles") / f"{bundle_dir.name}.csv"
+    table = import_bundle(bundle_dir, out)
+    console.print(f"{len(table)} keys from {table.meta['device']} written to {out}", highlight=False)
+
+
+@user_errors
+def calibrate(
+    table: Annotated[Path, typer.Option(help="lookup table CSV (with its .json sidecar)")],
+    samples: Annotated[int, typer.Option(help="random architectures to measure end-to-end")] = 50,
+    seed: Annotated[int, typer.Option(help="seed of the architecture sampler")] = 0,
+    folds: Annotated[int, typer.Option(help="K of the K-fold cross-validation of the fits")] = 5,
+    report: Annotated[Path | None, typer.Option(help="JSON of the figures (default <table>.calibration.json)")] = None,
+) -> None:
+    """Compare the table's predictions with whole networks measured on the same backend; fit and store a correction."""
+    from hwnas.latency.backends import make_backend
+    from hwnas.latency.calibrate import calibrate as run_calibrate
+    from hwnas.latency.calibrate import check_device, plot, save_report, table_backend_config
+    from hwnas.latency.table import LatencyTable
+
+    lut = LatencyTable.load(table)
+    backend = make_backend(table_backend_config(lut))
+    check_device(lut, backend)
+    with _bar(f"calibrate {lut.backend}") as update:
+        cal = run_calibrate(lut, samples=samples, seed=seed, folds=folds, backend=backend, on_progress=update)
+    out = Table(title=f"{table.name}: predicted vs measured, {samples} networks ({folds}-fold held-out for fits)")
+    for col in ("prediction", "MAPE %", "within ±10 %", "Spearman", "Kendall"):
+        out.add_column(col)
+    for name, f in cal.figures.items():
+        label = "per-op sum" if name == "sum" else name + (" (chosen)" if name == cal.chosen else "")
+        out.add_row(label, f"{f['mape_pct']:.2f}", f"{100 * f['within_10pct']:.0f} %", f"{f['spearman']:.3f}",
+                    f"{f['kendall']:.3f}")
+    console.print(out)
+    report = save_report(cal, lut, report or table.with_name(table.name + ".calibration.json"))
+    png = plot(cal, table.with_name(table.name + ".calibration.png"), title=f"{table.name} ({lut.meta['device']})")
+    console.print(f"correction ({cal.chosen}) stored in {table.name}.json; figures in {report}, plot {png}",
+                  highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(profile_app, name="profile")
+    app.command("calibrate")(calibrate)

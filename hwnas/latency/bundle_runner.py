@@ -1,0 +1,108 @@
+"""Standalone runner of an hwnas profiling bundle: needs only onnxruntime and numpy.
+
+Copied into a bundle as run.py by `hwnas profile bundle`. On the target device:
+
+    python run.py                 # threads from bundle.json
+    python run.py --threads 4
+
+It times every ONNX op model in models/ (warm-up, then adaptive repeats, median/p10/p90 after
+dropping slow outliers beyond Q3 + 3·IQR: the same rule as hwnas.latency.stats) and appends
+one row per model to results.csv, so an interrupted run resumes. device.json records the
+machine. Bring results.csv and device.json back and run `hwnas profile import DIR`.
+
+This file must not import hwnas or torch: the target may have neither.
+"""
+import argparse
+import csv
+import json
+import os
+import platform
+import time
+
+import numpy as np
+import onnxruntime as ort
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULT_FIELDS = ["file", "p50_ms", "p10_ms", "p90_ms", "n", "mean_ms", "n_outliers"]
+
+
+def summarise(samples):
+    raw = np.asarray(samples, dtype=np.float64)
+    kept = raw
+    if raw.size >= 4:
+        q1, q3 = np.percentile(raw, [25, 75])
+        kept = raw[raw <= q3 + 3.0 * (q3 - q1)]
+    p10, p50, p90 = np.percentile(kept, [10, 50, 90])
+    return {"p50_ms": p50, "p10_ms": p10, "p90_ms": p90, "n": kept.size, "mean_ms": kept.mean(),
+            "n_outliers": raw.size - kept.size}
+
+
+def time_session(sess, feeds, timing):
+    def once():
+        t0 = time.perf_counter_ns()
+        sess.run(None, feeds)
+        return (time.perf_counter_ns() - t0) / 1e6
+
+    warm, start = [], time.perf_counter()
+    while len(warm) < timing["warmup_runs"] or time.perf_counter() - start < timing["warmup_s"]:
+        warm.append(once())
+    per_run = float(np.median(warm)) / 1e3
+    n = int(min(timing["max_runs"], max(timing["min_runs"], timing["budget_s"] / max(per_run, 1e-9))))
+    return summarise([once() for _ in range(n)])
+
+
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def main():
+    with open(os.path.join(HERE, "bundle.json")) as f:
+        spec = json.load(f)
+    ap = argparse.ArgumentParser(description="time the ONNX op models of an hwnas bundle")
+    ap.add_argument("--threads", type=int, default=spec["threads"])
+    args = ap.parse_args()
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = args.threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, spec["graph_optimization_level"])
+    so.log_severity_level = 3
+    with open(os.path.join(HERE, "device.json"), "w") as f:
+        json.dump({"device": cpu_name(), "platform": platform.platform(), "machine": platform.machine(),
+                   "onnxruntime": ort.__version__, "threads": args.threads, "cpu_count": os.cpu_count(),
+                   "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, f, indent=2)
+    out = os.path.join(HERE, "results.csv")
+    done = set()
+    if os.path.exists(out):
+        with open(out) as f:
+            done = {r["file"] for r in csv.DictReader(f)}
+    with open(os.path.join(HERE, "keys.csv")) as f:
+        keys = list(csv.DictReader(f))
+    new = not os.path.exists(out) or not done
+    with open(out, "a", newline="") as f:
+        writer = csv.DictWriter(f, RESULT_FIELDS)
+        if new:
+            writer.writeheader()
+        rng = np.random.default_rng(0)
+        for i, key in enumerate(keys, 1):
+            if key["file"] in done:
+                continue
+            sess = ort.InferenceSession(os.path.join(HERE, key["file"]), so, providers=["CPUExecutionProvider"])
+            shapes = [tuple(int(d) for d in s.split("x")) for s in key["input_shapes"].split(";")]
+            feeds = {f"x{j}": rng.standard_normal(s).astype(np.float32) for j, s in enumerate(shapes)}
+            row = time_session(sess, feeds, spec["timing"])
+            writer.writerow({"file": key["file"], **{k: f"{v:.6g}" for k, v in row.items()}})
+            f.flush()
+            print(f"[{i}/{len(keys)}] {key['op']} {key['c_in']}->{key['c_out']} {key['h']}x{key['w']} "
+                  f"s{key['stride']}: {row['p50_ms']:.4f} ms", flush=True)
+
+
+if __name__ == "__main__":
+    main()

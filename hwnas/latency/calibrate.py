@@ -1,0 +1,220 @@
+"""`hwnas calibrate`: does the table's sum predict what whole networks measure?
+
+Sample N architectures of the table's space (seeded), build each whole network at the
+table's space parameters, time it end-to-end on the table's backend (torch eager for cpu,
+the whole network exported to ONNX for ort-*/mobile), and compare with the table.
+
+Figures: MAPE, share within ±10 %, Spearman and Kendall rank correlation — for the raw sum
+and for two corrections, each evaluated by K-fold cross-validation (held-out predictions
+only, never in-sample):
+
+- linear:   measured ≈ a · Σ + b;
+- per-kind: measured ≈ Σ_k a_k · S_k + b, S_k the sum over one kind of op (conv, pool, skip;
+  for resnet18 branch, shortcut). Per-op timings carry overheads that whole networks do not
+  pay (a session call per op) and miss cross-op effects (fusion, cache reuse); these differ
+  by kind, which a single scale cannot express. Kinds that are the same in every sample
+  (stem, preprocessing, glue, head) keep scale 1; the intercept absorbs their bias.
+
+The correction with the lower held-out MAPE is refitted on all samples and stored in the
+sidecar, where `LatencyTable.predict` applies it.
+"""
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import optimize, stats
+
+from hwnas.errors import HwnasError
+from hwnas.latency import resnet_keys as rk
+from hwnas.latency.backends import BackendConfig, make_backend
+from hwnas.latency.stats import TimingConfig
+from hwnas.latency.table import LatencyTable, apply_correction
+from hwnas.spaces.genotype import Genotype
+from hwnas.spaces.ops import PRIMITIVES
+
+
+def metrics(predicted, measured) -> dict:
+    """MAPE (%), share within ±10 % (0..1), Spearman ρ and Kendall τ of predicted vs measured."""
+    p, m = np.asarray(predicted, float), np.asarray(measured, float)
+    rel = np.abs(p - m) / m
+    out = {"n": int(p.size), "mape_pct": float(100 * rel.mean()), "within_10pct": float((rel <= 0.10).mean())}
+    if p.size >= 3 and np.ptp(p) > 0 and np.ptp(m) > 0:
+        out["spearman"] = float(stats.spearmanr(p, m).statistic)
+        out["kendall"] = float(stats.kendalltau(p, m).statistic)
+    else:
+        out["spearman"] = out["kendall"] = float("nan")
+    return out
+
+
+def fit_linear(parts: list[dict[str, float]], measured) -> dict:
+    """measured ≈ a · Σ + b (ordinary least squares)."""
+    s = np.array([sum(p.values()) for p in parts])
+    a, b = np.polyfit(s, np.asarray(measured, float), 1)
+    return {"fit": "linear", "scale": {}, "default_scale": float(a), "intercept": float(b)}
+
+
+def fit_per_kind(parts: list[dict[str, float]], measured) -> dict:
+    """measured ≈ Σ_k a_k · S_k + b, a_k ≥ 0 (bounded least squares); kinds constant across samples keep a_k = 1."""
+    y = np.asarray(measured, float)
+    kinds = sorted({k for p in parts for k in p})
+    cols = {k: np.array([p.get(k, 0.0) for p in parts]) for k in kinds}
+    varying = [k for k in kinds if np.ptp(cols[k]) > 1e-9 * max(1.0, np.abs(cols[k]).max())]
+    fixed = sum((cols[k] for k in kinds if k not in varying), np.zeros_like(y))
+    x = np.column_stack([cols[k] for k in varying] + [np.ones_like(y)])
+    lower = [0.0] * len(varying) + [-np.inf]
+    res = optimize.lsq_linear(x, y - fixed, bounds=(lower, [np.inf] * x.shape[1]))
+    scale = {k: float(a) for k, a in zip(varying, res.x[:-1])}
+    scale.update({k: 1.0 for k in kinds if k not in varying})
+    return {"fit": "per-kind", "scale": scale, "default_scale": 1.0, "intercept": float(res.x[-1])}
+
+
+FITS: dict[str, Callable] = {"linear": fit_linear, "per-kind": fit_per_kind}
+
+
+def cross_validated(parts: list[dict[str, float]], measured, fit: Callable, folds: int = 5, seed: int = 0) -> np.ndarray:
+    """Held-out predictions: each sample predicted by the fit on the other folds."""
+    y = np.asarray(measured, float)
+    order = np.random.default_rng(seed).permutation(len(y))
+    pred = np.empty_like(y)
+    for f in range(folds):
+        test = order[f::folds]
+        train = np.setdiff1d(order, test)
+        corr = fit([parts[i] for i in train], y[train])
+        pred[test] = [apply_correction(parts[i], corr) for i in test]
+    return pred
+
+
+def random_architecture(space, rng: random.Random) -> Genotype | dict:
+    """A uniform random genotype (non-`none` ops, two inputs per node) or pruned ResNet18."""
+    if space.space == "resnet18":
+        return {b: rng.choice((0.0, *rk.FRACTIONS)) for b in rk.BLOCKS}
+    ops = [p for p in PRIMITIVES if p != "none"]
+
+    def cell():
+        return tuple((rng.choice(ops), j) for i in range(space.steps) for j in rng.sample(range(i + 2), 2))
+
+    concat = tuple(range(2 + space.steps - space.multiplier, space.steps + 2))
+    return Genotype(cell(), concat, cell(), concat)
+
+
+def build_network(space, arch):
+    if space.space == "resnet18":
+        return rk.pruned_resnet18(space, arch)
+    from hwnas.spaces.network import DiscreteNetwork, NetworkConfig
+
+    cfg = NetworkConfig(channels=space.channels, layers=space.layers, num_classes=space.num_classes,
+                        in_channels=space.in_channels, auxiliary=False, stem_multiplier=space.stem_multiplier)
+    return DiscreteNetwork(arch, cfg).eval()
+
+
+def table_backend_config(table: LatencyTable, budget_s: float = 0.5) -> BackendConfig:
+    """The backend set-up the table was measured with (whole networks get a larger time budget)."""
+    s = table.meta.get("settings", {})
+    timing = {k: v for k, v in s.get("timing", {}).items() if k in TimingConfig.__dataclass_fields__}
+    timing["budget_s"] = max(budget_s, timing.get("budget_s", 0.0))
+    return BackendConfig(table.backend, int(table.meta["threads"]), graph_opt=s.get("graph_optimization", "all"),
+                         exporter=s.get("exporter", "dynamo"), opset=s.get("opset", 18), timing=TimingConfig(**timing))
+
+
+def check_device(table: LatencyTable, backend) -> None:
+    """End-to-end timings only mean something on the device the table measured."""
+    here = backend.describe()["device"]
+    if here != table.meta["device"]:
+        raise HwnasError(f"{table.path} was measured on {table.meta['device']!r}, this machine is {here!r}: "
+                         f"calibrate where the table was measured")
+
+
+@dataclass
+class Calibration:
+    samples: list[dict]   # architecture, measured_ms, sum_ms, parts
+    figures: dict         # fit name → metrics (raw: in-sample of nothing; fits: held-out)
+    chosen: str
+    correction: dict
+
+
+def calibrate(table: LatencyTable, samples: int = 50, seed: int = 0, folds: int = 5, backend=None,
+              on_progress: Callable[[int, int], None] | None = None) -> Calibration:
+    """Measure `samples` random networks, fit, store the chosen correction in the table's sidecar."""
+    if samples < max(folds, 4):
+        raise HwnasError(f"--samples {samples}: need at least {max(folds, 4)} networks for {folds}-fold cross-validation")
+    backend = backend or make_backend(table_backend_config(table))
+    check_device(table, backend)
+    space, rng = table.space, random.Random(seed)
+    shape = (space.batch, space.in_channels, space.input_h, space.input_w)
+    rows = []
+    for i in range(samples):
+        arch = random_architecture(space, rng)
+        parts = table.breakdown(arch)  # first: a missing key fails before any timing
+        measured = backend.measure(build_network(space, arch), [shape], space.dtype)
+        rows.append({"architecture": str(arch) if isinstance(arch, Genotype) else arch, "measured_ms": measured.p50_ms,
+                     "measured_p10_ms": measured.p10_ms, "measured_p90_ms": measured.p90_ms,
+                     "sum_ms": sum(parts.values()), "parts": parts})
+        if on_progress:
+            on_progress(i + 1, samples)
+    y = np.array([r["measured_ms"] for r in rows])
+    parts = [r["parts"] for r in rows]
+    figures = {"sum": metrics([r["sum_ms"] for r in rows], y)}
+    for name, fit in FITS.items():
+        held_out = cross_validated(parts, y, fit, folds, seed)
+        figures[name] = metrics(held_out, y)
+        for r, p in zip(rows, held_out):
+            r[f"{name}_cv_ms"] = float(p)
+    chosen = min(FITS, key=lambda n: figures[n]["mape_pct"])
+    correction = FITS[chosen](parts, y)
+    table.meta["calibration"] = {"correction": correction, "chosen": chosen, "figures": figures,
+                                 "samples": samples, "seed": seed, "folds": folds,
+                                 "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                 "note": "figures for fits are K-fold held-out; the stored correction is refitted "
+                                         "on all samples"}
+    if table.path:
+        table.save_meta()
+    return Calibration(rows, figures, chosen, correction)
+
+
+def save_report(cal: Calibration, table: LatencyTable, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    report = {"table": str(table.path), "device": table.meta["device"], "backend": table.backend,
+              "threads": table.meta["threads"], "space": table.meta["space"], "figures": cal.figures,
+              "chosen": cal.chosen, "correction": cal.correction, "samples": cal.samples}
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    return path
+
+
+def plot(cal: Calibration, path: str | Path, title: str = "") -> Path:
+    """Predicted vs measured, before (raw sum) and after (held-out corrected), with y = x and a ±10 % band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    y = np.array([r["measured_ms"] for r in cal.samples])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
+    for ax, (label, col) in zip(axes, (("per-op sum", "sum_ms"), (f"{cal.chosen} correction (held-out)",
+                                                                  f"{cal.chosen}_cv_ms"))):
+        p = np.array([r[col] for r in cal.samples])
+        lo, hi = 0.9 * min(p.min(), y.min()), 1.1 * max(p.max(), y.max())
+        line = np.linspace(lo, hi, 50)
+        ax.fill_between(line, 0.9 * line, 1.1 * line, color="tab:green", alpha=0.15, label="±10 %")
+        ax.plot(line, line, "k--", lw=1, label="y = x")
+        ax.scatter(y, p, s=14)
+        f = cal.figures["sum" if col == "sum_ms" else cal.chosen]
+        ax.set_title(f"{label}\nMAPE {f['mape_pct']:.1f} %, ±10 %: {100 * f['within_10pct']:.0f} %, "
+                     f"ρ {f['spearman']:.3f}, τ {f['kendall']:.3f}", fontsize=9)
+        ax.set_xlabel("measured (ms)")
+        ax.set_ylabel("predicted (ms)")
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        ax.legend(fontsize=8, loc="upper left")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,102 @@
+"""Building a lookup table: enumerate the space's keys, time each on a backend, write as we go.
+
+The CSV is rewritten atomically after every key, so an interrupted run leaves a valid table
+of the keys done so far, and a rerun with the same settings measures only what is missing.
+A rerun whose sidecar says another device, backend, thread count, space or timing setting
+is refused: one table never mixes two measurement set-ups.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from torch import nn
+
+import hwnas
+from hwnas.errors import HwnasError
+from hwnas.latency import darts_keys as dk
+from hwnas.latency import resnet_keys as rk
+from hwnas.latency.backends import Backend, BackendConfig, make_backend
+from hwnas.latency.space import KEY_COLUMNS, OpKey, SpaceConfig
+from hwnas.latency.table import REQUIRED_COLUMNS, LatencyTable
+
+GLUE_NOTE = ("darts: per-node add and per-cell concat are measured as keys; what the per-key sum still misses "
+             "(overhead between ops, cross-op fusion) is left to hwnas calibrate")
+# Settings that must match for a rerun to resume a table rather than be refused.
+_MATCH = ("device", "backend", "threads", "space", "settings")
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    space: SpaceConfig
+    backend: BackendConfig
+
+
+def space_keys(space: SpaceConfig) -> list[OpKey]:
+    return dk.darts_keys(space) if space.space == "darts" else rk.resnet_keys(space)
+
+
+def key_module(key: OpKey, space: SpaceConfig) -> tuple[nn.Module, list[tuple[int, ...]]]:
+    """The eval-mode module a key times and its input shapes."""
+    return dk.darts_module(key, space) if space.space == "darts" else rk.resnet_module(key, space)
+
+
+def table_meta(cfg: ProfileConfig, backend: Backend, n_keys: int) -> dict:
+    """The sidecar of a new table (calibration is added later by `hwnas calibrate`)."""
+    from hwnas.info import environment
+
+    env = environment()
+    settings = cfg.backend.to_dict()
+    settings.pop("backend"), settings.pop("threads")
+    return {**backend.describe(), "backend": cfg.backend.name, "threads": cfg.backend.threads,
+            "batch": cfg.space.batch, "dtype": cfg.space.dtype, "torch": env["torch"], "hwnas": hwnas.__version__,
+            "onnxruntime": env["onnxruntime"], "python": env["python"], "platform": env["platform"],
+            "cpu": env["cpu"], "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "space": cfg.space.to_dict(),
+            "settings": settings, "keys": n_keys, "glue": GLUE_NOTE, "calibration": None}
+
+
+def _check_resumable(old: dict, new: dict, out: Path) -> None:
+    for field in _MATCH:
+        if old.get(field) != new.get(field):
+            raise HwnasError(f"{out} was measured with {field}={old.get(field)!r}, this run has "
+                             f"{new.get(field)!r}; choose another --out (tables never mix set-ups)")
+
+
+def profile(cfg: ProfileConfig, out: str | Path, backend: Backend | None = None,
+            on_progress: Callable[[int, int, OpKey, bool], None] | None = None) -> LatencyTable:
+    """Measure every key of the space into `out` (CSV + sidecar), resuming a partial table.
+
+    `on_progress(done, total, key, measured)` is called after each key (measured=False: skipped, already in the table).
+    """
+    out = Path(out)
+    backend = backend or make_backend(cfg.backend)
+    keys = space_keys(cfg.space)
+    meta = table_meta(cfg, backend, len(keys))
+    rows: list[dict] = []
+    if out.exists():
+        old = LatencyTable.load(out)
+        _check_resumable(old.meta, meta, out)
+        meta["date"] = old.meta.get("date", meta["date"])
+        meta["calibration"] = old.meta.get("calibration")
+        rows = old.frame.to_dict("records")
+    done = {OpKey(*(r[c] for c in KEY_COLUMNS)) for r in rows}
+    table = LatencyTable(pd.DataFrame(rows) if rows else pd.DataFrame(columns=list(REQUIRED_COLUMNS)), meta, out)
+    table.save_meta(out)  # the sidecar first: a crash after the first rows still leaves a loadable table
+    for i, key in enumerate(keys, 1):
+        if key in done:
+            if on_progress:
+                on_progress(i, len(keys), key, False)
+            continue
+        module, shapes = key_module(key, cfg.space)
+        stats = backend.measure(module, shapes, key.dtype)
+        rows.append({**key._asdict(), **stats.row()})
+        table = LatencyTable(pd.DataFrame(rows), meta, out)
+        table.save(out)
+        if on_progress:
+            on_progress(i, len(keys), key, True)
+    if not out.exists():
+        table.save(out)
+    return LatencyTable.load(out)

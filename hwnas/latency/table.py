@@ -1,0 +1,224 @@
+"""`LatencyTable`: a measured lookup table (CSV + JSON sidecar), validated on load.
+
+The CSV holds one row per key (`op, c_in, c_out, h, w, stride, batch, dtype`) with its
+timing (`p50_ms, p10_ms, p90_ms, n`, plus `mean_ms, n_outliers`). The sidecar `X.csv.json`
+says where and how it was measured (device, backend and version, threads, torch/hwnas
+versions, date, timing rule), which space it covers, and — after `hwnas calibrate` — the
+fitted correction that `predict` applies.
+
+Latencies are p50 values in milliseconds. A prediction is the sum over the network's keys
+(stem, per-cell preprocessing, chosen ops, glue, head), grouped by kind so that a per-kind
+correction can scale each group: corrected = Σ_k scale_k · S_k + intercept.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from hwnas.errors import HwnasError
+from hwnas.latency import darts_keys as dk
+from hwnas.latency import resnet_keys as rk
+from hwnas.latency.space import KEY_COLUMNS, OpKey, SpaceConfig
+from hwnas.runs import _atomic_write
+from hwnas.spaces.genotype import Genotype, num_edges
+from hwnas.spaces.ops import PRIMITIVES
+
+TIMING_COLUMNS = ("p50_ms", "p10_ms", "p90_ms", "n")
+REQUIRED_COLUMNS = KEY_COLUMNS + TIMING_COLUMNS
+SIDECAR_FIELDS = ("device", "backend", "threads", "space")
+INT_COLUMNS = ("c_in", "c_out", "h", "w", "stride", "batch", "n")
+
+
+def sidecar_path(path: str | Path) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + ".json")
+
+
+def op_kind(op: str) -> str:
+    return rk.op_kind(op) if op.startswith("resnet_") else dk.op_kind(op)
+
+
+def _check_frame(frame: pd.DataFrame, where: str) -> pd.DataFrame:
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise HwnasError(f"{where} is not a latency table: missing column(s) {', '.join(missing)}")
+    frame = frame.copy()
+    frame["op"] = frame["op"].astype(str)
+    frame["dtype"] = frame["dtype"].astype(str)
+    for col in [c for c in frame.columns if c not in ("op", "dtype")]:
+        if col in REQUIRED_COLUMNS or col.endswith("_ms"):
+            values = pd.to_numeric(frame[col], errors="coerce")
+            bad = values.isna()
+            if bad.any():
+                row = int(bad.idxmax())
+                raise HwnasError(f"{where}: column {col} row {row + 2} holds {frame[col].iloc[row]!r}, not a number")
+            frame[col] = values.astype(int) if col in INT_COLUMNS else values.astype(float)
+    dup = frame.duplicated(list(KEY_COLUMNS))
+    if dup.any():
+        raise HwnasError(f"{where}: key {_row_key(frame.loc[dup.idxmax()])} appears more than once")
+    if (frame["p50_ms"] < 0).any():
+        raise HwnasError(f"{where}: negative latency in p50_ms")
+    return frame.reset_index(drop=True)
+
+
+def _row_key(row) -> OpKey:
+    return OpKey(str(row["op"]), *(int(row[c]) for c in KEY_COLUMNS[1:-1]), str(row["dtype"]))
+
+
+class LatencyTable:
+    """A validated table; build with `load`, or from rows and a sidecar dict."""
+
+    def __init__(self, frame: pd.DataFrame, meta: dict, path: str | Path | None = None):
+        self.path = Path(path) if path else None
+        where = str(self.path or "latency table")
+        missing = [f for f in SIDECAR_FIELDS if f not in meta]
+        if missing:
+            raise HwnasError(f"{where}: sidecar lacks {', '.join(missing)}; re-run hwnas profile to rebuild it")
+        self.meta = dict(meta)
+        self.frame = _check_frame(frame, where)
+        self._p50 = {_row_key(r): float(r["p50_ms"]) for _, r in self.frame.iterrows()}
+
+    # ---- files ---------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path) -> LatencyTable:
+        path = Path(path)
+        if not path.is_file():
+            raise HwnasError(f"no latency table at {path}; build one with hwnas profile --device D --space S "
+                             f"--out {path}")
+        side = sidecar_path(path)
+        if not side.is_file():
+            raise HwnasError(f"{path} has no sidecar {side.name}: a table without it cannot say which device it "
+                             f"measured; rebuild it with hwnas profile")
+        try:
+            meta = json.loads(side.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise HwnasError(f"{side} is not valid JSON ({e})") from None
+        if not isinstance(meta, dict):
+            raise HwnasError(f"{side} must hold a JSON object")
+        try:
+            frame = pd.read_csv(path)
+        except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
+            raise HwnasError(f"{path} is not a readable CSV table: {str(e).splitlines()[0]}") from None
+        return cls(frame, meta, path)
+
+    def save(self, path: str | Path | None = None) -> Path:
+        """Write the CSV and the sidecar, each atomically (temporary file + rename)."""
+        path = Path(path or self.path)
+        _atomic_write(path, lambda f: self.frame.to_csv(f, index=False, float_format="%.6g"))
+        self.save_meta(path)
+        self.path = path
+        return path
+
+    def save_meta(self, path: str | Path | None = None) -> None:
+        path = Path(path or self.path)
+        _atomic_write(sidecar_path(path), lambda f: f.write((json.dumps(self.meta, indent=2) + "\n").encode()))
+
+    # ---- keys ----------------------------------------------------------------------------
+    @property
+    def space(self) -> SpaceConfig:
+        return SpaceConfig.from_dict(self.meta["space"])
+
+    @property
+    def backend(self) -> str:
+        return self.meta["backend"]
+
+    def signature(self) -> dict:
+        """What must agree before two tables may be mixed."""
+        return {k: self.meta.get(k) for k in ("device", "backend", "threads")}
+
+    def keys(self) -> list[OpKey]:
+        return list(self._p50)
+
+    def __contains__(self, key: OpKey) -> bool:
+        return key in self._p50
+
+    def __len__(self) -> int:
+        return len(self._p50)
+
+    def profile_command(self) -> str:
+        out = f" --out {self.path}" if self.path else ""
+        return (f"hwnas profile --device {self.backend} --threads {self.meta['threads']} "
+                f"{self.space.cli_args()}{out}")
+
+    def lookup(self, key: OpKey) -> float:
+        """p50 latency of a key in ms; a missing key names itself and the command that measures it."""
+        try:
+            return self._p50[key]
+        except KeyError:
+            raise HwnasError(f"latency table {self.path or ''} has no key {key}; measure it with: "
+                             f"{self.profile_command()}") from None
+
+    # ---- predictions ---------------------------------------------------------------------
+    def arch_keys(self, arch: Genotype | dict) -> list[OpKey]:
+        """The keys of a DARTS genotype, or of a pruned ResNet18 given as {block: width fraction}."""
+        space = self.space
+        if isinstance(arch, Genotype):
+            if space.space != "darts":
+                raise HwnasError(f"a genotype needs a darts table; {self.path} measures {space.space}")
+            return dk.genotype_keys(space, arch)
+        if space.space != "resnet18":
+            raise HwnasError(f"a {{block: fraction}} architecture needs a resnet18 table; {self.path} measures "
+                             f"{space.space}")
+        return rk.pruned_keys(space, arch)
+
+    def breakdown(self, arch: Genotype | dict) -> dict[str, float]:
+        """Uncorrected ms per kind (conv, pool, skip, fixed; or branch, shortcut, fixed)."""
+        parts: dict[str, float] = {}
+        for key in self.arch_keys(arch):
+            parts[op_kind(key.op)] = parts.get(op_kind(key.op), 0.0) + self.lookup(key)
+        return parts
+
+    @property
+    def correction(self) -> dict | None:
+        return (self.meta.get("calibration") or {}).get("correction")
+
+    def predict(self, arch: Genotype | dict, corrected: bool = True) -> float:
+        """Predicted latency in ms: the per-key sum, with the calibration's correction when there is one."""
+        return apply_correction(self.breakdown(arch), self.correction if corrected else None)
+
+    def edge_costs(self, corrected: bool = False) -> torch.Tensor:
+        """T for the search's cost term: (layers, n_edges, n_ops) ms of op o on edge e of cell l,
+        in `PRIMITIVES` column order and the supernet's edge order; `none` = 0. With `corrected`,
+        each op is scaled by its kind's calibrated scale (an intercept does not depend on γ)."""
+        space = self.space
+        if space.space != "darts":
+            raise HwnasError("edge costs exist for the darts space only")
+        corr = (self.correction or {}) if corrected else {}
+        scale, default = corr.get("scale", {}), corr.get("default_scale", 1.0)
+        t = torch.zeros(space.layers, num_edges(space.steps), len(PRIMITIVES))
+        for cell in dk.cell_positions(space):
+            e = 0
+            for i in range(space.steps):
+                for j in range(i + 2):
+                    for o, op in enumerate(PRIMITIVES):
+                        key = dk.edge_key(space, cell, op, j)
+                        if key is not None:
+                            t[cell.index, e, o] = self.lookup(key) * scale.get(dk.op_kind(op), default)
+                    e += 1
+        return t
+
+    def combine(self, other: LatencyTable, allow_mixed_devices: bool = False) -> LatencyTable:
+        """Rows of both tables (this one's win on a shared key). Tables measured on different
+        devices, backends or thread counts refuse to mix unless `allow_mixed_devices`."""
+        if self.signature() != other.signature() and not allow_mixed_devices:
+            diff = {k: (v, other.signature()[k]) for k, v in self.signature().items() if v != other.signature()[k]}
+            raise HwnasError(f"refusing to mix tables from different devices/backends {diff}; pass "
+                             f"allow_mixed_devices=True if that is really meant")
+        frame = pd.concat([self.frame, other.frame]).drop_duplicates(list(KEY_COLUMNS), keep="first")
+        meta = dict(self.meta, calibration=None,
+                    combined_with=[*self.meta.get("combined_with", []), other.signature()])
+        if self.signature() != other.signature():
+            meta["mixed_devices"] = True
+        return LatencyTable(frame, meta)
+
+
+def apply_correction(parts: dict[str, float], correction: dict | None) -> float:
+    """Σ_k scale_k · S_k + intercept (no correction: the plain sum)."""
+    if not correction:
+        return float(sum(parts.values()))
+    scale = correction.get("scale", {})
+    default = correction.get("default_scale", 1.0)
+    return float(sum(scale.get(k, default) * v for k, v in parts.items()) + correction.get("intercept", 0.0))

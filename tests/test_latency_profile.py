@@ -1,0 +1,257 @@
+import json
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+
+from hwnas.errors import HwnasError
+from hwnas.latency import darts_keys as dk
+from hwnas.latency.backends import Backend, BackendConfig, OrtBackend, make_backend, resolve
+from hwnas.latency.bundle import import_bundle, write_bundle
+from hwnas.latency.calibrate import calibrate
+from hwnas.latency.onnx_io import random_feeds
+from hwnas.latency.profiler import ProfileConfig, profile, space_keys
+from hwnas.latency.space import OpKey, SpaceConfig
+from hwnas.latency.stats import TimingConfig, TimingStats
+from hwnas.latency.table import LatencyTable
+
+TINY = SpaceConfig(channels=4, layers=3, batch=1)
+FAST = TimingConfig(warmup_runs=2, warmup_s=0.0, budget_s=0.002, min_runs=3, max_runs=20)
+
+
+class Counting(Backend):
+    """Pretends to time: 1 ms per key; counts calls; can fail after a number of keys (an interrupted run)."""
+
+    def __init__(self, cfg, fail_after=None):
+        super().__init__(cfg)
+        self.calls, self.fail_after = 0, fail_after
+
+    def describe(self):
+        return {"device": "fake-cpu", "backend_version": "0"}
+
+    def measure(self, module, shapes, dtype="float32"):
+        if self.fail_after is not None and self.calls >= self.fail_after:
+            raise KeyboardInterrupt
+        self.calls += 1
+        return TimingStats(1.0, 0.9, 1.1, 1.0, 5, 0)
+
+
+def test_rerun_resumes_and_skips_measured_keys(tmp_path):
+    cfg = ProfileConfig(TINY, BackendConfig("cpu", 1, timing=FAST))
+    out = tmp_path / "t.csv"
+    first = Counting(cfg.backend, fail_after=20)
+    with pytest.raises(KeyboardInterrupt):
+        profile(cfg, out, backend=first)
+    assert len(LatencyTable.load(out)) == 20  # the interrupted run left a valid partial table
+    second = Counting(cfg.backend)
+    skipped = []
+    table = profile(cfg, out, backend=second, on_progress=lambda i, n, k, measured: skipped.append(not measured))
+    assert second.calls == 48 - 20 and sum(skipped) == 20
+    assert len(table) == 48 and set(table.keys()) == set(space_keys(TINY))
+    third = Counting(cfg.backend)
+    profile(cfg, out, backend=third)
+    assert third.calls == 0
+
+
+def test_rerun_with_other_settings_is_refused(tmp_path):
+    out = tmp_path / "t.csv"
+    profile(ProfileConfig(TINY, BackendConfig("cpu", 1, timing=FAST)), out, backend=Counting(None))
+    with pytest.raises(HwnasError, match="threads"):
+        profile(ProfileConfig(TINY, BackendConfig("cpu", 2, timing=FAST)), out,
+                backend=Counting(BackendConfig("cpu", 2)))
+    with pytest.raises(HwnasError, match="space"):
+        profile(ProfileConfig(SpaceConfig(channels=6, layers=3, batch=1), BackendConfig("cpu", 1, timing=FAST)), out,
+                backend=Counting(None))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("device", ["cpu", "ort-cpu", "mobile", "mobile-int8"])
+def test_real_tiny_profile(tmp_path, device):
+    threads, batch = resolve(device, 1, 1)
+    cfg = ProfileConfig(TINY, BackendConfig(device, threads, exporter="torchscript", timing=FAST))
+    table = profile(cfg, tmp_path / f"{device}.csv")
+    assert set(table.keys()) == set(dk.darts_keys(TINY))
+    assert (table.frame["p50_ms"] > 0).all() and (table.frame["p10_ms"] <= table.frame["p90_ms"]).all()
+    meta = json.loads((tmp_path / f"{device}.csv.json").read_text())
+    assert meta["backend"] == device and meta["threads"] == 1 and meta["space"]["channels"] == 4
+    assert meta["device"] and meta["backend_version"] and meta["torch"] and meta["hwnas"] and meta["date"]
+
+
+@pytest.mark.parametrize("exporter, op, c_in, c_out, hw, stride", [  # dynamo: ~1 s per op, so one op
+    ("dynamo", "sep_conv_5x5", 4, 4, 8, 2), ("torchscript", "sep_conv_5x5", 4, 4, 8, 2),
+    ("torchscript", dk.PRE_FR, 6, 4, 7, 2), ("torchscript", dk.CONCAT, 4, 16, 4, 1)])
+def test_exported_op_matches_pytorch_in_onnxruntime(exporter, op, c_in, c_out, hw, stride):
+    key = OpKey(op, c_in, c_out, hw, hw, stride, 2, "float32")
+    module, shapes = dk.darts_module(key, TINY)
+    for m in module.modules():  # non-trivial BN statistics, so folding BN into conv is exercised
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2), m.weight.data.uniform_(0.5, 2)
+    backend = OrtBackend(BackendConfig("ort-cpu", 1, exporter=exporter, timing=FAST))
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(backend.onnx_model(module, shapes), backend.session_options())
+    feeds = random_feeds(shapes, seed=3)
+    with torch.no_grad():
+        ref = module(*[torch.from_numpy(x) for x in feeds.values()]).numpy()
+    np.testing.assert_allclose(sess.run(None, feeds)[0], ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_bundle_runner_needs_only_onnxruntime_and_numpy(tmp_path):
+    bundle = tmp_path / "bundle"
+    write_bundle(TINY, BackendConfig("mobile", 1, exporter="torchscript", timing=FAST), bundle)
+    assert len(list((bundle / "models").glob("*.onnx"))) == 48
+    with pytest.raises(HwnasError, match="python run.py"):
+        import_bundle(bundle, tmp_path / "x.csv")
+    check = ("import runpy, sys; sys.argv = ['run.py']; runpy.run_path('run.py', run_name='__main__'); "
+             "bad = [m for m in ('torch', 'hwnas', 'pandas', 'scipy') if m in sys.modules]; "
+             "assert not bad, bad")
+    result = subprocess.run([sys.executable, "-c", check], cwd=bundle, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    table = import_bundle(bundle, tmp_path / "imported.csv")
+    assert set(table.keys()) == set(dk.darts_keys(TINY))
+    again = LatencyTable.load(tmp_path / "imported.csv")
+    assert again.backend == "mobile" and again.meta["source"] == "bundle" and again.meta["threads"] == 1
+
+
+@pytest.mark.slow
+def test_calibrate_on_cpu_stores_a_correction_that_predict_uses(tmp_path):
+    out = tmp_path / "t.csv"
+    table = profile(ProfileConfig(TINY, BackendConfig("cpu", 1, timing=FAST)), out)
+    cal = calibrate(table, samples=5, folds=5)
+    assert set(cal.figures) == {"sum", "linear", "per-kind"} and cal.chosen in ("linear", "per-kind")
+    for f in cal.figures.values():
+        assert f["n"] == 5 and 0 <= f["within_10pct"] <= 1 and f["mape_pct"] >= 0
+    again = LatencyTable.load(out)
+    assert again.correction == cal.correction
+    from hwnas.latency.calibrate import random_architecture
+    import random
+
+    g = random_architecture(TINY, random.Random(1))
+    assert again.predict(g) != pytest.approx(again.predict(g, corrected=False))
+
+
+def test_calibrate_refuses_another_device(tmp_path):
+    out = tmp_path / "t.csv"
+    profile(ProfileConfig(TINY, BackendConfig("cpu", 1, timing=FAST)), out, backend=Counting(None))
+    with pytest.raises(HwnasError, match="calibrate where the table was measured"):
+        calibrate(LatencyTable.load(out), samples=5)
+
+
+def test_backend_resolution_errors():
+    assert resolve("mobile", None, None) == (1, 1)
+    with pytest.raises(HwnasError, match="1 thread and batch 1"):
+        resolve("mobile-int8", 2, None)
+    with pytest.raises(HwnasError, match="unknown --device"):
+        resolve("npu", None, None)
+    with pytest.raises(HwnasError, match="float16 needs a GPU"):
+        resolve("cpu", 1, 1, "float16")
+
+
+# ---- GPU backends: what can be checked without a GPU, and the real thing where there is one ----
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on machines without a GPU")
+def test_cuda_backend_without_gpu_is_a_clean_error():
+    with pytest.raises(HwnasError, match="needs an NVIDIA GPU") as e:
+        make_backend(BackendConfig("cuda", 1))
+    assert "\n" not in str(e.value)
+
+
+def test_tensorrt_missing_is_a_clean_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # import fails as if not installed
+    with pytest.raises(HwnasError) as e:
+        make_backend(BackendConfig("tensorrt", 1))
+    assert str(e.value) == "TensorRT is not installed: pip install 'hwnas[tensorrt]' on a machine with an NVIDIA GPU"
+
+
+def test_tensorrt_without_gpu_is_a_clean_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", types.ModuleType("tensorrt"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(HwnasError, match="needs an NVIDIA GPU"):
+        make_backend(BackendConfig("tensorrt", 1))
+
+
+def _fake_trt(strongly_typed: bool, has_fp16: bool):
+    """Enough of the tensorrt module to check the builder calls of TensorRT 10 and 11."""
+    calls = {}
+    flag_ns = types.SimpleNamespace(**({"STRONGLY_TYPED": 1} if strongly_typed else {}))
+    builder_flag = types.SimpleNamespace(**({"FP16": "fp16"} if has_fp16 else {}))
+
+    class Config:
+        def set_memory_pool_limit(self, pool, size):
+            calls["workspace"] = size
+
+        def set_flag(self, flag):
+            calls.setdefault("flags", []).append(flag)
+
+    class Builder:
+        def __init__(self, logger):
+            pass
+
+        def create_network(self, flags):
+            calls["network_flags"] = flags
+            return "network"
+
+        def create_builder_config(self):
+            return Config()
+
+        def build_serialized_network(self, network, config):
+            return b"plan"
+
+    class Parser:
+        num_errors = 0
+
+        def __init__(self, network, logger):
+            pass
+
+        def parse(self, model):
+            calls["parsed"] = model
+            return True
+
+    class Runtime:
+        def __init__(self, logger):
+            pass
+
+        def deserialize_cuda_engine(self, plan):
+            return ("engine", plan)
+
+    trt = types.SimpleNamespace(Logger=type("Logger", (), {"WARNING": 1, "__init__": lambda s, level: None}),
+                                Builder=Builder, OnnxParser=Parser, Runtime=Runtime, BuilderFlag=builder_flag,
+                                NetworkDefinitionCreationFlag=flag_ns,
+                                MemoryPoolType=types.SimpleNamespace(WORKSPACE="ws"))
+    return trt, calls
+
+
+@pytest.mark.parametrize("version, strongly, fp16", [("10", True, True), ("11", True, False), ("8-like", False, True)])
+def test_tensorrt_engine_build_handles_10_and_11(version, strongly, fp16):
+    from hwnas.latency.gpu import build_engine
+
+    trt, calls = _fake_trt(strongly, fp16)
+    assert build_engine(trt, b"onnx", "float16") == ("engine", b"plan")
+    assert calls["parsed"] == b"onnx"
+    if strongly:  # precision comes from the ONNX types; no FP16 flag even where it still exists
+        assert calls["network_flags"] == 1 << 1 and "flags" not in calls
+    else:
+        assert calls["network_flags"] == 0 and calls["flags"] == ["fp16"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_backend_times_an_op():
+    key = OpKey("sep_conv_3x3", 8, 8, 8, 8, 1, 4, "float32")
+    module, shapes = dk.darts_module(key, TINY)
+    stats = make_backend(BackendConfig("cuda", 1, timing=FAST)).measure(module, shapes)
+    assert stats.p50_ms > 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_tensorrt_backend_times_an_op():
+    pytest.importorskip("tensorrt", reason="needs TensorRT (pip install 'hwnas[tensorrt]')")
+    key = OpKey("sep_conv_3x3", 8, 8, 8, 8, 1, 4, "float16")
+    module, shapes = dk.darts_module(key, TINY)
+    stats = make_backend(BackendConfig("tensorrt", 1, timing=FAST)).measure(module, shapes, "float16")
+    assert stats.p50_ms > 0

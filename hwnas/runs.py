@@ -20,7 +20,7 @@ CONFIG = "config.json"
 METRICS = "metrics.csv"
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
     """Write through a temporary file in the same folder, then rename: a crash never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -63,16 +63,16 @@ class RunDir:
             raise HwnasError(f"cannot read {self.file(name)}: {e}") from None
 
     def write_json(self, name: str, obj) -> None:
-        _atomic_write(self.file(name), lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
+        atomic_write(self.file(name), lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
 
     def write_text(self, name: str, text: str) -> None:
-        _atomic_write(self.file(name), lambda f: f.write(text.encode()))
+        atomic_write(self.file(name), lambda f: f.write(text.encode()))
 
     def write_metrics(self, rows: list[dict]) -> None:
-        _atomic_write(self.file(METRICS), lambda f: pd.DataFrame(rows).to_csv(f, index=False))
+        atomic_write(self.file(METRICS), lambda f: pd.DataFrame(rows).to_csv(f, index=False))
 
     def save_checkpoint(self, state: dict) -> None:
-        _atomic_write(self.file(CHECKPOINT), lambda f: torch.save(state, f))
+        atomic_write(self.file(CHECKPOINT), lambda f: torch.save(state, f))
 
     def load_checkpoint(self, map_location=None) -> dict | None:
         path = self.file(CHECKPOINT)

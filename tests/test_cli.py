@@ -4,22 +4,10 @@ from typer.testing import CliRunner
 
 from hwnas.spaces.genotype import DARTS_V2
 from hwnas_cli.app import app
+from tests.cli_helpers import fails_cleanly as _fails_cleanly
+from tests.cli_helpers import ok as _ok
 
 runner = CliRunner()
-
-
-def _ok(result):
-    assert result.exit_code == 0, result.output
-    assert "Traceback" not in result.output
-    return result.output
-
-
-def _fails_cleanly(result, *fragments):
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    assert "error:" in result.output
-    for f in fragments:
-        assert f in result.output.replace("\n", " ")
 
 
 def test_info_lists_versions_and_backends():

@@ -1,28 +1,18 @@
+import functools
 import json
 
 import pytest
 from typer.testing import CliRunner
 
 from hwnas_cli.app import app
+from tests.cli_helpers import fails_cleanly, ok
 
 runner = CliRunner()
 TINY = ["--channels", "4", "--layers", "3", "--threads", "1", "--batch", "1", "--budget", "0.002"]
 
 
-def _ok(result):
-    assert result.exit_code == 0, result.output
-    assert "Traceback" not in result.output
-    return result.output
-
-
-def _fails_cleanly(result, *fragments):
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    lines = [ln for ln in result.output.splitlines() if ln.strip()]
-    assert lines[0].startswith("error:")
-    text = " ".join(result.output.split())
-    for f in fragments:
-        assert f in text
+_ok = ok
+_fails_cleanly = functools.partial(fails_cleanly, first_line=True)  # profile checks before any output
 
 
 @pytest.mark.slow

@@ -155,7 +155,8 @@ class OrtBackend(Backend):
 
     def measure_onnx(self, model: bytes, shapes, dtype="float32") -> TimingStats:
         sess = self.ort.InferenceSession(model, self.session_options(), providers=[self.provider])
-        feeds = random_feeds(shapes, np.float16 if dtype == "float16" else np.float32)
+        arrays = random_feeds(shapes, np.float16 if dtype == "float16" else np.float32).values()
+        feeds = {i.name: a for i, a in zip(sess.get_inputs(), arrays)}  # whatever the model calls its inputs
         if self.provider == "CPUExecutionProvider":
             return time_callable(lambda: sess.run(None, feeds), self.cfg.timing)
         binding = sess.io_binding()  # GPU: inputs stay on the device, so only the kernels are timed

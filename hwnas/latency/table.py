@@ -22,7 +22,7 @@ from hwnas.errors import HwnasError
 from hwnas.latency import darts_keys as dk
 from hwnas.latency import resnet_keys as rk
 from hwnas.latency.space import KEY_COLUMNS, OpKey, SpaceConfig
-from hwnas.runs import _atomic_write
+from hwnas.runs import atomic_write
 from hwnas.spaces.genotype import Genotype, num_edges
 from hwnas.spaces.ops import PRIMITIVES
 
@@ -107,14 +107,14 @@ class LatencyTable:
     def save(self, path: str | Path | None = None) -> Path:
         """Write the CSV and the sidecar, each atomically (temporary file + rename)."""
         path = Path(path or self.path)
-        _atomic_write(path, lambda f: self.frame.to_csv(f, index=False, float_format="%.6g"))
+        atomic_write(path, lambda f: self.frame.to_csv(f, index=False, float_format="%.6g"))
         self.save_meta(path)
         self.path = path
         return path
 
     def save_meta(self, path: str | Path | None = None) -> None:
         path = Path(path or self.path)
-        _atomic_write(sidecar_path(path), lambda f: f.write((json.dumps(self.meta, indent=2) + "\n").encode()))
+        atomic_write(sidecar_path(path), lambda f: f.write((json.dumps(self.meta, indent=2) + "\n").encode()))
 
     # ---- keys ----------------------------------------------------------------------------
     @property

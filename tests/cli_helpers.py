@@ -1,0 +1,20 @@
+"""Assertions shared by the CLI tests: success without a traceback, or a clean one-line failure."""
+
+
+def ok(result) -> str:
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    return result.output
+
+
+def fails_cleanly(result, *fragments, first_line: bool = False) -> None:
+    """Exit status 2, an `error:` line, no traceback; `first_line`: the error is the first thing printed."""
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert any(ln.startswith("error:") for ln in lines), result.output
+    if first_line:
+        assert lines[0].startswith("error:"), result.output
+    text = " ".join(result.output.split())  # rich wraps long lines
+    for f in fragments:
+        assert f in text

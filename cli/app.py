@@ -66,8 +66,20 @@ def search(
     seed: Seed = 0,
     device: Device = "auto",
     resume: Annotated[bool, typer.Option(help="continue the run in --out with its saved config")] = False,
+    table: Annotated[list[Path] | None, typer.Option(help="latency lookup table (hwnas profile); repeat for several "
+                                                          "devices: λ gets one entry per table")] = None,
+    cost: Annotated[str, typer.Option(help="what λ·Tᵀγ penalises: none, latency (with --table), params, flops")] = "none",
+    hypernet: Annotated[str, typer.Option(help="none (one fixed --lambda), linear or mlp (one run, every λ in [0, Λ])")] = "none",
+    lam: Annotated[float, typer.Option("--lambda", help="the fixed λ of a search without hypernet")] = 0.0,
+    lambda_max: Annotated[str, typer.Option(help="Λ: 'auto' (Theorem 1, estimated on a briefly trained supernet) "
+                                                 "or a number")] = "auto",
+    lambda_sampling: Annotated[str, typer.Option(help="λ per step: uniform or log-uniform over [0, Λ]")] = "uniform",
+    lambda_warmup_epochs: Annotated[int, typer.Option(help="supernet training through sampled sub-networks before Λ is estimated")] = 5,
+    lambda_samples: Annotated[int, typer.Option(help="valid architectures evaluated to estimate S")] = 64,
 ) -> None:
-    """DARTS cell search; writes the run directory and the derived genotype."""
+    """DARTS cell search; writes the run directory and the derived genotype. With a cost (--table or
+    --cost) it minimises L_val + λ·Tᵀγ; with --hypernet, for every λ ∈ [0, Λ] in one run."""
+    from hwnas.search.control import ControlConfig
     from hwnas.search.loop import SearchConfig
     from hwnas.search.relax import RelaxConfig
 
@@ -77,10 +89,20 @@ def search(
         relax_cfg = RelaxConfig(kind=relax, hard=hard, tau_start=tau_start, tau_end=tau_end)
     except ValueError as e:
         raise HwnasError(f"--relax: {e}") from None
+    if lambda_max == "auto":
+        lmax = None
+    else:
+        try:
+            lmax = float(lambda_max)
+        except ValueError:
+            raise HwnasError(f"--lambda-max {lambda_max!r}: expected 'auto' or a number") from None
+    control = ControlConfig(cost=cost, tables=tuple(str(t) for t in table or ()), hypernet=hypernet, lam=lam,
+                            lambda_max=lmax, sampling=lambda_sampling, warmup_epochs=lambda_warmup_epochs,
+                            samples=lambda_samples)
     cfg = SearchConfig(dataset=dataset, data_dir=str(data_dir) if data_dir else None, download=download,
                        layers=layers, channels=channels, batch_size=batch_size, epochs=epochs, seed=seed,
                        relax=relax_cfg, arch_grad=arch_grad, augment=augment, device=device,
-                       max_steps_per_epoch=max_steps)
+                       max_steps_per_epoch=max_steps, control=control)
     _run_search(cfg, out, resume)
 
 
@@ -90,6 +112,14 @@ def _run_search(cfg, out: Path, resume: bool):
     total = SearchConfig.from_dict(_read_config(out)).epochs if resume else cfg.epochs
     with epoch_progress(total, label="search") as (on_step, on_epoch_end):
         result = run_search(cfg, out, resume=resume, on_step=on_step, on_epoch_end=on_epoch_end)
+    lmax = result.run.file("lambda_max.json")
+    if lmax.is_file():
+        rec = result.run.read_json("lambda_max.json")
+        parts = (f" (L̄ {rec['label_entropy']:.4f}, S {rec['worst_valid_loss']:.4f}, Tᵀ1 {rec['cost_bound']}, "
+                 f"{rec['samples']} valid samples)") if "label_entropy" in rec else ""
+        console.print(f"[bold]Λ[/] {rec['lambda_max']}{parts}", highlight=False)
+        if "lambda_max_source" in rec:
+            console.print(f"  Λ from {escape(rec['lambda_max_source'])}", highlight=False)
     console.print(f"[bold]genotype[/] {result.genotype}", highlight=False, soft_wrap=True)
     console.print(f"run written to {out}/ (genotype.json, metrics.csv, plots/alphas.png)")
     return result
@@ -153,21 +183,158 @@ def _run_train(g, cfg, out: Path | None):
 @app.command()
 @user_errors
 def quickstart(
-    out: Annotated[Path, typer.Option(help="where the search run goes (a fresh name if taken)")] = Path("runs/quickstart"),
+    out: Annotated[Path, typer.Option(help="where the run goes (a fresh name if taken)")] = Path("runs/quickstart"),
     epochs: Annotated[int, typer.Option(help="search epochs")] = 10,
-    train_epochs: Annotated[int, typer.Option(help="epochs to train the found network")] = 10,
+    train_epochs: Annotated[int, typer.Option(help="epochs to train the chosen network (0: skip)")] = 10,
     device: Device = "auto",
 ) -> None:
-    """The whole pipeline on the embedded default (digits): search, then train the found cell."""
+    """The whole chain on the embedded default (digits): profile a phone-CPU proxy, one λ-hypernet
+    search with Λ from Theorem 1, the architectures along λ, export of one of them, and its training."""
+    import torch
+
+    from hwnas.latency.backends import BackendConfig
+    from hwnas.latency.profiler import ProfileConfig, profile
+    from hwnas.latency.space import SpaceConfig
+    from hwnas.latency.stats import TimingConfig
+    from hwnas.search.control import ControlConfig
     from hwnas.search.loop import quick_config
+    from hwnas.search.pareto import write_pareto
     from hwnas.train import TrainConfig
 
     out = _fresh(out)
-    console.print(f"[bold]1/2 search[/] DARTS (first order, softmax) on digits → {out}")
-    result = _run_search(quick_config(epochs=epochs, device=device), out, resume=False)
-    console.print("[bold]2/2 train[/] the found cell from scratch on digits")
-    _run_train(result.genotype, TrainConfig(epochs=train_epochs, layers=5, channels=8, device=device),
-               out / "train")
+    base = quick_config(epochs=epochs, device=device)
+    table = out / "mobile-8x8.csv"
+    console.print(f"[bold]1/5 profile[/] every op of the search space on the phone-CPU proxy (ONNX Runtime, "
+                  f"1 thread, batch 1) → {table}, and calibrate it")
+    space = SpaceConfig(input_h=8, input_w=8, in_channels=1, channels=base.channels, layers=base.layers, batch=1)
+    timing = TimingConfig(budget_s=0.05)  # a quick table; `hwnas profile` defaults to 0.25 s per key
+    profile(ProfileConfig(space, BackendConfig("mobile", 1, timing=timing)), table)
+    from hwnas.latency.calibrate import calibrate
+    from hwnas.latency.table import LatencyTable
+
+    cal = calibrate(LatencyTable.load(table), samples=12, folds=4)
+    console.print(f"  calibrated on 12 whole networks: the per-op sum is off by {cal.figures['sum']['mape_pct']:.0f} % "
+                  f"(one ORT call per op); the {cal.chosen} correction by {cal.figures[cal.chosen]['mape_pct']:.1f} % "
+                  f"held out (the correction is stored with the table)", highlight=False)
+    console.print("[bold]2/5 search[/] DARTS with a linear λ-hypernet on L_val + λ·Tᵀγ, Λ from Theorem 1")
+    cfg = quick_config(epochs=epochs, device=device,
+                       control=ControlConfig(tables=(str(table),), hypernet="linear"))
+    run = out / "search"
+    _run_search(cfg, run, resume=False)
+    console.print("[bold]3/5 pareto[/] the architectures along λ ∈ [0, Λ], without retraining")
+    frame = write_pareto(run, 5)
+    cols = [c for c in frame.columns if c.startswith("predicted_latency_ms[")][:1]
+    for _, row in frame.iterrows():
+        console.print(f"  λ {row['lambda']:.4g}: val acc {row['val_acc']:.3f}, {row['params']:,} params"
+                      + "".join(f", {row[c]:.3f} ms predicted" for c in cols), highlight=False)
+    pick = frame.iloc[len(frame) // 2]
+    console.print(f"[bold]4/5 export[/] the network at λ = {pick['lambda']:.4g} → {out}/model.onnx")
+    from hwnas.data import dataset_shape
+    from hwnas.export import export_network
+    from hwnas.spaces.genotype import Genotype
+    from hwnas.spaces.network import DiscreteNetwork, NetworkConfig
+
+    g = Genotype.parse(pick["genotype"])
+    in_ch, h, w, classes = dataset_shape(base.dataset)
+    torch.manual_seed(0)
+    model = DiscreteNetwork(g, NetworkConfig(channels=base.channels, layers=base.layers, num_classes=classes,
+                                             in_channels=in_ch))
+    report = export_network(model, (in_ch, h, w), out / "model.onnx", arch=g,
+                            tables=[LatencyTable.load(table)], extra={"genotype": str(g), "lambda": pick["lambda"]})
+    console.print(f"  {report['params']:,} params, max |ORT − PyTorch| {report['max_abs_diff']:.1e}, "
+                  f"ORT {report['measured_ort_cpu']['p50_ms']:.3f} ms measured vs "
+                  f"{next(iter(report['predicted_latency_ms'].values())):.3f} ms predicted (batch 1, 1 thread)",
+                  highlight=False)
+    if train_epochs > 0:
+        console.print("[bold]5/5 train[/] the exported cell from scratch on digits")
+        _run_train(g, TrainConfig(epochs=train_epochs, layers=base.layers, channels=base.channels, device=device),
+                   out / "train")
+
+
+@app.command()
+@user_errors
+def pareto(
+    run: Annotated[Path, typer.Argument(help="a λ-hypernet search run directory")],
+    lambdas: Annotated[int, typer.Option(help="how many λ values along [0, Λ]")] = 11,
+) -> None:
+    """Architectures along λ from a trained hypernet, without retraining: pareto.csv and plots."""
+    from hwnas.search.pareto import write_pareto
+
+    frame = write_pareto(run, lambdas)
+    table = Table(title=f"{run}: architectures along λ")
+    cols = ["lambda", "val_acc", "params"] + [c for c in frame.columns if c.startswith("predicted_latency_ms[")]
+    for c in cols + ["pareto"]:
+        table.add_column(c.replace("predicted_latency_ms", "ms"), justify="right")
+    for _, row in frame.iterrows():
+        table.add_row(*(f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c]) for c in cols),
+                      "●" if row["pareto_optimal"] else "")
+    console.print(table)
+    console.print(f"written {run}/pareto.csv and {run}/plots/pareto_*.png")
+
+
+@app.command()
+@user_errors
+def export(
+    out: Annotated[Path, typer.Option(help="the ONNX file to write (never overwritten); the report goes to <out>.json")],
+    run: Annotated[Path | None, typer.Argument(help="a search run directory (with --lambda for a hypernet run)")] = None,
+    lam: Annotated[float | None, typer.Option("--lambda", help="the trade-off to export from a hypernet run")] = None,
+    genotype: Annotated[str | None, typer.Option(help="a genotype instead of a run (string, JSON file or run dir)")] = None,
+    dataset: Dataset = "digits",
+    layers: Annotated[int, typer.Option(help="cells (with --genotype)")] = 8,
+    channels: Annotated[int, typer.Option(help="channels of the first cells (with --genotype)")] = 16,
+    weights: Annotated[Path | None, typer.Option(help="trained weights (model.pt from hwnas train --out)")] = None,
+    table: Annotated[list[Path] | None, typer.Option(help="lookup table(s) to predict the latency with")] = None,
+    threads: Annotated[int | None, typer.Option(help="ONNX Runtime threads for the re-measurement")] = None,
+) -> None:
+    """Export a discrete network to ONNX, check it against PyTorch, and re-measure it."""
+    import torch
+
+    from hwnas.data import dataset_shape
+    from hwnas.export import export_network
+    from hwnas.latency.table import LatencyTable
+    from hwnas.spaces.genotype import load_genotype
+    from hwnas.spaces.network import DiscreteNetwork, NetworkConfig
+
+    tables = [LatencyTable.load(t) for t in table or ()]
+    if (run is None) == (genotype is None):
+        raise HwnasError("give either a RUN directory (with --lambda for a hypernet run) or --genotype")
+    if run is not None:
+        from hwnas.search.pareto import load_search
+
+        search = load_search(run)
+        if search.cfg.control.needs_lambda_max:
+            if lam is None:
+                raise HwnasError(f"{run} is a λ-hypernet run: pass --lambda X (0 ≤ X ≤ Λ = "
+                                 f"{search.lam.lambda_max.tolist()})")
+            g = search.genotype(torch.full((search.lam.n_targets,), lam))
+        elif lam is not None:
+            raise HwnasError(f"{run} searched at one fixed λ; --lambda needs a --hypernet run")
+        else:
+            g = search.genotype()
+        tables += [LatencyTable.load(t) for t in search.cfg.control.tables]
+        in_ch, h, w, classes = search.info.channels, search.info.height, search.info.width, search.info.num_classes
+        cfg = NetworkConfig(channels=search.cfg.channels, layers=search.cfg.layers, num_classes=classes,
+                            in_channels=in_ch)
+    else:
+        g = load_genotype(genotype)
+        in_ch, h, w, classes = dataset_shape(dataset)
+        cfg = NetworkConfig(channels=channels, layers=layers, num_classes=classes, in_channels=in_ch)
+    torch.manual_seed(0)
+    model = DiscreteNetwork(g, cfg)
+    if weights is not None:
+        try:
+            model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        except (OSError, RuntimeError) as e:
+            raise HwnasError(f"--weights {weights}: {str(e).splitlines()[0]}") from None
+    extra = {"genotype": str(g),
+             "weights": str(weights) if weights else "freshly initialised (architecture and latency only)"}
+    report = export_network(model, (in_ch, h, w), out, arch=g, tables=tables, threads=threads, extra=extra)
+    console.print(f"[bold]{out}[/]: {report['params']:,} params, {report['flops_per_sample'] / 1e6:.2f} MFLOPs, "
+                  f"ORT {report['measured_ort_cpu']['p50_ms']:.3f} ms (batch {report['measured_ort_cpu']['batch']}), "
+                  f"max |ORT − PyTorch| {report['max_abs_diff']:.2e}, top-1 identical: {report['top1_identical']}",
+                  highlight=False)
+    for path, ms in report.get("predicted_latency_ms", {}).items():
+        console.print(f"  predicted by {path}: {ms:.3f} ms", highlight=False)
 
 
 def _fresh(path: Path) -> Path:

@@ -57,3 +57,81 @@ def plot_alpha_history(history: list[dict[str, torch.Tensor]], path: str | Path,
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_cell(ax, edges, concat, title: str = "") -> None:
+    """A DARTS cell as a small graph: inputs on the left, nodes to the right, edges coloured by op."""
+    steps = len(edges) // 2
+    pos = {0: (0.0, 0.75), 1: (0.0, 0.25)}
+    for i in range(steps):
+        pos[i + 2] = (0.3 + 0.5 * i / max(steps - 1, 1), 0.9 - 0.8 * i / max(steps - 1, 1))
+    out = (1.05, 0.5)
+    for k, (op, j) in enumerate(edges):
+        a, b = pos[j], pos[k // 2 + 2]
+        ax.annotate("", xy=b, xytext=a, arrowprops=dict(arrowstyle="-|>", color=_OP_COLOURS[op], lw=1.8,
+                                                         shrinkA=9, shrinkB=9, connectionstyle="arc3,rad=0.12"))
+    for i in concat:
+        ax.annotate("", xy=out, xytext=pos[i], arrowprops=dict(arrowstyle="-|>", color="0.75", lw=0.8,
+                                                               shrinkA=9, shrinkB=9))
+    labels = {0: "c[k-2]", 1: "c[k-1]", **{i + 2: str(i) for i in range(steps)}}
+    for n, (x, y) in pos.items():
+        ax.text(x, y, labels[n], ha="center", va="center", fontsize=7,
+                bbox=dict(boxstyle="round", fc="#dde8f6" if n < 2 else "white", ec="0.4"))
+    ax.text(*out, "c[k]", ha="center", va="center", fontsize=7, bbox=dict(boxstyle="round", fc="#f6e7c8", ec="0.4"))
+    ax.set_xlim(-0.12, 1.15)
+    ax.set_ylim(0.0, 1.0)
+    ax.axis("off")
+    ax.set_title(title, fontsize=8)
+
+
+def plot_pareto(frame, cost_col: str, out_dir: str | Path, n_cells: int = 3) -> list[Path]:
+    """Accuracy vs λ, accuracy vs cost with the Pareto front, and the cells of a few points."""
+    from hwnas.spaces.genotype import Genotype
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    ax.plot(frame["lambda"], 100 * frame["val_acc"], "o-", color="#1f77b4")
+    ax2 = ax.twinx()
+    ax2.plot(frame["lambda"], frame[cost_col], "s--", color="#d62728", ms=4)
+    ax.set_xlabel("λ")
+    ax.set_ylabel("validation accuracy (%)", color="#1f77b4")
+    ax2.set_ylabel(cost_col, color="#d62728", fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.set_title("One search, every trade-off: accuracy and cost along λ", fontsize=9)
+    fig.tight_layout()
+    paths.append(out_dir / "pareto_lambda.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    front = frame[frame["pareto_optimal"]].sort_values(cost_col)
+    sc = ax.scatter(frame[cost_col], 100 * frame["val_acc"], c=frame["lambda"], cmap="viridis", s=30, zorder=3)
+    ax.step(front[cost_col], 100 * front["val_acc"], where="post", color="#d62728", lw=1.5, label="Pareto front")
+    ax.scatter(front[cost_col], 100 * front["val_acc"], facecolors="none", edgecolors="#d62728", s=90, zorder=4)
+    fig.colorbar(sc, ax=ax, label="λ")
+    ax.set_xlabel(cost_col, fontsize=8)
+    ax.set_ylabel("validation accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("Accuracy vs cost of the architectures along λ", fontsize=9)
+    fig.tight_layout()
+    paths.append(out_dir / "pareto_front.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+
+    picks = sorted({0, len(frame) // 2, len(frame) - 1})[:n_cells]
+    fig, axes = plt.subplots(len(picks), 2, figsize=(7, 2.4 * len(picks)), squeeze=False)
+    for r, i in enumerate(picks):
+        g = Genotype.parse(frame["genotype"].iloc[i])
+        tag = f"λ={frame['lambda'].iloc[i]:.3g}, acc {100 * frame['val_acc'].iloc[i]:.1f}%"
+        plot_cell(axes[r, 0], g.normal, g.normal_concat, f"normal cell ({tag})")
+        plot_cell(axes[r, 1], g.reduce, g.reduce_concat, f"reduction cell ({tag})")
+    handles = [plt.Line2D([], [], color=_OP_COLOURS[op], lw=2, label=op) for op in PRIMITIVES if op != "none"]
+    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    paths.append(out_dir / "pareto_cells.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+    return paths

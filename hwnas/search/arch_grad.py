@@ -37,9 +37,10 @@ def _accumulate(params: list[torch.Tensor], grads: tuple[torch.Tensor | None, ..
 
 
 def first_order(obj: SearchObjective, x_val: torch.Tensor, y_val: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    loss, logits = obj.loss(x_val, y_val)
+    ra = obj.sample()
+    loss, logits = obj.loss(x_val, y_val, ra)
     alphas = _arch_params(obj)
-    _accumulate(alphas, torch.autograd.grad(loss, alphas, allow_unused=True))
+    _accumulate(alphas, torch.autograd.grad(loss + obj.penalty(ra), alphas, allow_unused=True))
     return loss.detach(), logits.detach()
 
 
@@ -54,8 +55,10 @@ def second_order(obj: SearchObjective, x_train: torch.Tensor, y_train: torch.Ten
     g_w = torch.autograd.grad(loss_t, weights, allow_unused=True)
     unrolled = {n: (w - xi * g if g is not None else w).detach().requires_grad_() for n, w, g in zip(names, weights, g_w)}
 
-    loss_v, logits_v = obj.loss(x_val, y_val, obj.sample(like=ra), params=unrolled)
-    grads = torch.autograd.grad(loss_v, [*alphas, *unrolled.values()], allow_unused=True)
+    ra_v = obj.sample(like=ra)
+    loss_v, logits_v = obj.loss(x_val, y_val, ra_v, params=unrolled)
+    # The cost term depends on α only: it adds to ∇α directly and cancels out of the Hessian term.
+    grads = torch.autograd.grad(loss_v + obj.penalty(ra_v), [*alphas, *unrolled.values()], allow_unused=True)
     d_alpha, d_w = grads[: len(alphas)], grads[len(alphas):]
     d_w = [torch.zeros_like(w) if g is None else g for w, g in zip(weights, d_w)]
 

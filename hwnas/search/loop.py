@@ -18,8 +18,11 @@ from hwnas.errors import HwnasError
 from hwnas.evaluation import RunningStats, evaluate
 from hwnas.runs import RunDir
 from hwnas.runtime import autocast_dtype, memory_format, resolve_device
+from hwnas.latency.space import SpaceConfig
 from hwnas.search.arch_grad import ARCH_GRADS, first_order, second_order
-from hwnas.search.objective import ArchParams, RelaxedArch, SearchObjective
+from hwnas.search.control import ControlConfig, LambdaSchedule, build_arch, build_cost, estimate_lambda_max
+from hwnas.search.lambda_max import one_hot, sample_valid
+from hwnas.search.objective import RelaxedArch, SearchObjective
 from hwnas.search.relax import RelaxConfig, temperature
 from hwnas.spaces.genotype import Genotype, derive_genotype
 from hwnas.spaces.supernet import Supernet, SupernetConfig
@@ -50,6 +53,7 @@ class SearchConfig:
     fused: bool = True                  # fused per-source cell execution (hwnas.spaces.fused); False: per-edge reference
     amp: bool | None = None
     max_steps_per_epoch: int | None = None  # cap for quick runs and benchmarks
+    control: ControlConfig = field(default_factory=ControlConfig)  # cost term, λ, λ-hypernet (control.py)
 
     def __post_init__(self) -> None:
         if self.arch_grad not in ARCH_GRADS:
@@ -69,6 +73,7 @@ class SearchConfig:
     def from_dict(cls, d: dict) -> SearchConfig:
         d = dict(d)
         d["relax"] = RelaxConfig(**d.get("relax", {}))
+        d["control"] = ControlConfig(**d.get("control", {}))
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -111,11 +116,22 @@ class Search:
         net_cfg = SupernetConfig(channels=cfg.channels, layers=cfg.layers, num_classes=info.num_classes,
                                  in_channels=info.channels, fused=cfg.fused)
         self.net = Supernet(net_cfg).to(self.device, memory_format=memory_format(self.device, cfg.channels_last))
+        self.space = SpaceConfig(space="darts", input_h=info.height, input_w=info.width, in_channels=info.channels,
+                                 channels=cfg.channels, layers=cfg.layers, batch=cfg.batch_size,
+                                 num_classes=info.num_classes)
+        self.cost = build_cost(cfg.control, self.space)
+        if self.cost is not None:
+            self.cost.to(self.device)
+        n_targets = self.cost.n_targets if self.cost is not None else 1
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + 3)
-        self.arch = ArchParams(net_cfg.n_edges, net_cfg.n_ops, generator=gen).to(self.device)
+        self.arch = build_arch(cfg.control, net_cfg.n_edges, net_cfg.n_ops, n_targets, gen).to(self.device)
         self.gumbel_gen = torch.Generator().manual_seed(cfg.seed * 1000 + 4)
         self.obj = SearchObjective(self.net, self.arch, cfg.relax, self.gumbel_gen,
-                                   autocast_dtype(self.device, cfg.amp))
+                                   autocast_dtype(self.device, cfg.amp), cost=self.cost)
+        self.lam = LambdaSchedule(cfg.control, n_targets, self.device, cfg.seed * 1000 + 5)
+        if cfg.control.lambda_max is not None:
+            self.lam.set_lambda_max([cfg.control.lambda_max] * n_targets)
+        self.lambda_record: dict | None = None  # lambda_max.json, once estimated
         self.w_opt = torch.optim.SGD(self.net.parameters(), cfg.w_lr, momentum=cfg.w_momentum,
                                      weight_decay=cfg.w_weight_decay)
         self.a_opt = torch.optim.Adam(self.arch.parameters(), cfg.a_lr, betas=(0.5, 0.999),
@@ -132,6 +148,7 @@ class Search:
             "train_loader": self.train_loader.state_dict(),
             "arch_loader": None if self.arch_loader is None else self.arch_loader.state_dict(),
             "gumbel_gen": self.gumbel_gen.get_state(), "metrics": self.metrics, "history": self.history,
+            "lam": self.lam.state_dict(), "lambda_record": self.lambda_record,
         }
 
     def load_state_dict(self, s: dict) -> None:
@@ -146,35 +163,93 @@ class Search:
             self.arch_loader.load_state_dict(s["arch_loader"])
         self.gumbel_gen.set_state(s["gumbel_gen"])
         self.metrics, self.history = list(s["metrics"]), list(s["history"])
+        self.lam.load_state_dict(s["lam"])
+        self.lambda_record = s["lambda_record"]
 
-    def genotype(self) -> Genotype:
+    def genotype(self, lam: torch.Tensor | None = None) -> Genotype:
+        """The derived genotype; with a λ-hypernet, at `lam` (default λ = 0)."""
+        self._set_eval_lambda(lam)
         ra = self.obj.expected()
         return derive_genotype(ra.w_normal, ra.w_reduce, self.net.cfg.steps, self.net.cfg.multiplier)
+
+    def _set_eval_lambda(self, lam: torch.Tensor | None) -> None:
+        if self.cfg.control.needs_lambda_max:
+            self.lam.apply(self.obj, torch.zeros(self.lam.n_targets) if lam is None else lam)
+
+    def warmup_and_estimate_lambda_max(self, on_step: Callable[[int, int], None] | None = None) -> dict:
+        """Train the supernet's weights through sampled valid sub-networks for the warm-up epochs
+        (single-path, one op per edge: S of Theorem 1 is a statement about sub-networks, and a
+        supernet trained only as a mixture has sub-networks far worse than chance), then estimate Λ."""
+        ctl = self.cfg.control
+        self.net.train()
+        stats = RunningStats()
+        n_steps = self.steps_per_epoch()
+        n_edges, n_ops = self.net.cfg.n_edges, self.net.cfg.n_ops
+        gen = torch.Generator().manual_seed(self.cfg.seed * 1000 + 7)
+        for _ in range(ctl.warmup_epochs):
+            for i, (xt, yt) in enumerate(self.train_loader):
+                if i >= n_steps:
+                    break
+                (ops_n, ops_r), = sample_valid(1, n_edges, gen, self.net.cfg.steps, self.net.cfg.multiplier)[0]
+                ra = RelaxedArch(one_hot(ops_n, n_ops, self.device), one_hot(ops_r, n_ops, self.device), ops_n, ops_r)
+                self.w_opt.zero_grad(set_to_none=True)
+                loss, logits = self.obj.loss(xt, yt, ra)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.grad_clip)
+                self.w_opt.step()
+                stats.update(loss, logits, yt)
+                if on_step is not None:
+                    on_step(i + 1, n_steps)
+        self._set_eval_lambda(None)
+        record = estimate_lambda_max(self.obj, self.cost, lambda: iter(self.eval_loader), self.eval_loader.y,
+                                     self.info.num_classes, ctl, self.cfg.seed * 1000 + 6,
+                                     self.net.cfg.steps, self.net.cfg.multiplier).to_dict()
+        record["warmup_train_loss"], record["warmup_train_acc"] = stats.result()
+        record["lambda_max_theorem"] = record["lambda_max"]
+        if min(record["lambda_max"]) <= 0:
+            # Some valid sub-network is still worse than a constant predictor (S ≥ L̄): the theorem guarantees
+            # no range yet. Theorem 1 with the best case S = 0 still bounds the useful range from above
+            # (beyond L̄/Tᵀ1 even a perfect valid network can lose to a broken one), so the hypernet is
+            # trained over [0, L̄/Tᵀ1] and `hwnas pareto` shows where networks break. Said, not silent.
+            record["lambda_max"] = [record["label_entropy"] / b for b in record["cost_bound"]]
+            record["lambda_max_source"] = (
+                f"upper bound L̄/Tᵀ1 (Theorem 1 with S = 0): the sampled worst valid loss S = "
+                f"{record['worst_valid_loss']:.3f} ≥ L̄ = {record['label_entropy']:.3f}, so (L̄ − S)/Tᵀ1 ≤ 0 "
+                f"on this briefly trained supernet")
+        else:
+            record["lambda_max_source"] = "Theorem 1: (L̄ − S)/Tᵀ1"
+        self.lam.set_lambda_max(record["lambda_max"])
+        self.lambda_record = record
+        return record
 
     def steps_per_epoch(self) -> int:
         n = len(self.train_loader) if self.arch_loader is None else min(len(self.train_loader), len(self.arch_loader))
         return n if self.cfg.max_steps_per_epoch is None else min(n, self.cfg.max_steps_per_epoch)
 
     def step(self, xt: torch.Tensor, yt: torch.Tensor, xv: torch.Tensor | None, yv: torch.Tensor | None,
-             train_stats: RunningStats) -> None:
-        """One search step: α, then w (bilevel); or both on one loss (one-level)."""
+             train_stats: RunningStats, update_arch: bool = True) -> None:
+        """One search step: α, then w (bilevel); or both on one loss (one-level). λ is chosen first
+        (without `update_arch`, as in the warm-up, the caller's λ stays)."""
         cfg = self.cfg
+        if update_arch:
+            self.lam.apply(self.obj)
         self.a_opt.zero_grad(set_to_none=True)
         self.w_opt.zero_grad(set_to_none=True)
-        if cfg.arch_grad == "first":
+        one_level = cfg.arch_grad == "one-level" and update_arch
+        if update_arch and cfg.arch_grad == "first":
             first_order(self.obj, xv, yv)
             self.a_opt.step()
-        elif cfg.arch_grad == "second":
+        elif update_arch and cfg.arch_grad == "second":
             second_order(self.obj, xt, yt, xv, yv, xi=self.sched.get_last_lr()[0])
             self.a_opt.step()
         ra = self.obj.sample()
-        if cfg.arch_grad != "one-level":  # bilevel: the weight step needs no α gradient, so do not compute one
+        if not one_level:  # the weight step needs no α gradient, so do not compute one
             ra = RelaxedArch(ra.w_normal.detach(), ra.w_reduce.detach(), ra.idx_normal, ra.idx_reduce)
         loss, logits = self.obj.loss(xt, yt, ra)
-        loss.backward()
+        (loss + self.obj.penalty(ra) if one_level else loss).backward()
         torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip)
         self.w_opt.step()
-        if cfg.arch_grad == "one-level":
+        if one_level:
             self.a_opt.step()
         train_stats.update(loss, logits, yt)
 
@@ -200,13 +275,33 @@ class Search:
         self.sched.step()
         train_loss, train_acc = stats.result()
         self.net.eval()
+        self._set_eval_lambda(None)  # a λ-hypernet is evaluated at λ = 0; a fixed-λ search at its λ
         ra = self.obj.expected()
         val_loss, val_acc = evaluate(lambda x: self.obj.logits(x, ra), self.eval_loader)
         self.epoch += 1
         self.history.append({"normal": ra.w_normal.detach().cpu(), "reduce": ra.w_reduce.detach().cpu()})
-        return {"epoch": self.epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
-                "val_acc": val_acc, "lr": lr, "tau": self.obj.tau if cfg.relax.kind == "gumbel" else float("nan"),
-                "steps": n_steps, "epoch_seconds": seconds, "genotype": str(self.genotype())}
+        row = {"epoch": self.epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
+               "val_acc": val_acc, "lr": lr, "tau": self.obj.tau if cfg.relax.kind == "gumbel" else float("nan"),
+               "steps": n_steps, "epoch_seconds": seconds, "genotype": str(self.genotype())}
+        row.update(self._cost_columns())
+        return row
+
+    @torch.no_grad()
+    def _cost_columns(self) -> dict:
+        """Expected cost per target of the expected architecture: at λ = 0 and at λ = Λ for a hypernet."""
+        if self.cost is None:
+            return {}
+        points = {"": None}
+        if self.cfg.control.needs_lambda_max:
+            points = {"@0": torch.zeros(self.lam.n_targets), "@max": self.lam.lambda_max}
+        out = {}
+        for suffix, lam in points.items():
+            self._set_eval_lambda(lam)
+            ra = self.obj.expected()
+            for name, unit, v in zip(self.cost.names, self.cost.units, self.cost.expected(ra.w_normal, ra.w_reduce)):
+                out[f"cost{suffix}[{name}, {unit}]"] = float(v)
+        self._set_eval_lambda(None)
+        return out
 
 
 def run_search(cfg: SearchConfig, out: str | Path, resume: bool = False,
@@ -219,6 +314,12 @@ def run_search(cfg: SearchConfig, out: str | Path, resume: bool = False,
     search = Search(cfg)
     if resume and (state := run.load_checkpoint(map_location=search.device)) is not None:
         search.load_state_dict(state)
+    if cfg.control.needs_lambda_max and search.lam.lambda_max is None:
+        record = search.warmup_and_estimate_lambda_max(on_step)
+        run.write_json("lambda_max.json", record)
+        run.save_checkpoint(search.state_dict())
+    elif cfg.control.needs_lambda_max and search.lambda_record is None:
+        run.write_json("lambda_max.json", {"lambda_max": search.lam.lambda_max.tolist(), "estimated_by": "given"})
     while search.epoch < cfg.epochs:
         row = search.run_epoch(on_step)
         search.metrics.append(row)

@@ -25,7 +25,8 @@ class ArchParams(nn.Module):
         self.normal = nn.Parameter(init_scale * torch.randn(n_edges, n_ops, generator=generator))
         self.reduce = nn.Parameter(init_scale * torch.randn(n_edges, n_ops, generator=generator))
 
-    def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, lam: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The logits; `lam` is accepted (and ignored) so that α and a λ-hypernet are interchangeable."""
         return self.normal, self.reduce
 
 
@@ -41,18 +42,33 @@ class RelaxedArch:
 
 
 class SearchObjective:
-    """L(x, y) = cross-entropy of the supernet under the relaxed architecture."""
+    """L(x, y) = cross-entropy of the supernet under the relaxed architecture, and the
+    architecture's cost penalty λ·Tᵀγ (summed over cost targets) when a cost model is set.
+
+    `lam` is the current trade-off (one entry per cost target) and `lam_input` what the
+    architecture module sees (λ/Λ for a hypernet); both are set by the search loop per step.
+    """
 
     def __init__(self, net: Supernet, arch: nn.Module, relax_cfg: RelaxConfig,
-                 generator: torch.Generator | None = None, autocast_dtype: torch.dtype | None = None):
+                 generator: torch.Generator | None = None, autocast_dtype: torch.dtype | None = None,
+                 cost: nn.Module | None = None):
         self.net, self.arch, self.relax_cfg = net, arch, relax_cfg
         self.generator = generator
         self.tau = relax_cfg.tau_start
         self.autocast_dtype = autocast_dtype
+        self.cost = cost
+        self.lam: torch.Tensor | None = None
+        self.lam_input: torch.Tensor | None = None
+
+    def penalty(self, ra: RelaxedArch) -> torch.Tensor | float:
+        """λ·Tᵀγ for the relaxed architecture `ra` (0 without a cost model or λ)."""
+        if self.cost is None or self.lam is None:
+            return 0.0
+        return (self.lam.to(ra.w_normal.dtype) * self.cost.expected(ra.w_normal, ra.w_reduce)).sum()
 
     def sample(self, like: RelaxedArch | None = None) -> RelaxedArch:
         """A relaxation draw from the current α; `like` reuses that draw's noise (a fresh graph, same sample)."""
-        a_n, a_r = self.arch()
+        a_n, a_r = self.arch(self.lam_input)
         noise = None
         if self.relax_cfg.kind == "gumbel":
             noise = like.noise if like is not None else tuple(
@@ -62,7 +78,7 @@ class SearchObjective:
         return RelaxedArch(w_n, w_r, i_n, i_r, noise)
 
     def expected(self) -> RelaxedArch:
-        a_n, a_r = self.arch()
+        a_n, a_r = self.arch(self.lam_input)
         return RelaxedArch(expected_weights(a_n, self.relax_cfg), expected_weights(a_r, self.relax_cfg))
 
     def logits(self, x: torch.Tensor, ra: RelaxedArch, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:

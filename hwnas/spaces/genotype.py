@@ -164,6 +164,22 @@ def derive_genotype(w_normal: torch.Tensor, w_reduce: torch.Tensor, steps: int =
     return Genotype(parse(w_normal), concat, parse(w_reduce), concat)
 
 
+def edge_ops(g: Genotype) -> tuple[list[int], list[int]]:
+    """The genotype as a sub-network of the supernet: the op index on every supernet edge
+    (normal, reduce), `none` on the edges the genotype does not use."""
+    none = PRIMITIVES.index("none")
+    out = []
+    for edges in (g.normal, g.reduce):
+        ops = [none] * num_edges(g.steps)
+        for k, (op, j) in enumerate(edges):
+            e = num_edges(k // 2) + j  # node k//2's edges start after those of the earlier nodes
+            if ops[e] != none:
+                raise HwnasError(f"genotype uses edge {j}→{k // 2 + 2} twice; it is not a sub-network of the supernet")
+            ops[e] = PRIMITIVES.index(op)
+        out.append(ops)
+    return out[0], out[1]
+
+
 def num_edges(steps: int = 4) -> int:
     """Edges in a search cell: node i (0-based) has i + 2 inputs."""
     return sum(i + 2 for i in range(steps))

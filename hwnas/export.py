@@ -1,0 +1,109 @@
+"""Exporting a discrete network to ONNX, checking it, and re-measuring it (`hwnas export`).
+
+The exporter is `torch.onnx.export(dynamo=True)` at opset 18 (the supported exporter; see
+`hwnas.latency.onnx_io`), with a dynamic batch dimension. The example input has batch 2,
+not 1, so that the exporter cannot specialise the graph to batch 1; the check then runs
+batch 1 and a larger batch through ONNX Runtime and compares both with PyTorch.
+
+The report (`<out>.json`, the design notes' export report) holds params, FLOPs, the
+latency predicted by each given table, the measured ONNX Runtime latency (at the first
+table's batch, or 1), and the largest absolute difference between ORT and PyTorch outputs.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from hwnas.errors import HwnasError
+from hwnas.latency.onnx_io import OPSET
+from hwnas.spaces.network import count_parameters
+
+
+def export_onnx_dynamic(model: nn.Module, input_shape: tuple[int, int, int], path: Path) -> None:
+    """`model` (eval, CPU) to ONNX at `path`, input `x` (batch, C, H, W) with a dynamic batch, output `logits`."""
+    model = model.eval().cpu()
+    example = torch.randn(2, *input_shape)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(model, (example,), dynamo=True, opset_version=OPSET, input_names=["x"],
+                                    output_names=["logits"], dynamic_shapes={"x": {0: batch}}, verbose=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    program.save(str(path))
+
+
+def check_onnx(model: nn.Module, path: Path, input_shape: tuple[int, int, int], batches=(1, 5)) -> dict:
+    """onnx.checker, then ORT vs PyTorch on random inputs at each batch size: max |Δ| and top-1 agreement."""
+    import onnx
+    import onnxruntime as ort
+
+    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    worst, same_top1 = 0.0, True
+    model = model.eval().cpu()
+    for b in batches:
+        x = rng.standard_normal((b, *input_shape)).astype(np.float32)
+        (got,) = session.run(["logits"], {"x": x})
+        with torch.no_grad():
+            want = model(torch.from_numpy(x)).numpy()
+        if got.shape != want.shape:
+            raise HwnasError(f"ONNX output shape {got.shape} differs from PyTorch {want.shape} at batch {b}")
+        worst = max(worst, float(np.abs(got - want).max()))
+        same_top1 &= bool((got.argmax(1) == want.argmax(1)).all())
+    return {"max_abs_diff": worst, "top1_identical": same_top1, "batches_checked": list(batches)}
+
+
+def flops_per_sample(model: nn.Module, input_shape: tuple[int, int, int]) -> float:
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model.eval()(torch.zeros(1, *input_shape))
+    return float(counter.get_total_flops())
+
+
+def export_network(model: nn.Module, input_shape: tuple[int, int, int], out: str | Path, arch=None,
+                   tables: list | None = None, threads: int | None = None, measure: bool = True,
+                   extra: dict | None = None) -> dict:
+    """Export, check, measure; writes `out` and `<out>.json` and returns the report.
+
+    `arch` (a Genotype, or a ResNet18 gate dict) lets each `LatencyTable` in `tables` predict the latency;
+    `extra` goes into the report as it is (what was exported, which weights).
+    """
+    out = Path(out)
+    if out.exists():
+        raise HwnasError(f"{out} exists; choose another --out (exports are never overwritten)")
+    export_onnx_dynamic(model, input_shape, out)
+    report = {"onnx": str(out), "exporter": "torch.onnx.export(dynamo=True)", "opset": OPSET,
+              "input_shape": ["batch", *input_shape], "params": count_parameters(model),
+              "flops_per_sample": flops_per_sample(model, input_shape)}
+    report.update(check_onnx(model, out, input_shape))
+    tables = tables or []
+    if arch is not None and tables:
+        report["predicted_latency_ms"] = {str(t.path): t.predict(arch) for t in tables}
+    if measure:
+        # As the first table measured (its batch and threads), so prediction and measurement compare like for like.
+        batch = tables[0].space.batch if tables else 1
+        threads = threads or (int(tables[0].meta["threads"]) if tables else None)
+        report["measured_ort_cpu"] = measure_ort(out, input_shape, batch, threads)
+    report.update(extra or {})
+    Path(str(out) + ".json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def measure_ort(path: Path, input_shape: tuple[int, int, int], batch: int, threads: int | None) -> dict:
+    """Median (p10, p90) ONNX Runtime CPU latency of the exported file, timed as the profiler times ops."""
+    from hwnas.latency.backends import BackendConfig, make_backend
+
+    threads = threads or torch.get_num_threads()
+    backend = make_backend(BackendConfig("ort-cpu", threads))
+    stats = backend.measure_onnx(Path(path).read_bytes(), [(batch, *input_shape)])
+    return {"batch": batch, "threads": threads, "p50_ms": stats.p50_ms, "p10_ms": stats.p10_ms,
+            "p90_ms": stats.p90_ms}

@@ -1,0 +1,125 @@
+"""Architectures along λ from a trained λ-hypernet, without retraining (`hwnas pareto`).
+
+For each λ on a grid over [0, Λ] (all cost targets scaled together, λ = t·Λ), the hypernet
+gives α(λ), from which the genotype is derived the DARTS way. Each genotype is reported
+with its predicted latency on every table of the run, its parameters and FLOPs as a
+discrete network at the search's size, and its validation accuracy as a sub-network of the
+trained supernet (batch-statistics BN, as in the Λ estimate).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from hwnas.errors import HwnasError
+from hwnas.evaluation import evaluate
+from hwnas.runs import RunDir
+from hwnas.search.lambda_max import one_hot
+from hwnas.search.loop import Search, SearchConfig
+from hwnas.search.objective import RelaxedArch
+from hwnas.spaces.genotype import Genotype, edge_ops
+from hwnas.spaces.network import DiscreteNetwork, NetworkConfig, count_parameters
+
+
+def load_search(run_dir: str | Path) -> Search:
+    """The search of a run directory, rebuilt from config.json and its latest checkpoint."""
+    run = RunDir(run_dir)
+    if not run.file("config.json").is_file():
+        raise HwnasError(f"{run_dir} is not a search run (no config.json)")
+    search = Search(SearchConfig.from_dict(run.read_json("config.json")))
+    state = run.load_checkpoint(map_location=search.device)
+    if state is None:
+        raise HwnasError(f"{run_dir} has no checkpoint.pt yet; run or resume the search first")
+    search.load_state_dict(state)
+    return search
+
+
+@torch.no_grad()
+def subnetwork_accuracy(search: Search, genotype: Genotype) -> tuple[float, float]:
+    """(validation loss, accuracy) of `genotype` as a sub-network of the trained supernet."""
+    net = search.net
+    ops_n, ops_r = edge_ops(genotype)
+    device = next(net.parameters()).device
+    n_ops = net.cfg.n_ops
+    ra = RelaxedArch(one_hot(ops_n, n_ops, device), one_hot(ops_r, n_ops, device), ops_n, ops_r)
+    buffers = {k: v.clone() for k, v in net.named_buffers()}
+    net.train()  # batch statistics: the running ones belong to the whole supernet
+    try:
+        return evaluate(lambda x: search.obj.logits(x, ra), search.eval_loader)
+    finally:
+        for k, v in net.named_buffers():
+            v.copy_(buffers[k])
+
+
+def network_size(search: Search, genotype: Genotype) -> tuple[int, float]:
+    """(parameters, FLOPs of one sample) of the discrete network at the search's size."""
+    info = search.info
+    net = DiscreteNetwork(genotype, NetworkConfig(channels=search.cfg.channels, layers=search.cfg.layers,
+                                                  num_classes=info.num_classes, in_channels=info.channels)).eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        net(torch.zeros(1, info.channels, info.height, info.width))
+    return count_parameters(net), float(counter.get_total_flops())
+
+
+def pareto_table(search: Search, n_lambdas: int = 11) -> pd.DataFrame:
+    """One row per λ: the genotype and its predicted latencies, size and validation accuracy."""
+    if not search.cfg.control.needs_lambda_max or search.lam.lambda_max is None:
+        raise HwnasError("pareto needs a λ-hypernet search (hwnas search --hypernet linear|mlp with a cost)")
+    if n_lambdas < 2:
+        raise HwnasError("--lambdas must be at least 2")
+    from hwnas.latency.table import LatencyTable
+
+    tables = [LatencyTable.load(t) for t in search.cfg.control.tables]
+    lmax = search.lam.lambda_max
+    rows = []
+    for t in np.linspace(0.0, 1.0, n_lambdas):
+        lam = lmax * float(t)
+        g = search.genotype(lam)
+        ra = search.obj.expected()
+        expected = search.cost.expected(ra.w_normal, ra.w_reduce).tolist()
+        loss, acc = subnetwork_accuracy(search, g)
+        params, flops = network_size(search, g)
+        row = {"lambda": float(lam[0]), "lambda_fraction": float(t), "val_loss": loss, "val_acc": acc,
+               "params": params, "flops": flops}
+        for name, unit, v in zip(search.cost.names, search.cost.units, expected):
+            row[f"expected_cost[{name}, {unit}]"] = v
+        for table in tables:
+            row[f"predicted_latency_ms[{Path(table.path).stem}]"] = table.predict(g)
+        row["genotype"] = str(g)
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    cost_col = _cost_column(frame)
+    frame["pareto_optimal"] = pareto_mask(frame[cost_col].to_numpy(), frame["val_acc"].to_numpy())
+    return frame
+
+
+def _cost_column(frame: pd.DataFrame) -> str:
+    latency = [c for c in frame.columns if c.startswith("predicted_latency_ms[")]
+    return latency[0] if latency else ("flops" if "flops" in frame else "params")
+
+
+def pareto_mask(cost: np.ndarray, acc: np.ndarray) -> np.ndarray:
+    """Points not dominated by another (no cheaper-or-equal point with higher-or-equal accuracy, one strictly)."""
+    n = len(cost)
+    keep = np.ones(n, dtype=bool)
+    for i in range(n):
+        dominated = (cost <= cost[i]) & (acc >= acc[i]) & ((cost < cost[i]) | (acc > acc[i]))
+        keep[i] = not dominated.any()
+    return keep
+
+
+def write_pareto(run_dir: str | Path, n_lambdas: int = 11) -> pd.DataFrame:
+    """pareto.csv and plots/pareto_*.png in the run directory."""
+    search = load_search(run_dir)
+    frame = pareto_table(search, n_lambdas)
+    run = RunDir(run_dir)
+    run.write_text("pareto.csv", frame.to_csv(index=False))
+    from hwnas.plots import plot_pareto
+
+    plot_pareto(frame, _cost_column(frame), run.file("plots"))
+    return frame

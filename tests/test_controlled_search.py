@@ -1,0 +1,146 @@
+"""Latency-/complexity-controlled search end to end on tiny configurations."""
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from hwnas.errors import HwnasError
+from hwnas.latency.backends import BackendConfig
+from hwnas.latency.profiler import ProfileConfig, profile
+from hwnas.latency.space import SpaceConfig
+from hwnas.latency.stats import TimingConfig
+from hwnas.search.control import ControlConfig
+from hwnas.search.lambda_max import label_entropy
+from hwnas.search.loop import SearchConfig, run_search
+from hwnas.search.pareto import pareto_mask, write_pareto
+from hwnas.spaces.genotype import DARTS_V2, edge_ops, num_edges
+from hwnas.spaces.ops import PRIMITIVES
+from hwnas_cli.app import app
+from tests.cli_helpers import ok
+
+FAST = TimingConfig(warmup_runs=1, warmup_s=0.0, budget_s=0.002, min_runs=3, max_runs=10)
+
+
+def _tiny(**kw) -> SearchConfig:
+    base = dict(dataset="digits", layers=3, channels=4, batch_size=32, epochs=2, max_steps_per_epoch=4, device="cpu")
+    return SearchConfig(**{**base, **kw})
+
+
+def _expected_cost(run, key_prefix="cost"):
+    m = pd.read_csv(run / "metrics.csv")
+    return m[[c for c in m.columns if c.startswith(key_prefix)]].iloc[-1].to_numpy()
+
+
+def test_lambda_zero_reproduces_the_plain_search_exactly(tmp_path):
+    plain = run_search(_tiny(), tmp_path / "plain")
+    zero = run_search(_tiny(control=ControlConfig(cost="params", lam=0.0)), tmp_path / "zero")
+    assert zero.genotype == plain.genotype
+    a = torch.load(tmp_path / "plain" / "checkpoint.pt", weights_only=True)["arch"]
+    b = torch.load(tmp_path / "zero" / "checkpoint.pt", weights_only=True)["arch"]
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_large_lambda_drives_the_cost_down(tmp_path):
+    kw = dict(epochs=2, a_lr=0.05)
+    run_search(_tiny(control=ControlConfig(cost="params", lam=0.0), **kw), tmp_path / "l0")
+    run_search(_tiny(control=ControlConfig(cost="params", lam=1e-3), **kw), tmp_path / "big")
+    assert _expected_cost(tmp_path / "big")[0] < 0.7 * _expected_cost(tmp_path / "l0")[0]
+
+
+def test_edge_ops_places_a_genotype_on_supernet_edges():
+    ops_n, _ = edge_ops(DARTS_V2)
+    assert len(ops_n) == num_edges(4)
+    assert [PRIMITIVES[o] for o in ops_n[:4]] == ["sep_conv_3x3"] * 4  # nodes 0, 1 read inputs 0 and 1
+    assert PRIMITIVES[ops_n[9]] == "skip_connect" and PRIMITIVES[ops_n[11]] == "dil_conv_3x3"  # node 3
+    assert sum(o != 0 for o in ops_n) == 8
+
+
+def test_pareto_mask():
+    cost = np.array([1.0, 2.0, 3.0, 2.5, 1.0])
+    acc = np.array([0.5, 0.7, 0.9, 0.6, 0.4])
+    assert pareto_mask(cost, acc).tolist() == [True, True, True, False, False]
+
+
+def test_control_config_errors():
+    with pytest.raises(HwnasError, match="--table"):
+        ControlConfig(cost="latency")
+    with pytest.raises(HwnasError, match="needs a cost"):
+        ControlConfig(hypernet="linear")
+    with pytest.raises(HwnasError, match="--cost"):
+        ControlConfig(cost="energy")
+
+
+@pytest.mark.slow
+def test_hypernet_search_with_auto_lambda_max_and_pareto(tmp_path):
+    """Theorem 1's Λ, a linear λ-hypernet on params, and the architectures along λ."""
+    ctl = ControlConfig(cost="params", hypernet="linear", warmup_epochs=1, samples=6, eval_batches=1)
+    run_search(_tiny(epochs=3, a_lr=0.05, control=ctl), tmp_path / "h")
+    rec = json.loads((tmp_path / "h" / "lambda_max.json").read_text())
+    from hwnas.data import load_dataset, search_split
+
+    splits = load_dataset("digits")
+    (_, _), (_, y_arch) = search_split(splits.x_train, splits.y_train, 0)
+    assert rec["label_entropy"] == pytest.approx(label_entropy(y_arch, 10))
+    theorem = (rec["label_entropy"] - rec["worst_valid_loss"]) / rec["cost_bound"][0]
+    assert rec["lambda_max_theorem"][0] == pytest.approx(theorem)
+    assert rec["lambda_max"][0] == pytest.approx(theorem if theorem > 0 else rec["label_entropy"] / rec["cost_bound"][0])
+    assert rec["samples"] == 6 and rec["draws"] >= 6
+    costs = pd.read_csv(tmp_path / "h" / "metrics.csv")
+    col0 = [c for c in costs.columns if c.startswith("cost@0")][0]
+    colm = [c for c in costs.columns if c.startswith("cost@max")][0]
+    assert costs[colm].iloc[-1] < costs[col0].iloc[-1]  # the hypernet learnt: larger λ, cheaper architecture
+    frame = write_pareto(tmp_path / "h", 4)
+    assert len(frame) == 4 and frame["lambda"].iloc[0] == 0 and frame["lambda"].iloc[-1] == pytest.approx(rec["lambda_max"][0])
+    assert frame["params"].iloc[-1] <= frame["params"].iloc[0]
+    assert frame["pareto_optimal"].any() and frame["val_acc"].between(0, 1).all()
+    for name in ("pareto_lambda.png", "pareto_front.png", "pareto_cells.png"):
+        assert (tmp_path / "h" / "plots" / name).is_file()
+
+
+@pytest.mark.slow
+def test_latency_tables_two_devices_and_the_cli(tmp_path):
+    """Two measured tables → a λ vector; CLI search with --table twice, then hwnas pareto."""
+    space = SpaceConfig(input_h=8, input_w=8, in_channels=1, channels=4, layers=3, batch=32)
+    tables = []
+    for name, threads in (("a", 1), ("b", 2)):
+        path = tmp_path / f"{name}.csv"
+        profile(ProfileConfig(space, BackendConfig("cpu", threads, timing=FAST)), path)
+        tables.append(str(path))
+    runner = CliRunner()
+    out = ok(runner.invoke(app, ["search", "--out", str(tmp_path / "r"), "--layers", "3", "--channels", "4",
+                                 "--batch-size", "32", "--epochs", "1", "--max-steps", "3", "--device", "cpu",
+                                 "--table", tables[0], "--table", tables[1], "--hypernet", "mlp",
+                                 "--lambda-max", "0.5", "--arch-grad", "second"]))
+    assert "genotype" in out
+    ok(runner.invoke(app, ["pareto", str(tmp_path / "r"), "--lambdas", "3"]))
+    frame = pd.read_csv(tmp_path / "r" / "pareto.csv")
+    assert {"predicted_latency_ms[a]", "predicted_latency_ms[b]"} <= set(frame.columns)
+    assert math.isclose(frame["lambda"].iloc[-1], 0.5)
+
+
+def test_table_of_another_space_is_refused(tmp_path):
+    space = SpaceConfig(input_h=8, input_w=8, in_channels=1, channels=6, layers=3, batch=32)
+    path = tmp_path / "t.csv"
+    profile(ProfileConfig(space, BackendConfig("cpu", 1, timing=FAST)), path)
+    with pytest.raises(HwnasError, match="another space"):
+        run_search(_tiny(control=ControlConfig(tables=(str(path),))), tmp_path / "r")
+
+
+@pytest.mark.slow
+def test_export_a_genotype_checks_and_reports(tmp_path):
+    from hwnas.export import export_network
+    from hwnas.spaces.network import DiscreteNetwork, NetworkConfig
+
+    net = DiscreteNetwork(DARTS_V2, NetworkConfig(channels=4, layers=3, num_classes=10, in_channels=1))
+    report = export_network(net, (1, 8, 8), tmp_path / "m.onnx", extra={"genotype": str(DARTS_V2)})
+    assert report["max_abs_diff"] < 1e-4 and report["top1_identical"] and report["batches_checked"] == [1, 5]
+    assert report["params"] == sum(p.numel() for p in net.parameters()) and report["flops_per_sample"] > 0
+    assert report["measured_ort_cpu"]["p50_ms"] > 0
+    saved = json.loads((tmp_path / "m.onnx.json").read_text())
+    assert saved["genotype"] == str(DARTS_V2)
+    with pytest.raises(HwnasError, match="exists"):
+        export_network(net, (1, 8, 8), tmp_path / "m.onnx")

@@ -1,0 +1,143 @@
+"""The pieces of latency-/complexity-controlled search: Tᵀγ, λ-hypernets, Theorem 1's Λ."""
+import itertools
+import math
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from hwnas.latency.space import SpaceConfig
+from hwnas.search.cost import CostModel
+from hwnas.search.hypernet import LinearHypernet, MLPHypernet, sample_lambda
+from hwnas.search.lambda_max import (cell_is_broken, is_valid, label_entropy, lambda_max, one_hot,
+                                     sample_valid)
+from hwnas.spaces.genotype import DARTS_V2, Genotype, edge_ops, num_edges
+from hwnas.spaces.network import DiscreteNetwork, NetworkConfig, count_parameters
+from hwnas.spaces.ops import PRIMITIVES
+
+
+def test_expected_cost_matches_brute_force_enumeration():
+    """E[cost] under independent per-edge categorical γ, summed over every discrete architecture."""
+    torch.manual_seed(0)
+    D, E, O = 2, 3, 3
+    reduction = [False, True, False]
+    T = torch.rand(D, len(reduction), E, O)
+    model = CostModel(T, reduction, ["a", "b"], ["ms", "ms"])
+    w_n, w_r = torch.softmax(torch.randn(E, O), -1), torch.softmax(torch.randn(E, O), -1)
+    brute = torch.zeros(D)
+    for a_n in itertools.product(range(O), repeat=E):
+        for a_r in itertools.product(range(O), repeat=E):
+            p = math.prod(w_n[e, o].item() for e, o in enumerate(a_n)) * math.prod(w_r[e, o].item() for e, o in enumerate(a_r))
+            cost = sum(T[:, l, e, (a_r if reduction[l] else a_n)[e]] for l in range(len(reduction)) for e in range(E))
+            brute += p * cost
+    torch.testing.assert_close(model.expected(w_n, w_r), brute)
+    assert torch.allclose(model.max_cost(), T.amax(3).sum((1, 2)))
+
+
+def test_expected_cost_is_differentiable_in_alpha():
+    model = CostModel(torch.rand(1, 3, 4, 5), [False, True, False], ["x"], ["ms"])
+    alpha = torch.zeros(4, 5, requires_grad=True)
+    model.expected(torch.softmax(alpha, -1), torch.softmax(alpha, -1)).sum().backward()
+    assert alpha.grad.abs().sum() > 0
+
+
+def _all_none(g: Genotype) -> Genotype:
+    return Genotype(tuple(("none", j) for _, j in g.normal), g.normal_concat,
+                    tuple(("none", j) for _, j in g.reduce), g.reduce_concat)
+
+
+def _genotype_weights(g: Genotype) -> tuple[torch.Tensor, torch.Tensor]:
+    """One-hot (edges × ops) weights of a genotype in the supernet's edge order."""
+    ops_n, ops_r = edge_ops(g)
+    return one_hot(ops_n, len(PRIMITIVES)), one_hot(ops_r, len(PRIMITIVES))
+
+
+@pytest.mark.parametrize("size, channels, layers", [(8, 4, 5), (28, 8, 5), (32, 6, 8)])
+def test_params_and_flops_costs_match_whole_networks(size, channels, layers):
+    """Cost of a genotype's chosen ops = whole network minus the same network with every op `none`."""
+    space = SpaceConfig(input_h=size, input_w=size, in_channels=1, channels=channels, layers=layers, batch=1)
+    cfg = NetworkConfig(channels=channels, layers=layers, in_channels=1)
+    w_n, w_r = _genotype_weights(DARTS_V2)
+    params = CostModel.complexity("params", space).expected(w_n, w_r).item()
+    net, empty = DiscreteNetwork(DARTS_V2, cfg), DiscreteNetwork(_all_none(DARTS_V2), cfg)
+    assert params == count_parameters(net) - count_parameters(empty)
+
+    def flops(m):
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            m.eval()(torch.zeros(1, 1, size, size))
+        return counter.get_total_flops()
+
+    got = CostModel.complexity("flops", space).expected(w_n, w_r).item()
+    assert got == pytest.approx(flops(net) - flops(empty), rel=1e-6)
+
+
+def test_hypernets_start_at_darts_init_and_learn_lambda_dependence():
+    g = torch.Generator().manual_seed(0)
+    for net in (LinearHypernet(14, 8, 2, generator=g), MLPHypernet(14, 8, 2, generator=g)):
+        a0 = net(torch.tensor([0.0, 0.0]))
+        a1 = net(torch.tensor([1.0, 0.3]))
+        assert torch.equal(a0[0], a1[0]) and torch.equal(a0[1], a1[1])  # λ does nothing until learnt
+        assert a0[0].shape == (14, 8) and a0[0].abs().max() < 0.01
+        loss = a1[0][:, 0].sum()  # push `none` up at λ̃ = (1, 0.3)
+        loss.backward()
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in net.named_parameters() if n != "b2")
+
+
+def test_linear_hypernet_is_the_formula():
+    net = LinearHypernet(3, 2, 2)
+    with torch.no_grad():
+        net.b1.normal_()
+    lam = torch.tensor([0.4, 0.7])
+    a_n, a_r = net(lam)
+    want = 0.4 * net.b1[0] + 0.7 * net.b1[1] + net.b2
+    torch.testing.assert_close(a_n, want[0])
+    torch.testing.assert_close(a_r, want[1])
+
+
+@pytest.mark.parametrize("mode", ["uniform", "log-uniform"])
+def test_lambda_samples_stay_in_range(mode):
+    g = torch.Generator().manual_seed(0)
+    lmax = torch.tensor([2.0, 0.5])
+    s = torch.stack([sample_lambda(lmax, mode, g) for _ in range(2000)])
+    assert torch.all(s >= 0) and torch.all(s <= lmax)
+    med = s.median(0).values / lmax
+    assert (0.4 < med[0] < 0.6) if mode == "uniform" else (med[0] < 0.1)
+
+
+def test_label_entropy_is_the_best_constant_predictor_loss():
+    y = torch.arange(10).repeat(50)
+    assert label_entropy(y, 10) == pytest.approx(math.log(10))
+    y = torch.tensor([0] * 30 + [1] * 10)
+    p = torch.tensor([0.75, 0.25])
+    assert label_entropy(y) == pytest.approx(float(-(p * p.log()).sum()))
+    # no constant prediction does better: cross-entropy of the frequencies themselves
+    logits = p.log().expand(40, 2)
+    assert torch.nn.functional.cross_entropy(logits, y).item() == pytest.approx(label_entropy(y))
+
+
+def test_broken_cells():
+    none, skip = PRIMITIVES.index("none"), PRIMITIVES.index("skip_connect")
+    E = num_edges(4)
+    assert cell_is_broken([none] * E)
+    assert not cell_is_broken([skip] * E)
+    only_last = [none] * E
+    only_last[E - 1] = skip  # node 3 from state 4 (node 2), which is itself unreachable
+    assert cell_is_broken(only_last)
+    one_path = [none] * E
+    one_path[0] = skip  # node 0 from input 0: state 2 is concatenated and reachable
+    assert not cell_is_broken(one_path)
+    assert not is_valid(one_path, [none] * E) and is_valid(one_path, one_path)
+
+
+def test_sample_valid_only_returns_valid_architectures():
+    archs, draws = sample_valid(50, num_edges(4), torch.Generator().manual_seed(0))
+    assert len(archs) == 50 and draws >= 50
+    assert all(is_valid(a, b) for a, b in archs)
+    w = one_hot(archs[0][0], len(PRIMITIVES))
+    assert torch.equal(w.sum(1), torch.ones(num_edges(4)))
+
+
+def test_lambda_max_formula():
+    assert lambda_max(2.3, 0.3, [4.0, 0.5]) == pytest.approx([0.5, 4.0])
+    assert lambda_max(1.0, 1.5, [2.0])[0] < 0  # a valid network worse than chance: no useful range

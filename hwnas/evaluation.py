@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -37,3 +38,20 @@ def evaluate(logits_fn: Callable[[torch.Tensor], torch.Tensor],
         logits = logits_fn(x).float()
         stats.update(F.cross_entropy(logits, y), logits, y)
     return stats.result()
+
+
+@contextmanager
+def batch_statistics(net: torch.nn.Module):
+    """Evaluate sub-networks of a supernet with batch-statistics BN (training mode) and leave no trace:
+    the running statistics belong to the supernet as trained, not to any one sub-network."""
+    buffers = {k: v.clone() for k, v in net.named_buffers()}
+    was_training = net.training
+    net.train()
+    try:
+        with torch.no_grad():
+            yield net
+    finally:
+        with torch.no_grad():
+            for k, v in net.named_buffers():
+                v.copy_(buffers[k])
+        net.train(was_training)

@@ -141,3 +141,18 @@ def test_sample_valid_only_returns_valid_architectures():
 def test_lambda_max_formula():
     assert lambda_max(2.3, 0.3, [4.0, 0.5]) == pytest.approx([0.5, 4.0])
     assert lambda_max(1.0, 1.5, [2.0])[0] < 0  # a valid network worse than chance: no useful range
+
+
+def test_batch_statistics_evaluation_leaves_no_trace():
+    from hwnas.evaluation import batch_statistics
+    from hwnas.spaces.supernet import Supernet, SupernetConfig
+
+    net = Supernet(SupernetConfig(channels=4, layers=3, in_channels=1)).eval()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    w = torch.softmax(torch.randn(14, 8), -1)
+    with batch_statistics(net):
+        assert net.training
+        net(torch.randn(4, 1, 8, 8) * 5 + 3, w, w)  # would move every running mean/var
+    assert not net.training
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k]), k

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from hwnas.errors import HwnasError
+from hwnas.evaluation import batch_statistics
 from hwnas.search.cost import COMPLEXITY, CostModel
 from hwnas.search.hypernet import HYPERNETS, LAMBDA_SAMPLING, make_hypernet, sample_lambda
 from hwnas.search.lambda_max import (LambdaMax, architecture_loss, label_entropy, lambda_max, one_hot,
@@ -135,18 +136,13 @@ def estimate_lambda_max(obj: SearchObjective, cost: CostModel, val_batches: Call
     net = obj.net
     n_edges, n_ops = obj.net.cfg.n_edges, obj.net.cfg.n_ops
     archs, draws = sample_valid(cfg.samples, n_edges, torch.Generator().manual_seed(seed), steps, multiplier)
-    buffers = {k: v.clone() for k, v in net.named_buffers()}
-    was_training = net.training
-    net.train()
     device = next(net.parameters()).device
     losses = []
-    for ops_n, ops_r in archs:
-        ra = RelaxedArch(one_hot(ops_n, n_ops, device), one_hot(ops_r, n_ops, device), list(ops_n), list(ops_r))
-        batches = itertools.islice(val_batches(), cfg.eval_batches)
-        losses.append(architecture_loss(lambda x, ra=ra: obj.logits(x, ra), batches))
-    for k, v in net.named_buffers():
-        v.copy_(buffers[k])
-    net.train(was_training)
+    with batch_statistics(net):
+        for ops_n, ops_r in archs:
+            ra = RelaxedArch(one_hot(ops_n, n_ops, device), one_hot(ops_r, n_ops, device), list(ops_n), list(ops_r))
+            batches = itertools.islice(val_batches(), cfg.eval_batches)
+            losses.append(architecture_loss(lambda x, ra=ra: obj.logits(x, ra), batches))
     l_bar = label_entropy(y_val, num_classes)
     s = max(losses)
     bound = cost.max_cost().tolist()

@@ -16,7 +16,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from hwnas.errors import HwnasError
-from hwnas.evaluation import evaluate
+from hwnas.evaluation import batch_statistics, evaluate
 from hwnas.runs import RunDir
 from hwnas.search.lambda_max import one_hot
 from hwnas.search.loop import Search, SearchConfig
@@ -46,13 +46,8 @@ def subnetwork_accuracy(search: Search, genotype: Genotype) -> tuple[float, floa
     device = next(net.parameters()).device
     n_ops = net.cfg.n_ops
     ra = RelaxedArch(one_hot(ops_n, n_ops, device), one_hot(ops_r, n_ops, device), ops_n, ops_r)
-    buffers = {k: v.clone() for k, v in net.named_buffers()}
-    net.train()  # batch statistics: the running ones belong to the whole supernet
-    try:
+    with batch_statistics(net):
         return evaluate(lambda x: search.obj.logits(x, ra), search.eval_loader)
-    finally:
-        for k, v in net.named_buffers():
-            v.copy_(buffers[k])
 
 
 def network_size(search: Search, genotype: Genotype) -> tuple[int, float]:

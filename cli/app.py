@@ -190,8 +190,6 @@ def quickstart(
 ) -> None:
     """The whole chain on the embedded default (digits): profile a phone-CPU proxy, one λ-hypernet
     search with Λ from Theorem 1, the architectures along λ, export of one of them, and its training."""
-    import torch
-
     from hwnas.latency.backends import BackendConfig
     from hwnas.latency.profiler import ProfileConfig, profile
     from hwnas.latency.space import SpaceConfig
@@ -230,17 +228,15 @@ def quickstart(
     pick = frame.iloc[len(frame) // 2]
     console.print(f"[bold]4/5 export[/] the network at λ = {pick['lambda']:.4g} → {out}/model.onnx")
     from hwnas.data import dataset_shape
-    from hwnas.export import export_network
+    from hwnas.export import export_genotype
     from hwnas.spaces.genotype import Genotype
-    from hwnas.spaces.network import DiscreteNetwork, NetworkConfig
+    from hwnas.spaces.network import NetworkConfig
 
     g = Genotype.parse(pick["genotype"])
     in_ch, h, w, classes = dataset_shape(base.dataset)
-    torch.manual_seed(0)
-    model = DiscreteNetwork(g, NetworkConfig(channels=base.channels, layers=base.layers, num_classes=classes,
-                                             in_channels=in_ch))
-    report = export_network(model, (in_ch, h, w), out / "model.onnx", arch=g,
-                            tables=[LatencyTable.load(table)], extra={"genotype": str(g), "lambda": pick["lambda"]})
+    net_cfg = NetworkConfig(channels=base.channels, layers=base.layers, num_classes=classes, in_channels=in_ch)
+    report = export_genotype(g, net_cfg, (h, w), out / "model.onnx", tables=[LatencyTable.load(table)],
+                             extra={"lambda": pick["lambda"]})
     console.print(f"  {report['params']:,} params, max |ORT − PyTorch| {report['max_abs_diff']:.1e}, "
                   f"ORT {report['measured_ort_cpu']['p50_ms']:.3f} ms measured vs "
                   f"{next(iter(report['predicted_latency_ms'].values())):.3f} ms predicted (batch 1, 1 thread)",
@@ -290,10 +286,10 @@ def export(
     import torch
 
     from hwnas.data import dataset_shape
-    from hwnas.export import export_network
+    from hwnas.export import export_genotype
     from hwnas.latency.table import LatencyTable
     from hwnas.spaces.genotype import load_genotype
-    from hwnas.spaces.network import DiscreteNetwork, NetworkConfig
+    from hwnas.spaces.network import NetworkConfig
 
     tables = [LatencyTable.load(t) for t in table or ()]
     if (run is None) == (genotype is None):
@@ -319,16 +315,7 @@ def export(
         g = load_genotype(genotype)
         in_ch, h, w, classes = dataset_shape(dataset)
         cfg = NetworkConfig(channels=channels, layers=layers, num_classes=classes, in_channels=in_ch)
-    torch.manual_seed(0)
-    model = DiscreteNetwork(g, cfg)
-    if weights is not None:
-        try:
-            model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-        except (OSError, RuntimeError) as e:
-            raise HwnasError(f"--weights {weights}: {str(e).splitlines()[0]}") from None
-    extra = {"genotype": str(g),
-             "weights": str(weights) if weights else "freshly initialised (architecture and latency only)"}
-    report = export_network(model, (in_ch, h, w), out, arch=g, tables=tables, threads=threads, extra=extra)
+    report = export_genotype(g, cfg, (h, w), out, weights=weights, tables=tables, threads=threads)
     console.print(f"[bold]{out}[/]: {report['params']:,} params, {report['flops_per_sample'] / 1e6:.2f} MFLOPs, "
                   f"ORT {report['measured_ort_cpu']['p50_ms']:.3f} ms (batch {report['measured_ort_cpu']['batch']}), "
                   f"max |ORT − PyTorch| {report['max_abs_diff']:.2e}, top-1 identical: {report['top1_identical']}",

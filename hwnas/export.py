@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from hwnas.errors import HwnasError
 from hwnas.latency.onnx_io import OPSET
-from hwnas.spaces.network import count_parameters
+from hwnas.spaces.genotype import Genotype
+from hwnas.spaces.network import DiscreteNetwork, NetworkConfig, count_flops, count_parameters
 
 
 def export_onnx_dynamic(model: nn.Module, input_shape: tuple[int, int, int], path: Path) -> None:
@@ -62,13 +62,6 @@ def check_onnx(model: nn.Module, path: Path, input_shape: tuple[int, int, int], 
     return {"max_abs_diff": worst, "top1_identical": same_top1, "batches_checked": list(batches)}
 
 
-def flops_per_sample(model: nn.Module, input_shape: tuple[int, int, int]) -> float:
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model.eval()(torch.zeros(1, *input_shape))
-    return float(counter.get_total_flops())
-
-
 def export_network(model: nn.Module, input_shape: tuple[int, int, int], out: str | Path, arch=None,
                    tables: list | None = None, threads: int | None = None, measure: bool = True,
                    extra: dict | None = None) -> dict:
@@ -83,7 +76,7 @@ def export_network(model: nn.Module, input_shape: tuple[int, int, int], out: str
     export_onnx_dynamic(model, input_shape, out)
     report = {"onnx": str(out), "exporter": "torch.onnx.export(dynamo=True)", "opset": OPSET,
               "input_shape": ["batch", *input_shape], "params": count_parameters(model),
-              "flops_per_sample": flops_per_sample(model, input_shape)}
+              "flops_per_sample": count_flops(model, input_shape)}
     report.update(check_onnx(model, out, input_shape))
     tables = tables or []
     if arch is not None and tables:
@@ -107,3 +100,22 @@ def measure_ort(path: Path, input_shape: tuple[int, int, int], batch: int, threa
     stats = backend.measure_onnx(Path(path).read_bytes(), [(batch, *input_shape)])
     return {"batch": batch, "threads": threads, "p50_ms": stats.p50_ms, "p10_ms": stats.p10_ms,
             "p90_ms": stats.p90_ms}
+
+
+def export_genotype(genotype: Genotype, cfg: NetworkConfig, input_hw: tuple[int, int], out: str | Path,
+                    weights: str | Path | None = None, tables: list | None = None, threads: int | None = None,
+                    extra: dict | None = None) -> dict:
+    """The discrete network of `genotype` (seeded initialisation, or trained `weights`), exported,
+    checked and re-measured as `export_network` does; the report names the genotype and the weights."""
+    torch.manual_seed(0)
+    model = DiscreteNetwork(genotype, cfg)
+    if weights is not None:
+        try:
+            model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        except (OSError, RuntimeError) as e:
+            raise HwnasError(f"--weights {weights}: {str(e).splitlines()[0]}") from None
+    extra = {"genotype": str(genotype),
+             "weights": str(weights) if weights else "freshly initialised (architecture and latency only)",
+             **(extra or {})}
+    return export_network(model, (cfg.in_channels, *input_hw), out, arch=genotype, tables=tables, threads=threads,
+                          extra=extra)

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from hwnas.errors import HwnasError
 from hwnas.latency import darts_keys as dk
 from hwnas.latency.space import SpaceConfig
 from hwnas.spaces.genotype import num_edges
+from hwnas.spaces.network import count_flops
 from hwnas.spaces.ops import PRIMITIVES, make_op
 
 COMPLEXITY = ("params", "flops")
@@ -95,10 +95,7 @@ def _op_complexity(kind: str, op: str, c: int, stride: int, hw: tuple[int, int])
     module = make_op(op, c, stride, affine=True).eval()
     if kind == "params":
         return float(sum(p.numel() for p in module.parameters()))
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        module(torch.zeros(1, c, *hw))
-    return float(counter.get_total_flops())
+    return count_flops(module, (c, *hw))
 
 
 def _check_space(table, space: SpaceConfig) -> None:

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from hwnas.errors import HwnasError
 from hwnas.evaluation import batch_statistics, evaluate
@@ -22,7 +21,7 @@ from hwnas.search.lambda_max import one_hot
 from hwnas.search.loop import Search, SearchConfig
 from hwnas.search.objective import RelaxedArch
 from hwnas.spaces.genotype import Genotype, edge_ops
-from hwnas.spaces.network import DiscreteNetwork, NetworkConfig, count_parameters
+from hwnas.spaces.network import DiscreteNetwork, NetworkConfig, count_flops, count_parameters
 
 
 def load_search(run_dir: str | Path) -> Search:
@@ -54,11 +53,8 @@ def network_size(search: Search, genotype: Genotype) -> tuple[int, float]:
     """(parameters, FLOPs of one sample) of the discrete network at the search's size."""
     info = search.info
     net = DiscreteNetwork(genotype, NetworkConfig(channels=search.cfg.channels, layers=search.cfg.layers,
-                                                  num_classes=info.num_classes, in_channels=info.channels)).eval()
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        net(torch.zeros(1, info.channels, info.height, info.width))
-    return count_parameters(net), float(counter.get_total_flops())
+                                                  num_classes=info.num_classes, in_channels=info.channels))
+    return count_parameters(net), count_flops(net, (info.channels, info.height, info.width))
 
 
 def pareto_table(search: Search, n_lambdas: int = 11) -> pd.DataFrame:

@@ -118,6 +118,16 @@ class DiscreteNetwork(nn.Module):
         return self.forward_with_aux(x)[0]
 
 
+def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> float:
+    """FLOPs of one sample (shape `input_shape`, no batch) through `model` in eval mode, as torch counts them."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model.eval()(torch.zeros(1, *input_shape))
+    return float(counter.get_total_flops())
+
+
 def count_parameters(model: nn.Module, exclude_auxiliary: bool = True) -> int:
     """Parameters, without the auxiliary head by default (as the DARTS reference reports them)."""
     return sum(p.numel() for n, p in model.named_parameters() if not (exclude_auxiliary and "auxiliary" in n))

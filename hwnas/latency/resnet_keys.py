@@ -8,8 +8,13 @@ CIFAR-style conv 3×3/1 + BN + ReLU without max-pool), 4 stages × 2 BasicBlocks
 
 A block's residual branch (conv3×3 → BN → ReLU → conv3×3 → BN) is keyed per inner width
 fraction f ∈ FRACTIONS (inner channels = round(f · width)); f = 0 removes the branch (the
-block is then the identity, or ReLU(shortcut(x)) where there is a projection). The
-shortcut, the residual add + ReLU (glue), stem and head have keys of their own.
+block is then the identity, or ReLU(shortcut(x)) where there is a projection). A projection
+shortcut may be removed too (`shortcut=False`: the block is ReLU(branch(x))); removing both
+from one block leaves nothing that depends on the input (`hwnas.spaces.gated_resnet`).
+The shortcut, the residual add + ReLU (glue), stem and head have keys of their own.
+
+A pruned ResNet18 is given as a dict: block name → f, and optionally `"<block>.downsample"`
+→ 0/1 (False/True) for the projection blocks (missing: kept).
 """
 from __future__ import annotations
 
@@ -54,7 +59,8 @@ def _conv_out(n: int, k: int, stride: int, pad: int) -> int:
     return (n + 2 * pad - k) // stride + 1
 
 
-def _torchvision_resnet18(cfg: SpaceConfig) -> nn.Module:
+def torchvision_resnet18(cfg: SpaceConfig) -> nn.Module:
+    """torchvision's resnet18 (random weights) for `cfg`'s input channels, classes and stem."""
     from torchvision.models import resnet18
 
     model = resnet18(weights=None, num_classes=cfg.num_classes)
@@ -68,7 +74,7 @@ def _torchvision_resnet18(cfg: SpaceConfig) -> nn.Module:
 
 def block_positions(cfg: SpaceConfig) -> list[BlockPosition]:
     """The 8 BasicBlocks with their shapes, read from torchvision's module tree."""
-    model = _torchvision_resnet18(cfg)
+    model = torchvision_resnet18(cfg)
     h, w = cfg.input_h, cfg.input_w
     if not cfg.small_stem:
         h, w = _conv_out(h, 7, 2, 3), _conv_out(w, 7, 2, 3)
@@ -98,9 +104,15 @@ def head_key(cfg: SpaceConfig) -> OpKey:
     return _key(cfg, HEAD, last.c_out, cfg.num_classes, last.out_hw, 1)
 
 
-def block_keys(cfg: SpaceConfig, block: BlockPosition, fraction: float) -> list[OpKey]:
-    """Keys of one block with its branch at `fraction` (0 = branch removed)."""
-    shortcut = [_key(cfg, SHORTCUT, block.c_in, block.c_out, block.hw, block.stride)] if block.projection else []
+def block_keys(cfg: SpaceConfig, block: BlockPosition, fraction: float, shortcut: bool = True) -> list[OpKey]:
+    """Keys of one block with its branch at `fraction` (0 = branch removed) and its projection
+    shortcut kept or not (`shortcut`; an identity shortcut costs nothing either way). The glue
+    key stands for the add + ReLU, or the ReLU alone when one of the two paths is gone."""
+    if not shortcut and fraction == 0 and block.projection:
+        raise HwnasError(f"block {block.name}: branch and projection shortcut both removed: nothing is left "
+                         f"that depends on the input")
+    keep = block.projection and shortcut
+    shortcut = [_key(cfg, SHORTCUT, block.c_in, block.c_out, block.hw, block.stride)] if keep else []
     glue = [_key(cfg, ADD_RELU, block.c_out, block.c_out, block.out_hw, 1)]
     if fraction == 0:
         return shortcut + glue if block.projection else []  # identity block: nothing runs
@@ -119,14 +131,30 @@ def resnet_keys(cfg: SpaceConfig) -> list[OpKey]:
     return list(dict.fromkeys(keys))
 
 
-def pruned_keys(cfg: SpaceConfig, fractions: dict[str, float]) -> list[OpKey]:
-    """Keys of a pruned ResNet18: `fractions` maps block name (layer1.0 … layer4.1) → f; missing blocks are whole."""
-    unknown = set(fractions) - set(BLOCKS)
+def downsample_name(block: str) -> str:
+    return f"{block}.downsample"
+
+
+def split_arch(cfg: SpaceConfig, arch: dict) -> tuple[dict[str, float], dict[str, bool]]:
+    """({block: fraction}, {block: shortcut kept}) of an arch dict, validated; missing entries are whole."""
+    positions = block_positions(cfg)
+    shortcut_names = {downsample_name(b.name): b.name for b in positions if b.projection}
+    unknown = set(arch) - set(BLOCKS) - set(shortcut_names)
     if unknown:
-        raise HwnasError(f"unknown ResNet18 block(s) {sorted(unknown)}; blocks are {', '.join(BLOCKS)}")
+        raise HwnasError(f"unknown ResNet18 block(s) {sorted(unknown)}; blocks are {', '.join(BLOCKS)}, "
+                         f"shortcuts {', '.join(shortcut_names)}")
+    fractions = {b.name: float(arch.get(b.name, 1.0)) for b in positions}
+    shortcuts = {b.name: bool(arch.get(downsample_name(b.name), True)) for b in positions}
+    return fractions, shortcuts
+
+
+def pruned_keys(cfg: SpaceConfig, fractions: dict) -> list[OpKey]:
+    """Keys of a pruned ResNet18: `fractions` maps block name (layer1.0 … layer4.1) → f, and optionally
+    `<block>.downsample` → 0/1 for a projection shortcut; missing blocks are whole."""
+    fractions, shortcuts = split_arch(cfg, fractions)
     keys = [stem_key(cfg)]
     for block in block_positions(cfg):
-        keys += block_keys(cfg, block, float(fractions.get(block.name, 1.0)))
+        keys += block_keys(cfg, block, fractions[block.name], shortcuts[block.name])
     keys.append(head_key(cfg))
     return keys
 
@@ -176,28 +204,42 @@ def resnet_module(key: OpKey, cfg: SpaceConfig) -> tuple[nn.Module, list[tuple[i
     return m.eval(), [shape]
 
 
-class _PrunedBlock(nn.Module):
-    """A BasicBlock whose branch may be narrower (or gone): relu(branch(x) + shortcut(x))."""
+def inner_width(fraction: float, width: int) -> int:
+    """Inner channels kept at width fraction f > 0: round(f · width), at least 1."""
+    return max(1, round(fraction * width))
 
-    def __init__(self, block: BlockPosition, fraction: float):
+
+class PrunedBlock(nn.Module):
+    """A BasicBlock whose branch may be narrower (or gone) and whose projection shortcut may be gone:
+    relu(branch(x) + shortcut(x)), relu(shortcut(x)), relu(branch(x)), or x itself (no branch, identity
+    shortcut; `hwnas.spaces.gated_resnet.materialise` drops such blocks instead)."""
+
+    def __init__(self, block: BlockPosition, fraction: float, shortcut: bool = True):
         super().__init__()
-        mid = max(1, round(fraction * block.c_out))
+        if fraction == 0 and block.projection and not shortcut:
+            raise HwnasError(f"block {block.name}: a block without branch and shortcut has no output")
+        self.identity_shortcut = not block.projection
+        mid = inner_width(fraction, block.c_out)
         self.branch = _branch(block.c_in, mid, block.c_out, block.stride) if fraction > 0 else None
         self.downsample = (nn.Sequential(nn.Conv2d(block.c_in, block.c_out, 1, stride=block.stride, bias=False),
-                                         nn.BatchNorm2d(block.c_out)) if block.projection else None)
+                                         nn.BatchNorm2d(block.c_out)) if block.projection and shortcut else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
         if self.branch is None:
-            return identity if self.downsample is None else torch.relu(identity)
-        return torch.relu(self.branch(x) + identity)
+            return x if self.identity_shortcut else torch.relu(self.downsample(x))
+        out = self.branch(x)
+        if self.identity_shortcut:
+            return torch.relu(out + x)
+        return torch.relu(out if self.downsample is None else out + self.downsample(x))
 
 
-def pruned_resnet18(cfg: SpaceConfig, fractions: dict[str, float]) -> nn.Module:
-    """torchvision's resnet18 with each block's branch at its fraction (for end-to-end timing)."""
+def pruned_resnet18(cfg: SpaceConfig, fractions: dict) -> nn.Module:
+    """torchvision's resnet18 with each block's branch at its fraction, and projection shortcuts kept
+    or not (the arch dict of `pruned_keys`), with fresh weights (for end-to-end timing)."""
     pruned_keys(cfg, fractions)  # validates names and fractions
-    model = _torchvision_resnet18(cfg)
+    fr, sc = split_arch(cfg, fractions)
+    model = torchvision_resnet18(cfg)
     for block in block_positions(cfg):
         stage, idx = block.name.split(".")
-        getattr(model, stage)[int(idx)] = _PrunedBlock(block, float(fractions.get(block.name, 1.0)))
+        getattr(model, stage)[int(idx)] = PrunedBlock(block, fr[block.name], sc[block.name])
     return model.eval()

@@ -137,7 +137,10 @@ def _read_config(out: Path) -> dict:
 @app.command()
 @user_errors
 def train(
-    genotype: Annotated[str, typer.Option(help="a DARTS Genotype(...) string, a genotype JSON file, or a run directory")],
+    genotype: Annotated[str | None, typer.Option(help="a DARTS Genotype(...) string, a genotype JSON file, or a run "
+                                                      "directory")] = None,
+    model: Annotated[str, typer.Option(help="darts (the network of --genotype) or resnet18 (torchvision's, the "
+                                            "network hwnas prune starts from; small stem for inputs ≤ 64 px)")] = "darts",
     dataset: Dataset = "digits",
     data_dir: DataDir = None,
     download: Download = False,
@@ -153,12 +156,14 @@ def train(
     device: Device = "auto",
     out: Annotated[Path | None, typer.Option(help="run directory for metrics, result.json and model.pt")] = None,
 ) -> None:
-    """Train the discrete network of a genotype from scratch and report its test accuracy."""
+    """Train the discrete network of a genotype (or a ResNet18) from scratch and report its test accuracy."""
     from hwnas.spaces.genotype import load_genotype
     from hwnas.train import TrainConfig
 
-    g = load_genotype(genotype)
-    cfg = TrainConfig(dataset=dataset, data_dir=str(data_dir) if data_dir else None, download=download,
+    if (genotype is None) == (model == "darts"):
+        raise HwnasError("give --genotype G for a darts network, or --model resnet18 without --genotype")
+    g = load_genotype(genotype) if genotype is not None else None
+    cfg = TrainConfig(model=model, dataset=dataset, data_dir=str(data_dir) if data_dir else None, download=download,
                       epochs=epochs, layers=layers, channels=channels, batch_size=batch_size, lr=lr,
                       auxiliary=auxiliary, cutout=cutout, drop_path_prob=drop_path_prob, seed=seed, device=device)
     _run_train(g, cfg, out)
@@ -168,6 +173,9 @@ def _run_train(g, cfg, out: Path | None):
     from hwnas.train import train_network
 
     def on_start(params: int) -> None:
+        if cfg.model != "darts":
+            console.print(f"network: {cfg.model}, [bold]{params:,}[/] parameters")
+            return
         console.print(f"network: {cfg.layers} cells, {cfg.channels} channels, "
                       f"[bold]{params:,}[/] parameters ({params / 1e6:.6f} M, auxiliary head excluded)")
 
@@ -272,7 +280,8 @@ def pareto(
 @user_errors
 def export(
     out: Annotated[Path, typer.Option(help="the ONNX file to write (never overwritten); the report goes to <out>.json")],
-    run: Annotated[Path | None, typer.Argument(help="a search run directory (with --lambda for a hypernet run)")] = None,
+    run: Annotated[Path | None, typer.Argument(help="a search or prune run directory (with --lambda for a hypernet "
+                                                    "or prune run)")] = None,
     lam: Annotated[float | None, typer.Option("--lambda", help="the trade-off to export from a hypernet run")] = None,
     genotype: Annotated[str | None, typer.Option(help="a genotype instead of a run (string, JSON file or run dir)")] = None,
     dataset: Dataset = "digits",
@@ -294,6 +303,10 @@ def export(
     tables = [LatencyTable.load(t) for t in table or ()]
     if (run is None) == (genotype is None):
         raise HwnasError("give either a RUN directory (with --lambda for a hypernet run) or --genotype")
+    from .prune import export_prune_run, is_prune_run
+
+    if run is not None and is_prune_run(run):
+        return export_prune_run(run, lam, out, tables, threads)
     if run is not None:
         from hwnas.search.pareto import load_search
 
@@ -336,8 +349,10 @@ def _fresh(path: Path) -> Path:
 
 # Registered after the commands above so that `hwnas --help` lists them in pipeline order.
 from .profile import register as register_profile  # noqa: E402
+from .prune import register as register_prune  # noqa: E402
 
 register_profile(app)
+register_prune(app)
 
 
 def main() -> None:

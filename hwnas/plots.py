@@ -92,7 +92,11 @@ def plot_pareto(frame, cost_col: str, out_dir: str | Path, n_cells: int = 3) -> 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    ax.plot(frame["lambda"], 100 * frame["val_acc"], "o-", color="#1f77b4")
+    ax.plot(frame["lambda"], 100 * frame["val_acc"], "o-", color="#1f77b4", label="derived sub-network")
+    if "relaxed_val_acc" in frame:
+        ax.plot(frame["lambda"], 100 * frame["relaxed_val_acc"], "^:", color="#1f77b4", ms=4, alpha=0.7,
+                label="relaxed α(λ)")
+        ax.legend(fontsize=7, loc="lower left")
     ax2 = ax.twinx()
     ax2.plot(frame["lambda"], frame[cost_col], "s--", color="#d62728", ms=4)
     ax.set_xlabel("λ")
@@ -135,3 +139,103 @@ def plot_pareto(frame, cost_col: str, out_dir: str | Path, n_cells: int = 3) -> 
     fig.savefig(paths[-1], dpi=120)
     plt.close(fig)
     return paths
+
+
+def plot_lambda_range(rec: dict, frame, path: str | Path) -> Path:
+    """Accuracy vs λ for ResNet18 pruning: the hypernet's gates along [0, Λ] and the fixed-λ fits, with
+    Λ from Theorem 1 (or its fallback) and the empirical plateau end and Λ marked."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    ax.plot(frame["lambda"], 100 * frame["val_acc"], "o-", color="#1f77b4", label="λ-hypernet (one fit)")
+    emp = rec.get("empirical")
+    if emp:
+        fits = emp["fits"]
+        ax.plot([f["lambda"] for f in fits], [100 * f["val_acc"] for f in fits], "s--", color="#ff7f0e",
+                label="fixed-λ fits")
+        ax.axhline(100 * emp["chance_acc"], color="0.5", ls=":", lw=1, label="chance")
+        ax.axhline(100 * emp["pretrained_acc"], color="0.3", ls="-.", lw=1, label="pretrained")
+        if emp["plateau_end"] is not None:
+            ax.axvline(emp["plateau_end"], color="#2ca02c", ls=":", label=f"plateau end {emp['plateau_end']:.3g}")
+        if emp["lambda_max"] is not None:
+            ax.axvline(emp["lambda_max"], color="#2ca02c", ls="--", label=f"empirical Λ {emp['lambda_max']:.3g}")
+    if rec.get("theorem_lambda_max", 0) > 0:
+        ax.axvline(rec["theorem_lambda_max"], color="#d62728", label=f"Theorem 1 Λ {rec['theorem_lambda_max']:.3g}")
+    used = rec["lambda_max"][0]
+    ax.axvline(used, color="#d62728", ls="--", lw=1, label=f"Λ used {used:.3g}")
+    positive = [v for v in frame["lambda"] if v > 0] + ([f["lambda"] for f in emp["fits"]] if emp else [])
+    ax.set_xscale("symlog", linthresh=min(positive) if positive else 1e-3)
+    ax.set_xlabel("λ (per ms of predicted latency)")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
+    ax.set_title("Useful range of λ: Theorem 1 vs the accuracy plateau", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_prune_pareto(frame, out_dir: str | Path) -> list[Path]:
+    """Accuracy vs predicted latency of the pruned ResNet18s along λ, and the kept width per block along λ."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    valid = frame[frame["valid"]]
+    fig, ax = plt.subplots(figsize=(5.8, 3.8))
+    sc = ax.scatter(valid["predicted_latency_ms"], 100 * valid["val_acc"], c=valid["lambda"], cmap="viridis", s=30,
+                    zorder=3)
+    front = valid[valid["pareto_optimal"]].sort_values("predicted_latency_ms")
+    ax.step(front["predicted_latency_ms"], 100 * front["val_acc"], where="post", color="#d62728", lw=1.5,
+            label="Pareto front")
+    fig.colorbar(sc, ax=ax, label="λ")
+    ax.set_xlabel("predicted latency (ms)")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("Pruned ResNet18 along λ (one fit)", fontsize=9)
+    fig.tight_layout()
+    paths = [out_dir / "pareto_front.png"]
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+
+    cols = [c for c in frame.columns if c.startswith("frac[")]
+    fig, ax = plt.subplots(figsize=(6.4, 3.2))
+    im = ax.imshow(frame[cols].to_numpy().T, aspect="auto", cmap="Blues", vmin=0, vmax=1)
+    ax.set_yticks(range(len(cols)), [c[5:-1] for c in cols], fontsize=7)
+    ax.set_xticks(range(len(frame)), [f"{v:.2g}" for v in frame["lambda"]], fontsize=6, rotation=45)
+    ax.set_xlabel("λ")
+    fig.colorbar(im, ax=ax, label="kept inner width")
+    ax.set_title("Branch width per block along λ", fontsize=9)
+    fig.tight_layout()
+    paths.append(out_dir / "pareto_gates.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+    return paths
+
+
+def plot_lambda_sweep(rows: list[dict], bound: float, theorem: float, chance: float, path: str | Path) -> Path:
+    """Fixed-λ searches against Theorem 1: accuracy (relaxed, and the argmax network with `none`
+    allowed) vs λ, broken networks marked, Λ (theorem) and the bound L̄/Tᵀ1 as vertical lines."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    x = [max(r["lambda"], bound * 1e-2) for r in rows]  # λ = 0 drawn at the left edge of the log axis
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    ax.plot(x, [100 * r["relaxed_val_acc"] for r in rows], "^:", color="#1f77b4", label="relaxed α")
+    ax.plot(x, [100 * r["argmax_val_acc"] for r in rows], "o-", color="#2ca02c", label="argmax network (none allowed)")
+    broken = [(xi, 100 * r["argmax_val_acc"]) for xi, r in zip(x, rows) if not r["argmax_valid"]]
+    if broken:
+        ax.scatter(*zip(*broken), marker="x", s=80, color="#d62728", zorder=4, label="broken (invalid)")
+    ax.axhline(100 * chance, color="grey", lw=0.8, ls="--", label="chance")
+    ax.axvline(bound, color="#d62728", lw=1, ls="--", label="L̄/Tᵀ1 (Theorem 1, S = 0)")
+    if theorem > 0:
+        ax.axvline(theorem, color="#9467bd", lw=1.2, label="Λ = (L̄ − S)/Tᵀ1")
+    ax.set_xscale("log")
+    ax.set_xlabel("λ (fixed, per search; λ = 0 at the left edge)")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title("Where fixed-λ searches break, against Theorem 1's Λ", fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,4 +1,5 @@
-"""Training a discrete network of a genotype from scratch (the DARTS "augment" stage) and evaluating it.
+"""Training a discrete network from scratch — a genotype's (the DARTS "augment" stage) or
+torchvision's ResNet18 (`model="resnet18"`, the network `hwnas prune` starts from) — and evaluating it.
 
 Recipe as in DARTS: SGD with momentum, cosine learning rate, weight decay, gradient clipping,
 an auxiliary head weighted 0.4, cutout, and drop-path ramped linearly to its final value.
@@ -13,7 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from hwnas.data import DeviceLoader, dataset_shape, default_augment, load_dataset
+from hwnas.data import DeviceLoader, Splits, dataset_shape, default_augment, load_dataset
 from hwnas.errors import HwnasError
 from hwnas.evaluation import RunningStats, evaluate
 from hwnas.runs import RunDir
@@ -21,9 +22,12 @@ from hwnas.runtime import autocast_dtype, memory_format, resolve_device
 from hwnas.spaces.genotype import Genotype
 from hwnas.spaces.network import DiscreteNetwork, NetworkConfig, count_parameters
 
+MODELS = ("darts", "resnet18")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
+    model: str = "darts"               # darts (a genotype's network) or resnet18 (torchvision, small stem ≤ 64 px)
     dataset: str = "digits"
     data_dir: str | None = None
     download: bool = False
@@ -47,6 +51,8 @@ class TrainConfig:
     amp: bool | None = None
 
     def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise HwnasError(f"--model {self.model!r}: choose one of {', '.join(MODELS)}")
         if self.epochs < 0:
             raise HwnasError(f"--epochs must be non-negative, got {self.epochs}")
         if self.layers < 3:
@@ -63,36 +69,66 @@ class TrainResult:
     test_loss: float
     test_acc: float
     metrics: list[dict]
-    model: DiscreteNetwork
+    model: torch.nn.Module
 
 
-def build_network(genotype: Genotype, cfg: TrainConfig) -> DiscreteNetwork:
-    """The discrete network for `genotype` on `cfg.dataset` (its channels and classes)."""
+def resnet18_space(dataset: str, data_dir: str | None = None, batch: int = 1):
+    """The resnet18 `SpaceConfig` of a dataset (its channels, size, classes): what its tables must measure."""
+    from hwnas.latency.space import SpaceConfig
+
+    in_channels, h, w, num_classes = dataset_shape(dataset, data_dir)
+    return SpaceConfig(space="resnet18", input_h=h, input_w=w, in_channels=in_channels, num_classes=num_classes,
+                       batch=batch)
+
+
+def build_network(genotype: Genotype | None, cfg: TrainConfig) -> torch.nn.Module:
+    """The discrete network for `genotype`, or torchvision's resnet18, on `cfg.dataset` (its channels and classes)."""
+    if cfg.model == "resnet18":
+        from hwnas.latency.resnet_keys import torchvision_resnet18
+
+        return torchvision_resnet18(resnet18_space(cfg.dataset, cfg.data_dir))
+    if genotype is None:
+        raise HwnasError("training a darts network needs a --genotype")
     in_channels, _, _, num_classes = dataset_shape(cfg.dataset, cfg.data_dir)
     return DiscreteNetwork(genotype, NetworkConfig(channels=cfg.channels, layers=cfg.layers, num_classes=num_classes,
                                                    in_channels=in_channels, auxiliary=cfg.auxiliary))
 
 
-def train_network(genotype: Genotype, cfg: TrainConfig, out: str | Path | None = None,
+def _forward_with_aux(model: torch.nn.Module, x: torch.Tensor):
+    if isinstance(model, DiscreteNetwork):
+        return model.forward_with_aux(x)
+    return model(x), None
+
+
+def train_network(genotype: Genotype | None, cfg: TrainConfig, out: str | Path | None = None,
                   on_start: Callable[[int], None] | None = None,
                   on_step: Callable[[int, int], None] | None = None,
-                  on_epoch_end: Callable[[dict], None] | None = None) -> TrainResult:
-    """Train `genotype` from scratch and evaluate it on the test split; `on_start(params)` runs before training."""
+                  on_epoch_end: Callable[[dict], None] | None = None, splits: Splits | None = None,
+                  initial_state: dict | None = None) -> TrainResult:
+    """Train `genotype` (or cfg.model) and evaluate it on the test split; `on_start(params)` runs before
+    training. `splits` replaces the dataset's own (e.g. a part of its train split held out elsewhere);
+    `initial_state` starts from those weights (entries whose shape does not fit keep their initialisation)."""
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     mf = memory_format(device, cfg.channels_last)
-    model = build_network(genotype, cfg).to(device, memory_format=mf)
+    model = build_network(genotype, cfg)
+    if initial_state is not None:
+        own = model.state_dict()
+        model.load_state_dict({k: v for k, v in initial_state.items() if k in own and own[k].shape == v.shape},
+                              strict=False)
+    model = model.to(device, memory_format=mf)
     params = count_parameters(model)
     if on_start is not None:
         on_start(params)
     if cfg.epochs == 0:  # build and count only: no data needed
         return TrainResult(params, float("nan"), float("nan"), [], model)
-    splits = load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
+    splits = splits or load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
     info = splits.info
-    run = RunDir.create(out, {"genotype": str(genotype), **asdict(cfg)}) if out is not None else None
+    name = str(genotype) if cfg.model == "darts" else cfg.model
+    run = RunDir.create(out, {"genotype": name, **asdict(cfg)}) if out is not None else None
 
     cutout = (cfg.cutout_length or max(1, info.height // 2)) if cfg.cutout else 0
-    kw = dict(device=device, channels_last=mf == torch.channels_last)
+    kw = {"device": device, "channels_last": mf == torch.channels_last}
     train_loader = DeviceLoader(splits.x_train, splits.y_train, info, cfg.batch_size, shuffle=True,
                                 augment=default_augment(info, cutout=cutout), generator_seed=cfg.seed * 1000 + 5, **kw)
     test_loader = DeviceLoader(splits.x_test, splits.y_test, info, 256, shuffle=False, **kw)
@@ -107,13 +143,14 @@ def train_network(genotype: Genotype, cfg: TrainConfig, out: str | Path | None =
     metrics: list[dict] = []
     for epoch in range(cfg.epochs):
         model.train()
-        model.drop_path_prob = cfg.drop_path_prob * epoch / cfg.epochs
+        if isinstance(model, DiscreteNetwork):
+            model.drop_path_prob = cfg.drop_path_prob * epoch / cfg.epochs
         stats = RunningStats()
         t0 = time.perf_counter()
         for i, (x, y) in enumerate(train_loader):
             opt.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
-                logits, aux = model.forward_with_aux(x)
+                logits, aux = _forward_with_aux(model, x)
             logits = logits.float()
             loss = F.cross_entropy(logits, y)
             if aux is not None:
@@ -144,6 +181,6 @@ def train_network(genotype: Genotype, cfg: TrainConfig, out: str | Path | None =
     test_loss, test_acc = evaluate(logits_of, test_loader)
     if run is not None:
         run.write_json("result.json", {"params": params, "test_loss": test_loss, "test_acc": test_acc,
-                                       "genotype": str(genotype)})
+                                       "genotype": name})
         torch.save(model.state_dict(), run.file("model.pt"))
     return TrainResult(params, test_loss, test_acc, metrics, model)

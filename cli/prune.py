@@ -1,0 +1,125 @@
+"""`hwnas prune`: a pretrained ResNet18 cut down for every latency budget in one fit. `register(app)` adds it."""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from hwnas.errors import HwnasError
+
+from .common import console, epoch_progress, user_errors
+
+
+@contextlib.contextmanager
+def _progress(label: str, total: int, done: int = 0):
+    if total == 0:
+        yield None, None
+        return
+    with epoch_progress(total, done=done, label=label) as callbacks:
+        yield callbacks
+
+
+@user_errors
+def prune(
+    out: Annotated[Path, typer.Option(help="run directory (config.json, pretrained.pt, lambda_max.json, metrics.csv, "
+                                           "checkpoint.pt, pareto.csv, plots/)")],
+    table: Annotated[Path, typer.Option(help="resnet18 latency table of the target device (hwnas profile --space "
+                                             "resnet18 --input-size HxW of the dataset)")],
+    model: Annotated[str, typer.Option(help="network to prune (resnet18)")] = "resnet18",
+    weights: Annotated[str, typer.Option(help="PATH (a state dict of torchvision's resnet18 for this dataset), "
+                                              "'imagenet' (torchvision's weights, fine-tuned here) or 'train'")] = "train",
+    dataset: Annotated[str, typer.Option(help="digits, idx:DIR, mnist, fashion-mnist, cifar10, cifar100")] = "digits",
+    data_dir: Annotated[Path | None, typer.Option(help="where torchvision datasets live")] = None,
+    download: Annotated[bool, typer.Option(help="download a torchvision dataset")] = False,
+    lambda_max: Annotated[str, typer.Option(help="Λ: 'auto' (Theorem 1, with a recorded fallback) or a number")] = "auto",
+    hypernet: Annotated[str, typer.Option(help="λ-hypernet: linear or mlp")] = "linear",
+    lambda_sampling: Annotated[str, typer.Option(help="λ per step: uniform or log-uniform over [0, Λ]")] = "uniform",
+    epochs: Annotated[int, typer.Option(help="phase-2 epochs (passes over the validation half)")] = 5,
+    max_steps: Annotated[int | None, typer.Option(help="cap on phase-2 steps per epoch")] = None,
+    batch_size: Annotated[int, typer.Option(help="phase-2 batch size")] = 32,
+    lr: Annotated[float, typer.Option(help="hypernet learning rate (Adam)")] = 0.05,
+    finetune: Annotated[bool, typer.Option(help="also fine-tune the network's weights (default: frozen)")] = False,
+    pretrain_epochs: Annotated[int, typer.Option(help="epochs of training for --weights train|imagenet")] = 3,
+    lambda_samples: Annotated[int, typer.Option(help="valid gate sets evaluated for S (Theorem 1)")] = 32,
+    eval_samples: Annotated[int | None, typer.Option(help="validation images per evaluation (default: all)")] = None,
+    empirical_points: Annotated[int, typer.Option(help="fixed-λ fits for the empirical Λ (0: skip)")] = 6,
+    empirical_steps: Annotated[int, typer.Option(help="steps per fixed-λ fit")] = 30,
+    pareto_points: Annotated[int, typer.Option(help="λ values in pareto.csv")] = 9,
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N")] = "auto",
+    resume: Annotated[bool, typer.Option(help="continue the run in --out with its saved config")] = False,
+) -> None:
+    """Prune a pretrained ResNet18 with gates (branch width per block, projection shortcuts) for every λ ∈ [0, Λ]
+    in one fit (Algorithm 1 of the performance-control paper); then `hwnas export OUT --lambda X`."""
+    from hwnas.search.prune import PruneConfig
+    from hwnas.search.prune_run import run_prune
+
+    if lambda_max == "auto":
+        lmax = None
+    else:
+        try:
+            lmax = float(lambda_max)
+        except ValueError:
+            raise HwnasError(f"--lambda-max {lambda_max!r}: expected 'auto' or a number") from None
+    cfg = PruneConfig(model=model, weights=weights, dataset=dataset, data_dir=str(data_dir) if data_dir else None,
+                      download=download, table=str(table), lambda_max=lmax, hypernet=hypernet,
+                      sampling=lambda_sampling, epochs=epochs, steps_per_epoch=max_steps, batch_size=batch_size,
+                      lr=lr, finetune=finetune, pretrain_epochs=pretrain_epochs, lambda_samples=lambda_samples,
+                      eval_samples=eval_samples, empirical_points=empirical_points, empirical_steps=empirical_steps,
+                      pareto_points=pareto_points, seed=seed, device=device)
+    if not resume and weights not in ("train", "imagenet") and not Path(weights).is_file():
+        raise HwnasError(f"--weights {weights!r}: no such file; pass a state dict PATH, 'imagenet' or 'train'")
+    result = run_prune(cfg, out, resume=resume, progress=_progress,
+                       say=lambda s: console.print(escape(s), highlight=False))
+    rec = result.lambda_max
+    console.print(f"[bold]Λ[/] {rec['lambda_max'][0]:.4g} — {escape(rec['lambda_max_source'])} (L̄ "
+                  f"{rec['label_entropy']:.4f}, S {rec['worst_valid_loss']:.4f}, Tᵀ1 {rec['cost_bound'][0]:.4g} ms)",
+                  highlight=False)
+    if "agreement" in rec:
+        console.print(f"  empirical: {escape(rec['agreement'])}", highlight=False)
+    view = Table(title=f"{out}: pruned ResNet18 along λ")
+    cols = ["lambda", "gates", "predicted_latency_ms", "params", "val_acc", "test_acc"]
+    for c in cols + ["pareto"]:
+        view.add_column(c.replace("predicted_latency_ms", "ms"), justify="right")
+    for _, row in result.pareto.iterrows():
+        view.add_row(*(f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c]) for c in cols),
+                     "●" if row["pareto_optimal"] else ("broken" if not row["valid"] else ""))
+    console.print(view)
+    console.print(f"run written to {out}/ (pareto.csv, lambda_max.json, plots/); export one with: hwnas export {out} "
+                  f"--lambda X --out model.onnx", highlight=False)
+
+
+def is_prune_run(run: Path) -> bool:
+    import json
+
+    try:
+        return json.loads((Path(run) / "config.json").read_text()).get("kind") == "prune"
+    except (OSError, ValueError):
+        return False
+
+
+def export_prune_run(run: Path, lam: float | None, out: Path, tables: list, threads: int | None) -> None:
+    """`hwnas export RUN --lambda X` for a prune run: the materialised sub-network, checked and re-measured."""
+    from hwnas.search.prune_run import export_pruned
+
+    if lam is None:
+        raise HwnasError(f"{run} is a prune run: pass --lambda X (0 ≤ X ≤ Λ, see its pareto.csv)")
+    r = export_pruned(run, lam, out, tables=tables, threads=threads)
+    m, u = r["measured_ort_cpu"], r["unpruned"]["measured_ort_cpu"]
+    console.print(f"[bold]{out}[/]: gates {r['gates']}, {r['params']:,} params (unpruned {r['unpruned']['params']:,}), "
+                  f"max |ORT − PyTorch| {r['max_abs_diff']:.2e}, top-1 identical: {r['top1_identical']}",
+                  highlight=False)
+    console.print(f"  ORT {m['p50_ms']:.3f} ms vs unpruned {u['p50_ms']:.3f} ms (batch {m['batch']}, {m['threads']} "
+                  f"thread(s)): {r['speedup_measured']:.2f}× measured, {r['speedup_predicted']:.2f}× predicted",
+                  highlight=False)
+    for path, ms in r["predicted_latency_ms"].items():
+        console.print(f"  predicted by {path}: {ms:.3f} ms (unpruned {r['unpruned']['predicted_latency_ms'][path]:.3f})",
+                      highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("prune")(prune)

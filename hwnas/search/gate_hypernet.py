@@ -1,0 +1,65 @@
+"""Gate logits for ResNet18 pruning: a λ-hypernet (linear or MLP, `hwnas.search.hypernet`) or fixed logits.
+
+Both give (branch logits (blocks, 5), shortcut logits (projections, 2)) from the normalised
+trade-off λ̃ = λ/Λ. The hypernets of the search are reused as they are: their output of
+shape (2, E, 1) with E = 23 is the 46 gate logits, in the order of their constant term b₂.
+
+Phase 1 of Algorithm 1 (`intact_logits`): the constant term is set so that every gate's
+largest logit is "on" (full width, shortcut kept) by a margin `init_logit`, and the
+λ-dependent part starts at zero. At λ = 0 the deterministic gates (argmax) are then the
+intact network, whose outputs are bit-for-bit the pretrained network's.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from hwnas.latency.resnet_keys import BLOCKS
+from hwnas.search.hypernet import make_hypernet
+from hwnas.spaces.gated_resnet import BRANCH_CHOICES, PROJECTIONS, GateSet
+
+N_BRANCH = len(BLOCKS) * len(BRANCH_CHOICES)
+N_LOGITS = N_BRANCH + 2 * len(PROJECTIONS)   # 46
+
+
+def intact_logits(margin: float) -> torch.Tensor:
+    """(46,) logits whose argmax is the intact network: `margin` on full width and on kept shortcuts."""
+    branch = torch.zeros(len(BLOCKS), len(BRANCH_CHOICES))
+    branch[:, -1] = margin
+    shortcut = torch.zeros(len(PROJECTIONS), 2)
+    shortcut[:, 1] = margin
+    return torch.cat([branch.flatten(), shortcut.flatten()])
+
+
+def split_logits(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return flat[:N_BRANCH].view(len(BLOCKS), -1), flat[N_BRANCH:].view(len(PROJECTIONS), 2)
+
+
+class GateHypernet(nn.Module):
+    """γ-logits = G(λ̃), with G a linear or MLP λ-hypernet of the search, initialised to the intact network."""
+
+    def __init__(self, kind: str, init_logit: float = 3.0, generator: torch.Generator | None = None):
+        super().__init__()
+        self.net = make_hypernet(kind, N_LOGITS // 2, 1, 1, generator)
+        with torch.no_grad():
+            self.net.b2.view(-1).copy_(intact_logits(init_logit))
+
+    def forward(self, lam_frac: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        a, b = self.net(lam_frac.reshape(1))
+        return split_logits(torch.cat([a.flatten(), b.flatten()]))
+
+
+class FixedGates(nn.Module):
+    """Gate logits that do not depend on λ (the fixed-λ fits of the empirical Λ)."""
+
+    def __init__(self, init_logit: float = 3.0):
+        super().__init__()
+        self.logits = nn.Parameter(intact_logits(init_logit))
+
+    def forward(self, lam_frac: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return split_logits(self.logits)
+
+
+def argmax_gates(branch_logits: torch.Tensor, shortcut_logits: torch.Tensor) -> GateSet:
+    """The deterministic gate set of the logits (the most probable choice per gate)."""
+    return GateSet.from_indices(branch_logits.argmax(1).tolist(), shortcut_logits.argmax(1).tolist())

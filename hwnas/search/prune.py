@@ -1,0 +1,324 @@
+"""ResNet18 gate pruning with performance control (`hwnas prune`): Algorithm 1 of the paper.
+
+1. The pretrained network: a checkpoint (`weights=PATH`), torchvision's ImageNet weights
+   (`imagenet`, adapted to the dataset by `pretrain_epochs` of fine-tuning) or one trained
+   here (`train`) on the weights half of the train split (`hwnas.data.search_split`). Its
+   inner channels are put in importance order once (`reorder_by_importance`, exact).
+2. Λ: Theorem 1 and the empirical fixed-λ approximation (`hwnas.search.prune_lambda`).
+3. Phase 1: the λ-hypernet is initialised to the intact network at λ = 0 (`gate_hypernet`);
+   the gated network at λ = 0 is checked to have exactly the pretrained accuracy.
+4. Phase 2: each step samples λ ∈ [0, Λ], γ = Gumbel-softmax(G(λ/Λ)) and minimises
+   L_val(γ) + λ·Tᵀγ on the held-out half of the train split. Weights are frozen (BN in eval
+   mode throughout); `finetune` also takes an SGD step on the weights (train half) per step.
+
+Run directory: config.json, pretrained.pt/.json, lambda_max.json, metrics.csv, checkpoint.pt
+(every epoch, atomic; `resume` continues it), then pareto.csv and plots/ (`prune_pareto`).
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hwnas.data import DeviceLoader, Splits, default_augment, load_dataset, search_split
+from hwnas.errors import HwnasError
+from hwnas.evaluation import evaluate
+from hwnas.runtime import resolve_device
+from hwnas.search.gate_cost import GateCost
+from hwnas.search.gate_hypernet import GateHypernet, argmax_gates
+from hwnas.search.hypernet import LAMBDA_SAMPLING, sample_lambda
+from hwnas.search.relax import RelaxConfig, relax, sample_gumbel, temperature
+from hwnas.spaces.gated_resnet import GatedResNet18, GateSet, materialise, reorder_by_importance
+
+MODELS = ("resnet18",)
+PRUNE_HYPERNETS = ("linear", "mlp")
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    kind: str = "prune"                 # tells run directories of `hwnas prune` from search runs
+    model: str = "resnet18"
+    weights: str = "train"              # PATH (state dict) | imagenet | train
+    dataset: str = "digits"
+    data_dir: str | None = None
+    download: bool = False
+    table: str = ""                     # resnet18 lookup table (hwnas profile --space resnet18)
+    lambda_max: float | None = None     # Λ; None: Theorem 1 (with its recorded fallback)
+    hypernet: str = "linear"            # linear | mlp
+    sampling: str = "uniform"           # λ per step: uniform or log-uniform over [0, Λ]
+    epochs: int = 5
+    steps_per_epoch: int | None = None  # cap on phase-2 steps per epoch (None: one pass over the validation half)
+    batch_size: int = 32
+    lr: float = 0.05                    # Adam, hypernet
+    finetune: bool = False
+    finetune_lr: float = 1e-3           # SGD, weights (with finetune)
+    init_logit: float = 3.0             # phase 1: margin of the "on" choice at λ = 0
+    tau_start: float = 2.0              # Gumbel temperature, annealed exponentially ...
+    tau_end: float = 0.5
+    hard: bool = True                   # straight-through one-hot gates in the forward pass
+    pretrain_epochs: int = 3            # weights=train / imagenet
+    pretrain_batch_size: int = 64
+    pretrain_lr: float = 0.025
+    lambda_samples: int = 32            # valid gate sets evaluated for S (Theorem 1)
+    eval_samples: int | None = None     # validation samples per evaluation (None: the whole validation half)
+    empirical_points: int = 6           # fixed-λ fits of the empirical Λ (0: skip)
+    empirical_steps: int = 30
+    empirical_min: float = 1e-3         # the fixed-λ grid: Λ_ref · geomspace(min, max)
+    empirical_max: float = 10.0
+    pareto_points: int = 9
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise HwnasError(f"--model {self.model!r}: pruning is implemented for {', '.join(MODELS)}")
+        if self.hypernet not in PRUNE_HYPERNETS:
+            raise HwnasError(f"--hypernet {self.hypernet!r}: choose one of {', '.join(PRUNE_HYPERNETS)}")
+        if self.sampling not in LAMBDA_SAMPLING:
+            raise HwnasError(f"--lambda-sampling {self.sampling!r}: choose one of {', '.join(LAMBDA_SAMPLING)}")
+        if not self.table:
+            raise HwnasError("pruning needs a resnet18 latency table: --table T.csv (hwnas profile --space resnet18)")
+        if self.lambda_max is not None and not self.lambda_max > 0:
+            raise HwnasError(f"--lambda-max must be 'auto' or positive, got {self.lambda_max}")
+        positive = ("epochs", "batch_size", "lambda_samples", "pareto_points", "pretrain_batch_size")
+        bad = [f for f in positive if getattr(self, f) < 1]
+        bad += [f for f in ("steps_per_epoch", "eval_samples") if getattr(self, f) is not None and getattr(self, f) < 1]
+        bad += [f for f in ("pretrain_epochs", "empirical_points", "empirical_steps") if getattr(self, f) < 0]
+        if bad:
+            raise HwnasError(f"{', '.join('--' + b.replace('_', '-') for b in bad)} out of range")
+        if self.pareto_points < 2:
+            raise HwnasError("--pareto-points must be at least 2")
+        if not (self.lr > 0 and self.finetune_lr > 0 and self.tau_start > 0 and self.tau_end > 0):
+            raise HwnasError("learning rates and temperatures must be positive")
+
+    @property
+    def relax(self) -> RelaxConfig:
+        return RelaxConfig("gumbel", hard=self.hard, tau_start=self.tau_start, tau_end=self.tau_end)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PruneConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+class PruneData:
+    """The dataset cut for pruning: weights half (pretraining, fine-tuning), validation half (L_val, Λ,
+    accuracies), test split; loaders on the compute device."""
+
+    def __init__(self, cfg: PruneConfig, device: torch.device):
+        splits = load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
+        self.info = splits.info
+        (self.x_w, self.y_w), (self.x_v, self.y_v) = search_split(splits.x_train, splits.y_train, cfg.seed)
+        self.x_test, self.y_test = splits.x_test, splits.y_test
+        n_eval = min(cfg.eval_samples or len(self.x_v), len(self.x_v))
+        kw = {"device": device}
+        self.val = DeviceLoader(self.x_v, self.y_v, self.info, cfg.batch_size, shuffle=True, drop_last=True,
+                                generator_seed=cfg.seed * 1000 + 11, **kw)
+        self.weights = DeviceLoader(self.x_w, self.y_w, self.info, cfg.batch_size, shuffle=True, drop_last=True,
+                                    augment=default_augment(self.info), generator_seed=cfg.seed * 1000 + 13, **kw)
+        self.eval = DeviceLoader(self.x_v[:n_eval], self.y_v[:n_eval], self.info, 256, shuffle=False, **kw)
+        self.test = DeviceLoader(self.x_test, self.y_test, self.info, 256, shuffle=False, **kw)
+        if len(self.val) == 0:
+            raise HwnasError(f"the validation half has {len(self.x_v)} samples, fewer than --batch-size "
+                             f"{cfg.batch_size}")
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return self.info.channels, self.info.height, self.info.width
+
+    def pretrain_splits(self) -> Splits:
+        return Splits(self.info, self.x_w, self.y_w, self.x_test, self.y_test)
+
+
+def _imagenet_state() -> dict:
+    from torchvision.models import ResNet18_Weights
+
+    try:
+        return ResNet18_Weights.IMAGENET1K_V1.get_state_dict(progress=False)
+    except (OSError, RuntimeError, ValueError) as e:  # URLError, HTTPError, SSL, timeouts: not downloadable here
+        raise HwnasError(f"--weights imagenet: torchvision's ResNet18 ImageNet weights could not be downloaded "
+                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); offline, pass "
+                         f"--weights PATH (a state dict) or --weights train") from None
+
+
+def load_state(path: str) -> dict:
+    """A ResNet18 state dict from a file: a plain state dict, or a dict holding one under 'model'/'state_dict'."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, ValueError) as e:
+        raise HwnasError(f"--weights {path}: cannot load ({str(e).splitlines()[0]}); pass a state dict file, "
+                         f"'imagenet' or 'train'") from None
+    if isinstance(state, dict):
+        state = state.get("model", state.get("state_dict", state))
+    if not isinstance(state, dict):
+        raise HwnasError(f"--weights {path} does not hold a state dict")
+    return state
+
+
+def pretrained_model(cfg: PruneConfig, data: PruneData, on_step=None, on_epoch_end=None) -> tuple[nn.Module, dict]:
+    """The network to prune (CPU, eval mode, inner channels in importance order) and where it came from."""
+    from hwnas.latency.resnet_keys import torchvision_resnet18
+    from hwnas.train import TrainConfig, resnet18_space, train_network
+
+    space = resnet18_space(cfg.dataset, cfg.data_dir)
+    source: dict = {"weights": cfg.weights}
+    if cfg.weights in ("train", "imagenet"):
+        initial = _imagenet_state() if cfg.weights == "imagenet" else None
+        if cfg.pretrain_epochs == 0:
+            raise HwnasError(f"--weights {cfg.weights} needs --pretrain-epochs ≥ 1")
+        tcfg = TrainConfig(model="resnet18", dataset=cfg.dataset, data_dir=cfg.data_dir, epochs=cfg.pretrain_epochs,
+                           batch_size=cfg.pretrain_batch_size, lr=cfg.pretrain_lr, drop_path_prob=0.0, seed=cfg.seed,
+                           device=cfg.device, amp=False)
+        result = train_network(None, tcfg, splits=data.pretrain_splits(), on_step=on_step, on_epoch_end=on_epoch_end,
+                               initial_state=initial)
+        model = result.model.cpu()
+        source.update(pretrain_epochs=cfg.pretrain_epochs, trained_on="weights half of the train split")
+    else:
+        model = torchvision_resnet18(space)
+        try:
+            model.load_state_dict(load_state(cfg.weights))
+        except RuntimeError as e:
+            raise HwnasError(f"--weights {cfg.weights} is not a ResNet18 for {cfg.dataset} "
+                             f"({space.in_channels} channels, {space.num_classes} classes, "
+                             f"{'small' if space.small_stem else 'ImageNet'} stem): "
+                             f"{str(e).splitlines()[0]} …") from None
+    model = reorder_by_importance(model.eval())
+    return model, source
+
+
+@torch.no_grad()
+def gates_at(hypernet: GateHypernet, lam: float, lambda_max: float) -> GateSet:
+    """The deterministic gate set of a trained hypernet at λ (argmax of its logits at λ/Λ)."""
+    device = next(hypernet.parameters()).device
+    return argmax_gates(*hypernet(torch.tensor([lam / lambda_max], device=device)))
+
+
+def evaluate_gates(model: nn.Module, gates: GateSet, batches) -> tuple[float, float]:
+    """(loss, accuracy) of the materialised sub-network at `gates` (on the batches' device)."""
+    net = materialise(model, gates)
+    return evaluate(net, batches)
+
+
+class GateFit:
+    """One relaxed step of L_val(γ) + λ·Tᵀγ for gate logits from `logits_fn(λ/Λ)`; shared by phase 2
+    and the fixed-λ fits of the empirical Λ."""
+
+    def __init__(self, gated: GatedResNet18, cost: GateCost, relax_cfg: RelaxConfig, generator: torch.Generator):
+        self.gated, self.cost, self.relax_cfg, self.generator = gated, cost, relax_cfg, generator
+
+    def loss(self, logits_fn: Callable, x: torch.Tensor, y: torch.Tensor, lam: float, lam_frac: float,
+             tau: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(objective, cross-entropy, expected cost) of one batch."""
+        device = x.device
+        bl, sl = logits_fn(torch.tensor([lam_frac], device=device))
+        wb, _ = relax(bl, self.relax_cfg, tau, sample_gumbel(bl.shape, device, bl.dtype, self.generator))
+        ws, _ = relax(sl, self.relax_cfg, tau, sample_gumbel(sl.shape, device, sl.dtype, self.generator))
+        ce = F.cross_entropy(self.gated(x, wb, ws), y)
+        expected = self.cost.expected(wb, ws)
+        return ce + lam * expected, ce.detach(), expected.detach()
+
+
+class Pruner:
+    """The phase-2 fit: λ-hypernet, optimiser, λ sampler, state for checkpoints."""
+
+    def __init__(self, cfg: PruneConfig, model: nn.Module, cost: GateCost, lambda_max: float, data: PruneData,
+                 device: torch.device):
+        self.cfg, self.data, self.device, self.lambda_max = cfg, data, device, float(lambda_max)
+        self.model = model.to(device).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(cfg.finetune)
+        self.gated = GatedResNet18(self.model).to(device)
+        self.cost = cost.to(device)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        self.hypernet = GateHypernet(cfg.hypernet, cfg.init_logit, gen).to(device)   # phase 1
+        self.opt = torch.optim.Adam(self.hypernet.parameters(), lr=cfg.lr)
+        self.w_opt = torch.optim.SGD(self.model.parameters(), lr=cfg.finetune_lr, momentum=0.9) if cfg.finetune else None
+        self.lam_gen = torch.Generator().manual_seed(cfg.seed * 1000 + 17)
+        self.fit = GateFit(self.gated, self.cost, cfg.relax, torch.Generator().manual_seed(cfg.seed * 1000 + 19))
+        self.epoch = 0
+        self.metrics: list[dict] = []
+
+    def steps_per_epoch(self) -> int:
+        n = len(self.data.val)
+        return min(n, self.cfg.steps_per_epoch) if self.cfg.steps_per_epoch else n
+
+    def gates(self, lam: float) -> GateSet:
+        """The deterministic gate set at λ (argmax of the hypernet's logits)."""
+        return gates_at(self.hypernet, lam, self.lambda_max)
+
+    def train_epoch(self, on_step: Callable[[int, int], None] | None = None) -> dict:
+        cfg, n = self.cfg, self.steps_per_epoch()
+        total_steps = cfg.epochs * n
+        sums = {"objective": 0.0, "val_ce": 0.0, "expected_cost_ms": 0.0, "lambda": 0.0}
+        weights_iter = iter(self.data.weights) if self.w_opt is not None else None
+        t0 = time.perf_counter()
+        for i, (x, y) in enumerate(self.data.val):
+            if i >= n:
+                break
+            tau = temperature(cfg.relax, (self.epoch * n + i) / max(total_steps - 1, 1))
+            lam = float(sample_lambda(torch.tensor([self.lambda_max]), cfg.sampling, self.lam_gen)[0])
+            if self.w_opt is not None:   # fine-tuning: a weights step on the weights half at the same λ
+                xw, yw = next(weights_iter, (None, None))
+                if xw is None:
+                    weights_iter = iter(self.data.weights)
+                    xw, yw = next(weights_iter)
+                self.w_opt.zero_grad(set_to_none=True)
+                F.cross_entropy(self.gated(xw, *self._detached_gates(lam, tau)), yw).backward()
+                self.w_opt.step()
+            self.opt.zero_grad(set_to_none=True)
+            objective, ce, expected = self.fit.loss(self.hypernet, x, y, lam, lam / self.lambda_max, tau)
+            objective.backward()
+            self.opt.step()
+            for k, v in zip(sums, (objective.detach(), ce, expected, lam)):
+                sums[k] += float(v)
+            if on_step is not None:
+                on_step(i + 1, n)
+        self.epoch += 1
+        row = {"epoch": self.epoch, **{k: v / n for k, v in sums.items()}, "tau": tau, "steps": n,
+               "epoch_seconds": time.perf_counter() - t0}
+        for name, frac in (("0", 0.0), ("half", 0.5), ("max", 1.0)):
+            g = self.gates(frac * self.lambda_max)
+            row[f"gates_at_{name}"] = g.describe()
+            row[f"predicted_ms_at_{name}"] = self.cost.of(g)
+        self.metrics.append(row)
+        return row
+
+    def _detached_gates(self, lam: float, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            bl, sl = self.hypernet(torch.tensor([lam / self.lambda_max], device=self.device))
+            g = self.fit.generator
+            wb, _ = relax(bl, self.cfg.relax, tau, sample_gumbel(bl.shape, self.device, bl.dtype, g))
+            ws, _ = relax(sl, self.cfg.relax, tau, sample_gumbel(sl.shape, self.device, sl.dtype, g))
+        return wb, ws
+
+    def state_dict(self) -> dict:
+        state = {"epoch": self.epoch, "metrics": self.metrics, "hypernet": self.hypernet.state_dict(),
+                 "opt": self.opt.state_dict(), "lam_gen": self.lam_gen.get_state(),
+                 "gumbel_gen": self.fit.generator.get_state(), "val_loader": self.data.val.state_dict(),
+                 "weights_loader": self.data.weights.state_dict(), "lambda_max": self.lambda_max}
+        if self.w_opt is not None:
+            state.update(model=self.model.state_dict(), w_opt=self.w_opt.state_dict())
+        return state
+
+    def load_state_dict(self, s: dict) -> None:
+        self.epoch, self.metrics = int(s["epoch"]), list(s["metrics"])
+        self.hypernet.load_state_dict(s["hypernet"])
+        self.opt.load_state_dict(s["opt"])
+        self.lam_gen.set_state(s["lam_gen"])
+        self.fit.generator.set_state(s["gumbel_gen"])
+        self.data.val.load_state_dict(s["val_loader"])
+        self.data.weights.load_state_dict(s["weights_loader"])
+        if self.w_opt is not None:
+            self.model.load_state_dict(s["model"])
+            self.w_opt.load_state_dict(s["w_opt"])
+
+
+def resolve(cfg: PruneConfig) -> torch.device:
+    return resolve_device(cfg.device)

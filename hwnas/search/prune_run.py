@@ -1,0 +1,286 @@
+"""The `hwnas prune` run: pretrained network, Λ, phase 1 check, phase 2 epochs (resumable), pareto.csv, plots;
+and the run's sub-network at any λ for `hwnas export`.
+
+Files (beside config.json, metrics.csv, checkpoint.pt of the design notes): pretrained.pt (the
+network pruned, inner channels in importance order) with pretrained.json (where it came from,
+its accuracies, the λ = 0 check), lambda_max.json (Theorem 1 and empirical Λ), pareto.csv
+(one row per λ: gates, fractions per block, shortcuts, predicted latency, params, FLOPs,
+validation and test accuracy), plots/lambda_max.png and plots/pareto_*.png.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from hwnas.errors import HwnasError
+from hwnas.evaluation import evaluate
+from hwnas.runs import CONFIG, RunDir, atomic_write
+from hwnas.runtime import resolve_device
+from hwnas.search.gate_cost import GateCost
+from hwnas.search.gate_hypernet import GateHypernet
+from hwnas.search.prune import PruneConfig, PruneData, Pruner, gates_at, pretrained_model
+from hwnas.search.prune_lambda import empirical_lambda_max, lambda_grid, theorem_lambda_max
+from hwnas.spaces.gated_resnet import BLOCKS, PROJECTIONS, GatedResNet18, GateSet, materialise
+from hwnas.spaces.network import count_flops, count_parameters
+
+
+@contextlib.contextmanager
+def _quiet(label: str, total: int, done: int = 0):
+    yield None, None
+
+
+@dataclass
+class PruneResult:
+    run: RunDir
+    pareto: pd.DataFrame
+    lambda_max: dict
+    pretrained: dict
+
+
+def run_prune(cfg: PruneConfig, out: str | Path, resume: bool = False, progress: Callable = _quiet,
+              say: Callable[[str], None] = lambda s: None) -> PruneResult:
+    """Algorithm 1 into the run directory `out`; `progress(label, total, done)` is a context manager
+    yielding (on_step, on_epoch_end) callbacks (or Nones), `say` prints a line."""
+    from hwnas.latency.table import LatencyTable
+    from hwnas.train import resnet18_space
+
+    if resume:
+        run = RunDir.create(out, {}, resume=True)
+        cfg = load_config(run)
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    # Inputs are checked before the run directory is made: a typo must not leave a half-made run behind.
+    cost = GateCost.from_table(LatencyTable.load(cfg.table), resnet18_space(cfg.dataset, cfg.data_dir))
+    data = PruneData(cfg, device)
+    loaded = pretrained_model(cfg, data) if not resume and cfg.weights not in ("train", "imagenet") else None
+    if not resume:
+        run = RunDir.create(out, cfg.to_dict())
+    model, pre = _pretrained(run, cfg, data, device, progress, say, loaded)
+    lam_rec = _lambda_max(run, cfg, model, cost, data, pre, progress, say)
+    pruner = Pruner(cfg, model, cost, lam_rec["lambda_max"][0], data, device)
+    state = run.load_checkpoint(map_location=device)
+    if state is not None:
+        pruner.load_state_dict(state)
+    elif "gated_lambda0_val_acc" not in pre:
+        _phase1_check(run, pruner, pre)
+    if pruner.epoch < cfg.epochs:
+        say(f"phase 2: λ ∈ [0, {pruner.lambda_max:.4g}] ({cfg.sampling}), {pruner.steps_per_epoch()} steps of "
+            f"{cfg.batch_size} per epoch, {cfg.hypernet} hypernet, weights {'fine-tuned' if cfg.finetune else 'frozen'}")
+    with progress("prune", cfg.epochs, pruner.epoch) as (on_step, on_epoch_end):
+        while pruner.epoch < cfg.epochs:
+            row = pruner.train_epoch(on_step)
+            run.write_metrics(pruner.metrics)
+            run.save_checkpoint(pruner.state_dict())
+            if on_epoch_end is not None:
+                on_epoch_end(row)
+    frame = pareto_table(pruner, cost, data)
+    run.write_text("pareto.csv", frame.to_csv(index=False))
+    from hwnas.plots import plot_lambda_range, plot_prune_pareto
+
+    plot_lambda_range(lam_rec, frame, run.file("plots") / "lambda_max.png")
+    plot_prune_pareto(frame, run.file("plots"))
+    return PruneResult(run, frame, lam_rec, pre)
+
+
+def load_config(run: RunDir) -> PruneConfig:
+    d = run.read_json(CONFIG)
+    if d.get("kind") != "prune":
+        raise HwnasError(f"{run.path} is not a prune run (its config.json has no kind 'prune')")
+    return PruneConfig.from_dict(d)
+
+
+def _pretrained(run: RunDir, cfg: PruneConfig, data: PruneData, device, progress, say, loaded=None) -> tuple:
+    if run.file("pretrained.pt").is_file() and run.file("pretrained.json").is_file():
+        from hwnas.latency.resnet_keys import torchvision_resnet18
+        from hwnas.train import resnet18_space
+
+        model = torchvision_resnet18(resnet18_space(cfg.dataset, cfg.data_dir))
+        model.load_state_dict(torch.load(run.file("pretrained.pt"), map_location="cpu", weights_only=True))
+        return model.eval(), run.read_json("pretrained.json")
+    if cfg.weights in ("train", "imagenet"):
+        say(f"pretraining ResNet18 on the weights half ({len(data.x_w)} images) for {cfg.pretrain_epochs} epoch(s)")
+    if loaded is not None:
+        model, pre = loaded
+    else:
+        with progress("pretrain", cfg.pretrain_epochs) as (step, end):
+            model, pre = pretrained_model(cfg, data, on_step=step, on_epoch_end=end)
+    model = model.to(device).eval()
+    pre["val_loss"], pre["val_acc"] = evaluate(model, data.eval)
+    pre["test_loss"], pre["test_acc"] = evaluate(model, data.test)
+    pre.update(params=count_parameters(model), eval_samples=len(data.eval.x))
+    say(f"pretrained: validation accuracy {pre['val_acc']:.4f}, test {pre['test_acc']:.4f}")
+    model = model.cpu()
+    atomic_write(run.file("pretrained.pt"), lambda f: torch.save(model.state_dict(), f))
+    run.write_json("pretrained.json", pre)
+    return model, pre
+
+
+def _phase1_check(run: RunDir, pruner: Pruner, pre: dict) -> None:
+    """Phase 1: at λ = 0 the hypernet's gates are the intact network, with exactly the pretrained accuracy."""
+    gates = pruner.gates(0.0)
+    wb, ws = gates.one_hot(pruner.device)
+    loss, acc = evaluate(lambda x: pruner.gated(x, wb, ws), pruner.data.eval)
+    if gates != GateSet() or acc != pre["val_acc"]:
+        raise RuntimeError(f"phase 1 failed: gates at λ=0 {gates.describe()} give accuracy {acc}, "
+                           f"the pretrained network {pre['val_acc']}")
+    pre.update(gated_lambda0_val_acc=acc, gated_lambda0_val_loss=loss, gated_lambda0_gates=gates.describe())
+    run.write_json("pretrained.json", pre)
+
+
+def _lambda_max(run: RunDir, cfg: PruneConfig, model, cost: GateCost, data: PruneData, pre: dict, progress,
+                say) -> dict:
+    if run.file("lambda_max.json").is_file():
+        return run.read_json("lambda_max.json")
+    device = data.eval.device
+    model = model.to(device)
+    say(f"Λ: Theorem 1 from {cfg.lambda_samples} valid gate sets on {len(data.eval.x)} validation images")
+    rec = theorem_lambda_max(model, cost, lambda: iter(data.eval), data.y_v, data.info.num_classes,
+                             cfg.lambda_samples, cfg.seed)
+    if cfg.lambda_max is not None:
+        rec.update(lambda_max=[cfg.lambda_max], lambda_max_source="given (--lambda-max)")
+    if cfg.empirical_points > 0:
+        gated = GatedResNet18(model).to(device)
+        counts = torch.bincount(data.eval.y, minlength=data.info.num_classes)
+        chance = float(counts.max()) / float(counts.sum())
+        grid = lambda_grid(rec["lambda_max"][0], cfg.empirical_min, cfg.empirical_max, cfg.empirical_points)
+        say(f"Λ, empirically: {len(grid)} fixed-λ fits of {cfg.empirical_steps} steps over λ ∈ "
+            f"[{grid[0]:.3g}, {grid[-1]:.3g}]")
+        with progress("fixed-λ", len(grid)) as (on_step, _):
+            rec["empirical"] = empirical_lambda_max(
+                gated, cost, cfg.relax, lambda: iter(data.val), lambda g: gate_accuracy(model, gated, g, data.eval),
+                grid, pre["val_acc"], chance, cfg.empirical_steps, cfg.lr, cfg.init_logit, cfg.seed,
+                on_point=on_step)
+        rec["agreement"] = _agreement(rec)
+    model.cpu()
+    run.write_json("lambda_max.json", rec)
+    return rec
+
+
+def _agreement(rec: dict) -> str:
+    emp, used = rec["empirical"]["lambda_max"], rec["lambda_max"][0]
+    theorem = rec["theorem_lambda_max"]
+    where = "Theorem 1" if theorem > 0 else "the fallback L̄/Tᵀ1 (Theorem 1 gave no positive Λ)"
+    if emp is None:
+        return f"accuracy never fell to chance on the grid (up to {rec['empirical']['fits'][-1]['lambda']:.4g}); " \
+               f"Λ used {used:.4g} from {where}"
+    return f"empirical Λ {emp:.4g} is {emp / used:.3g}× the Λ used ({used:.4g}, from {where})"
+
+
+@torch.no_grad()
+def gate_accuracy(model, gated: GatedResNet18, gates: GateSet, batches) -> float:
+    """Validation accuracy of a gate set: the materialised network, or (broken) the gated one (constant output)."""
+    if gates.is_valid():
+        return evaluate(materialise(model, gates), batches)[1]
+    return evaluate(lambda x: gated(x, *gates.one_hot(x.device)), batches)[1]
+
+
+def lambda_values(lambda_max: float, n: int, sampling: str) -> list[float]:
+    """The pareto grid: linear over [0, Λ] (uniform sampling), or 0 and geometric from Λ/1000 (log-uniform)."""
+    if sampling == "log-uniform":
+        return [0.0] + lambda_grid(lambda_max, 1e-3, 1.0, n - 1)
+    return [float(v) for v in np.linspace(0.0, lambda_max, n)]
+
+
+def gate_columns(gates: GateSet) -> dict:
+    cols = {f"frac[{b}]": f for b, f in zip(BLOCKS, gates.fractions)}
+    cols.update({f"shortcut[{p}]": int(s) for p, s in zip(PROJECTIONS, gates.shortcuts)})
+    return cols
+
+
+@torch.no_grad()
+def pareto_table(pruner: Pruner, cost: GateCost, data: PruneData) -> pd.DataFrame:
+    """One row per λ: gates, predicted latency, size, validation and test accuracy (of the materialised network)."""
+    from hwnas.latency.table import LatencyTable
+    from hwnas.search.pareto import pareto_mask
+
+    cfg = pruner.cfg
+    table = LatencyTable.load(cfg.table)
+    shape = data.input_shape
+    rows, cache = [], {}
+    for lam in lambda_values(pruner.lambda_max, cfg.pareto_points, cfg.sampling):
+        g = pruner.gates(lam)
+        if g not in cache:
+            entry = {"valid": g.is_valid(), "predicted_latency_ms": float("nan"), "params": np.nan, "flops": np.nan,
+                     "val_loss": np.nan, "val_acc": gate_accuracy(pruner.model, pruner.gated, g, data.eval),
+                     "test_acc": np.nan}
+            if g.is_valid():
+                net = materialise(pruner.model, g)
+                entry["predicted_latency_ms"] = table.predict(g.arch())
+                entry["val_loss"], _ = evaluate(net, data.eval)
+                entry["test_acc"] = evaluate(net, data.test)[1]
+                entry["params"] = count_parameters(net)
+                entry["flops"] = count_flops(net.cpu(), shape)
+            cache[g] = entry
+        rows.append({"lambda": lam, "lambda_fraction": lam / pruner.lambda_max, "gates": g.describe(),
+                     **gate_columns(g), "expected_cost_ms": cost.of(g), **cache[g]})
+    frame = pd.DataFrame(rows)
+    ok = frame["valid"].to_numpy(bool)
+    mask = np.zeros(len(frame), dtype=bool)
+    if ok.any():
+        mask[ok] = pareto_mask(frame.loc[ok, "predicted_latency_ms"].to_numpy(), frame.loc[ok, "val_acc"].to_numpy())
+    frame["pareto_optimal"] = mask
+    return frame
+
+
+def load_pruned(run_dir: str | Path, lam: float):
+    """(config, pretrained model (CPU, eval), gate set at λ, Λ) of a finished (or checkpointed) prune run."""
+    from hwnas.latency.resnet_keys import torchvision_resnet18
+    from hwnas.train import resnet18_space
+
+    run = RunDir(run_dir)
+    cfg = load_config(run)
+    state = run.load_checkpoint(map_location="cpu")
+    if state is None or not run.file("pretrained.pt").is_file():
+        raise HwnasError(f"{run_dir} has no checkpoint.pt yet; run or resume hwnas prune first")
+    lmax = float(state["lambda_max"])
+    if not 0.0 <= lam <= lmax * (1 + 1e-9):
+        raise HwnasError(f"--lambda {lam} is outside the trained range [0, Λ = {lmax:.6g}] of {run_dir}")
+    model = torchvision_resnet18(resnet18_space(cfg.dataset, cfg.data_dir))
+    model.load_state_dict(state["model"] if "model" in state else
+                          torch.load(run.file("pretrained.pt"), map_location="cpu", weights_only=True))
+    hypernet = GateHypernet(cfg.hypernet, cfg.init_logit)
+    hypernet.load_state_dict(state["hypernet"])
+    return cfg, model.eval(), gates_at(hypernet, lam, lmax), lmax
+
+
+def export_pruned(run_dir: str | Path, lam: float, out: str | Path, tables: list | None = None,
+                  threads: int | None = None) -> dict:
+    """The materialised sub-network of a prune run at λ, exported, checked and re-measured (`export_network`),
+    with the unpruned network measured alike for comparison. Invalid gate sets are never exported."""
+    from hwnas.export import export_network, export_onnx_dynamic, measure_ort
+    from hwnas.latency.table import LatencyTable
+    from hwnas.train import resnet18_space
+
+    cfg, model, gates, lmax = load_pruned(run_dir, lam)
+    if not gates.is_valid():
+        gates.check_valid()
+    if Path(out).exists():
+        raise HwnasError(f"{out} exists; choose another --out (exports are never overwritten)")
+    tables = [LatencyTable.load(cfg.table)] + list(tables or [])
+    space = resnet18_space(cfg.dataset, cfg.data_dir)
+    shape = (space.in_channels, space.input_h, space.input_w)
+    batch = tables[0].space.batch
+    threads = threads or int(tables[0].meta["threads"])
+    with tempfile.TemporaryDirectory() as tmp:
+        full = Path(tmp) / "unpruned.onnx"
+        export_onnx_dynamic(model, shape, full)
+        unpruned = {"params": count_parameters(model), "flops_per_sample": count_flops(model, shape),
+                    "measured_ort_cpu": measure_ort(full, shape, batch, threads),
+                    "predicted_latency_ms": {str(t.path): t.predict({}) for t in tables}}
+    extra = {"lambda": lam, "lambda_max": lmax, "gates": gates.describe(), **gate_columns(gates),
+             "run": str(run_dir), "unpruned": unpruned}
+    report = export_network(materialise(model, gates), shape, out, arch=gates.arch(), tables=tables,
+                            threads=threads, extra=extra)
+    report["speedup_measured"] = unpruned["measured_ort_cpu"]["p50_ms"] / report["measured_ort_cpu"]["p50_ms"]
+    first = str(tables[0].path)
+    report["speedup_predicted"] = unpruned["predicted_latency_ms"][first] / report["predicted_latency_ms"][first]
+    Path(str(out) + ".json").write_text(json.dumps(report, indent=2) + "\n")
+    return report

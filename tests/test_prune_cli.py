@@ -1,0 +1,120 @@
+"""`hwnas prune` and `hwnas export` of a prune run, through typer's CliRunner, on digits (8×8) with a
+synthetic resnet18 table and a saved (untrained) ResNet18: the whole pipeline at toy size."""
+import json
+
+import pytest
+import torch
+from hwnas_cli.app import app
+from typer.testing import CliRunner
+
+from hwnas.latency import resnet_keys as rk
+from hwnas.latency.space import SpaceConfig
+from hwnas.search.gate_hypernet import intact_logits
+from tests.cli_helpers import fails_cleanly, ok
+from tests.test_latency_table import synthetic
+
+runner = CliRunner()
+DIGITS = SpaceConfig(space="resnet18", input_h=8, input_w=8, in_channels=1, batch=1)
+TINY = ["--epochs", "1", "--max-steps", "2", "--batch-size", "16", "--lambda-samples", "3", "--eval-samples", "48",
+        "--empirical-points", "2", "--empirical-steps", "1", "--pareto-points", "3", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def prune_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("prune")
+    synthetic(DIGITS, latency=lambda k: 0.001 * k.c_in * (float(k.op[-4:]) if k.op.startswith("resnet_b") else 0.2)
+              ).save(root / "t.csv")
+    torch.manual_seed(0)
+    torch.save(rk.torchvision_resnet18(DIGITS).state_dict(), root / "w.pt")
+    args = ["prune", "--out", str(root / "run"), "--table", str(root / "t.csv"), "--weights", str(root / "w.pt"),
+            "--dataset", "digits", *TINY]
+    out = ok(runner.invoke(app, args))
+    return root, args, out
+
+
+def test_prune_writes_the_run_directory(prune_run):
+    root, _, out = prune_run
+    run = root / "run"
+    for name in ("config.json", "pretrained.pt", "pretrained.json", "lambda_max.json", "metrics.csv",
+                 "checkpoint.pt", "pareto.csv", "plots/lambda_max.png", "plots/pareto_front.png",
+                 "plots/pareto_gates.png"):
+        assert (run / name).is_file(), name
+    pre = json.loads((run / "pretrained.json").read_text())
+    assert pre["gated_lambda0_val_acc"] == pre["val_acc"]   # phase 1: λ = 0 is the pretrained network
+    rec = json.loads((run / "lambda_max.json").read_text())
+    for key in ("label_entropy", "worst_valid_loss", "cost_bound", "lambda_max_source", "empirical", "agreement"):
+        assert key in rec
+    import pandas as pd
+
+    frame = pd.read_csv(run / "pareto.csv")
+    assert len(frame) == 3 and frame["lambda"].iloc[0] == 0.0
+    for col in ("gates", "frac[layer1.0]", "shortcut[layer4.0]", "predicted_latency_ms", "params", "flops", "val_acc",
+                "test_acc", "pareto_optimal"):
+        assert col in frame
+    assert frame["val_acc"].iloc[0] == pytest.approx(pre["val_acc"])
+    assert "Λ" in out and "hwnas export" in out
+
+
+def test_prune_refuses_to_overwrite_and_resumes(prune_run):
+    _, args, _ = prune_run
+    fails_cleanly(runner.invoke(app, args), "already holds a run", "--resume")
+    ok(runner.invoke(app, args + ["--resume"]))
+
+
+def test_export_of_a_prune_run(prune_run):
+    root, _, _ = prune_run
+    lmax = json.loads((root / "run" / "lambda_max.json").read_text())["lambda_max"][0]
+    out = root / "m.onnx"
+    text = ok(runner.invoke(app, ["export", str(root / "run"), "--lambda", str(lmax / 2), "--out", str(out)]))
+    report = json.loads((root / "m.onnx.json").read_text())
+    assert report["max_abs_diff"] < 1e-4 and report["top1_identical"] and report["batches_checked"] == [1, 5]
+    for key in ("measured_ort_cpu", "predicted_latency_ms", "unpruned", "speedup_measured", "gates", "params"):
+        assert key in report
+    assert report["unpruned"]["measured_ort_cpu"]["p50_ms"] > 0 and "unpruned" in text
+    fails_cleanly(runner.invoke(app, ["export", str(root / "run"), "--lambda", "1", "--out", str(out)]), "exists")
+    fails_cleanly(runner.invoke(app, ["export", str(root / "run"), "--lambda", str(lmax * 3), "--out",
+                                      str(root / "x.onnx")]), "outside the trained range")
+    fails_cleanly(runner.invoke(app, ["export", str(root / "run"), "--out", str(root / "y.onnx")]), "--lambda")
+
+
+def test_invalid_gate_sets_are_never_exported(prune_run, tmp_path):
+    import shutil
+
+    root, _, _ = prune_run
+    run = tmp_path / "broken"
+    shutil.copytree(root / "run", run)
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    logits = intact_logits(5.0)
+    logits[2 * 5: 3 * 5] = torch.tensor([5.0, 0, 0, 0, 0])   # layer2.0: branch removed ...
+    logits[40:42] = torch.tensor([5.0, 0.0])                 # ... and its projection shortcut too
+    state["hypernet"]["net.b2"] = logits.view_as(state["hypernet"]["net.b2"])
+    torch.save(state, run / "checkpoint.pt")
+    fails_cleanly(runner.invoke(app, ["export", str(run), "--lambda", "0", "--out", str(tmp_path / "b.onnx")]),
+                  "invalid gate set", "layer2.0")
+    assert not (tmp_path / "b.onnx").exists()
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path, prune_run):
+    root, _, _ = prune_run
+    base = ["prune", "--table", str(root / "t.csv"), "--dataset", "digits", "--device", "cpu"]
+    fails_cleanly(runner.invoke(app, base + ["--out", str(tmp_path / "a"), "--weights", "nope.pt"]), "no such file")
+    fails_cleanly(runner.invoke(app, base + ["--out", str(tmp_path / "b"), "--hypernet", "none"]), "--hypernet")
+    fails_cleanly(runner.invoke(app, base + ["--out", str(tmp_path / "c"), "--lambda-max", "big"]), "'auto' or")
+    fails_cleanly(runner.invoke(app, base + ["--out", str(tmp_path / "d"), "--model", "vgg"]), "resnet18")
+    fails_cleanly(runner.invoke(app, ["prune", "--out", str(tmp_path / "e"), "--table", str(tmp_path / "no.csv"),
+                                      "--device", "cpu"]), "no latency table")
+    other = SpaceConfig(space="resnet18", input_h=28, input_w=28, in_channels=1, batch=1)
+    synthetic(other).save(tmp_path / "t28.csv")
+    fails_cleanly(runner.invoke(app, ["prune", "--out", str(tmp_path / "f"), "--table", str(tmp_path / "t28.csv"),
+                                      "--weights", str(root / "w.pt"), "--device", "cpu"]), "input_h 28")
+    torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "bad.pt")
+    fails_cleanly(runner.invoke(app, base + ["--out", str(tmp_path / "g"), "--weights", str(tmp_path / "bad.pt"),
+                                             *TINY]), "is not a ResNet18")
+    fails_cleanly(runner.invoke(app, ["train", "--model", "resnet18", "--genotype", "x", "--epochs", "0"]),
+                  "--model resnet18 without --genotype")
+
+
+def test_train_resnet18_reports_its_size():
+    out = ok(runner.invoke(app, ["train", "--model", "resnet18", "--dataset", "digits", "--epochs", "0",
+                                 "--device", "cpu"]))
+    assert f"{sum(p.numel() for p in rk.torchvision_resnet18(DIGITS).parameters()):,}" in out

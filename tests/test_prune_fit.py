@@ -85,3 +85,13 @@ def test_materialised_onnx_matches_pytorch_at_batch_1_and_5(tmp_path, gates):
 
     ops = {n.op_type for n in onnx.load(str(path)).graph.node}
     assert "Mul" not in ops   # no masks in the exported graph
+
+
+def test_hypernet_input_scales():
+    from hwnas.search.gate_hypernet import hypernet_input
+
+    assert hypernet_input(0.37, "uniform") == 0.37
+    assert hypernet_input(1.0, "log-uniform") == pytest.approx(1.0)
+    assert hypernet_input(0.1, "log-uniform") == pytest.approx(2 / 3)
+    assert hypernet_input(1e-3, "log-uniform") == pytest.approx(0.0, abs=1e-12)
+    assert hypernet_input(0.0, "log-uniform") == 0.0 and hypernet_input(1e-5, "log-uniform") == 0.0

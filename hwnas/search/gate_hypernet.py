@@ -1,7 +1,7 @@
 """Gate logits for ResNet18 pruning: a λ-hypernet (linear or MLP, `hwnas.search.hypernet`) or fixed logits.
 
 Both give (branch logits (blocks, 5), shortcut logits (projections, 2)) from the normalised
-trade-off λ̃ = λ/Λ. The hypernets of the search are reused as they are: their output of
+trade-off λ̃ = λ/Λ (on a log scale with log-uniform λ sampling, `hypernet_input`). The hypernets of the search are reused as they are: their output of
 shape (2, E, 1) with E = 23 is the 46 gate logits, in the order of their constant term b₂.
 
 Phase 1 of Algorithm 1 (`intact_logits`): the constant term is set so that every gate's
@@ -10,6 +10,8 @@ largest logit is "on" (full width, shortcut kept) by a margin `init_logit`, and 
 intact network, whose outputs are bit-for-bit the pretrained network's.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -20,6 +22,15 @@ from hwnas.spaces.gated_resnet import BRANCH_CHOICES, PROJECTIONS, GateSet
 
 N_BRANCH = len(BLOCKS) * len(BRANCH_CHOICES)
 N_LOGITS = N_BRANCH + 2 * len(PROJECTIONS)   # 46
+
+
+def hypernet_input(lam_frac: float, sampling: str) -> float:
+    """What the hypernet sees of λ̃ = λ/Λ: λ̃ itself (uniform sampling), or its place on the log scale
+    1 + log10(λ̃)/3 ∈ [0, 1] (log-uniform sampling over [Λ·10⁻³, Λ]; λ̃ ≤ 10⁻³, λ = 0 included, is 0), so
+    that small λ, where accuracy changes, are as far apart for the hypernet as they are for the sampler."""
+    if sampling != "log-uniform":
+        return float(lam_frac)
+    return max(0.0, 1.0 + math.log10(lam_frac) / 3.0) if lam_frac > 0 else 0.0
 
 
 def intact_logits(margin: float) -> torch.Tensor:

@@ -29,7 +29,7 @@ from hwnas.errors import HwnasError
 from hwnas.evaluation import evaluate
 from hwnas.runtime import resolve_device
 from hwnas.search.gate_cost import GateCost
-from hwnas.search.gate_hypernet import GateHypernet, argmax_gates
+from hwnas.search.gate_hypernet import GateHypernet, argmax_gates, hypernet_input
 from hwnas.search.hypernet import LAMBDA_SAMPLING, sample_lambda
 from hwnas.search.relax import RelaxConfig, relax, sample_gumbel, temperature
 from hwnas.spaces.gated_resnet import GatedResNet18, GateSet, materialise, reorder_by_importance
@@ -67,6 +67,7 @@ class PruneConfig:
     eval_samples: int | None = None     # validation samples per evaluation (None: the whole validation half)
     empirical_points: int = 6           # fixed-λ fits of the empirical Λ (0: skip)
     empirical_steps: int = 30
+    empirical_lr: float = 0.2           # Adam on fixed logits: must move them past init_logit within the steps
     empirical_min: float = 1e-3         # the fixed-λ grid: Λ_ref · geomspace(min, max)
     empirical_max: float = 10.0
     pareto_points: int = 9
@@ -194,10 +195,10 @@ def pretrained_model(cfg: PruneConfig, data: PruneData, on_step=None, on_epoch_e
 
 
 @torch.no_grad()
-def gates_at(hypernet: GateHypernet, lam: float, lambda_max: float) -> GateSet:
+def gates_at(hypernet: GateHypernet, lam: float, lambda_max: float, sampling: str) -> GateSet:
     """The deterministic gate set of a trained hypernet at λ (argmax of its logits at λ/Λ)."""
     device = next(hypernet.parameters()).device
-    return argmax_gates(*hypernet(torch.tensor([lam / lambda_max], device=device)))
+    return argmax_gates(*hypernet(torch.tensor([hypernet_input(lam / lambda_max, sampling)], device=device)))
 
 
 def evaluate_gates(model: nn.Module, gates: GateSet, batches) -> tuple[float, float]:
@@ -213,11 +214,11 @@ class GateFit:
     def __init__(self, gated: GatedResNet18, cost: GateCost, relax_cfg: RelaxConfig, generator: torch.Generator):
         self.gated, self.cost, self.relax_cfg, self.generator = gated, cost, relax_cfg, generator
 
-    def loss(self, logits_fn: Callable, x: torch.Tensor, y: torch.Tensor, lam: float, lam_frac: float,
+    def loss(self, logits_fn: Callable, x: torch.Tensor, y: torch.Tensor, lam: float, lam_input: float,
              tau: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(objective, cross-entropy, expected cost) of one batch."""
+        """(objective, cross-entropy, expected cost) of one batch; `lam_input` is what the hypernet sees of λ."""
         device = x.device
-        bl, sl = logits_fn(torch.tensor([lam_frac], device=device))
+        bl, sl = logits_fn(torch.tensor([lam_input], device=device))
         wb, _ = relax(bl, self.relax_cfg, tau, sample_gumbel(bl.shape, device, bl.dtype, self.generator))
         ws, _ = relax(sl, self.relax_cfg, tau, sample_gumbel(sl.shape, device, sl.dtype, self.generator))
         ce = F.cross_entropy(self.gated(x, wb, ws), y)
@@ -251,7 +252,7 @@ class Pruner:
 
     def gates(self, lam: float) -> GateSet:
         """The deterministic gate set at λ (argmax of the hypernet's logits)."""
-        return gates_at(self.hypernet, lam, self.lambda_max)
+        return gates_at(self.hypernet, lam, self.lambda_max, self.cfg.sampling)
 
     def train_epoch(self, on_step: Callable[[int, int], None] | None = None) -> dict:
         cfg, n = self.cfg, self.steps_per_epoch()
@@ -273,7 +274,7 @@ class Pruner:
                 F.cross_entropy(self.gated(xw, *self._detached_gates(lam, tau)), yw).backward()
                 self.w_opt.step()
             self.opt.zero_grad(set_to_none=True)
-            objective, ce, expected = self.fit.loss(self.hypernet, x, y, lam, lam / self.lambda_max, tau)
+            objective, ce, expected = self.fit.loss(self.hypernet, x, y, lam, self._input(lam), tau)
             objective.backward()
             self.opt.step()
             for k, v in zip(sums, (objective.detach(), ce, expected, lam)):
@@ -290,9 +291,12 @@ class Pruner:
         self.metrics.append(row)
         return row
 
+    def _input(self, lam: float) -> float:
+        return hypernet_input(lam / self.lambda_max, self.cfg.sampling)
+
     def _detached_gates(self, lam: float, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
-            bl, sl = self.hypernet(torch.tensor([lam / self.lambda_max], device=self.device))
+            bl, sl = self.hypernet(torch.tensor([self._input(lam)], device=self.device))
             g = self.fit.generator
             wb, _ = relax(bl, self.cfg.relax, tau, sample_gumbel(bl.shape, self.device, bl.dtype, g))
             ws, _ = relax(sl, self.cfg.relax, tau, sample_gumbel(sl.shape, self.device, sl.dtype, g))

@@ -156,7 +156,7 @@ def _lambda_max(run: RunDir, cfg: PruneConfig, model, cost: GateCost, data: Prun
         with progress("fixed-λ", len(grid)) as (on_step, _):
             rec["empirical"] = empirical_lambda_max(
                 gated, cost, cfg.relax, lambda: iter(data.val), lambda g: gate_accuracy(model, gated, g, data.eval),
-                grid, pre["val_acc"], chance, cfg.empirical_steps, cfg.lr, cfg.init_logit, cfg.seed,
+                grid, pre["val_acc"], chance, cfg.empirical_steps, cfg.empirical_lr, cfg.init_logit, cfg.seed,
                 on_point=on_step)
         rec["agreement"] = _agreement(rec)
     model.cpu()
@@ -248,7 +248,7 @@ def load_pruned(run_dir: str | Path, lam: float):
                           torch.load(run.file("pretrained.pt"), map_location="cpu", weights_only=True))
     hypernet = GateHypernet(cfg.hypernet, cfg.init_logit)
     hypernet.load_state_dict(state["hypernet"])
-    return cfg, model.eval(), gates_at(hypernet, lam, lmax), lmax
+    return cfg, model.eval(), gates_at(hypernet, lam, lmax, cfg.sampling), lmax
 
 
 def export_pruned(run_dir: str | Path, lam: float, out: str | Path, tables: list | None = None,

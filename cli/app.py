@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .common import console, epoch_progress, user_errors
+from .common import console, epoch_progress, parse_lambda_max, user_errors
 from hwnas.errors import HwnasError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -63,6 +63,9 @@ def search(
     batch_size: Annotated[int, typer.Option(help="batch size")] = 64,
     augment: Annotated[bool, typer.Option(help="random crop (and flip for CIFAR) during the search")] = False,
     max_steps: Annotated[int | None, typer.Option(help="cap on steps per epoch (quick runs)")] = None,
+    arch_lr: Annotated[float, typer.Option(help="Adam learning rate of α (or of the λ-hypernet). Adam moves each "
+                                                "logit by at most about this per step: DARTS's 3e-4 suits its ~20k "
+                                                "steps; short searches need more (quickstart uses 1e-2)")] = 3e-4,
     seed: Seed = 0,
     device: Device = "auto",
     resume: Annotated[bool, typer.Option(help="continue the run in --out with its saved config")] = False,
@@ -89,20 +92,14 @@ def search(
         relax_cfg = RelaxConfig(kind=relax, hard=hard, tau_start=tau_start, tau_end=tau_end)
     except ValueError as e:
         raise HwnasError(f"--relax: {e}") from None
-    if lambda_max == "auto":
-        lmax = None
-    else:
-        try:
-            lmax = float(lambda_max)
-        except ValueError:
-            raise HwnasError(f"--lambda-max {lambda_max!r}: expected 'auto' or a number") from None
+    lmax = parse_lambda_max(lambda_max)
     control = ControlConfig(cost=cost, tables=tuple(str(t) for t in table or ()), hypernet=hypernet, lam=lam,
                             lambda_max=lmax, sampling=lambda_sampling, warmup_epochs=lambda_warmup_epochs,
                             samples=lambda_samples)
     cfg = SearchConfig(dataset=dataset, data_dir=str(data_dir) if data_dir else None, download=download,
                        layers=layers, channels=channels, batch_size=batch_size, epochs=epochs, seed=seed,
                        relax=relax_cfg, arch_grad=arch_grad, augment=augment, device=device,
-                       max_steps_per_epoch=max_steps, control=control)
+                       max_steps_per_epoch=max_steps, a_lr=arch_lr, control=control)
     _run_search(cfg, out, resume)
 
 

@@ -33,6 +33,16 @@ def user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+def parse_lambda_max(text: str) -> float | None:
+    """--lambda-max: 'auto' (None: estimated from Theorem 1) or a number."""
+    if text == "auto":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise HwnasError(f"--lambda-max {text!r}: expected 'auto' or a number") from None
+
+
 @contextmanager
 def epoch_progress(total_epochs: int, done: int = 0, label: str = "epochs"):
     """A two-line progress display (epochs, steps in this epoch); yields (on_step, on_epoch_end)."""

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from hwnas.errors import HwnasError
 
-from .common import console, epoch_progress, user_errors
+from .common import console, epoch_progress, parse_lambda_max, user_errors
 
 
 @contextlib.contextmanager
@@ -58,13 +58,7 @@ def prune(
     from hwnas.search.prune import PruneConfig
     from hwnas.search.prune_run import run_prune
 
-    if lambda_max == "auto":
-        lmax = None
-    else:
-        try:
-            lmax = float(lambda_max)
-        except ValueError:
-            raise HwnasError(f"--lambda-max {lambda_max!r}: expected 'auto' or a number") from None
+    lmax = parse_lambda_max(lambda_max)
     cfg = PruneConfig(model=model, weights=weights, dataset=dataset, data_dir=str(data_dir) if data_dir else None,
                       download=download, table=str(table), lambda_max=lmax, hypernet=hypernet,
                       sampling=lambda_sampling, epochs=epochs, steps_per_epoch=max_steps, batch_size=batch_size,

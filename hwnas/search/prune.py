@@ -26,13 +26,11 @@ from torch import nn
 
 from hwnas.data import DeviceLoader, Splits, default_augment, load_dataset, search_split
 from hwnas.errors import HwnasError
-from hwnas.evaluation import evaluate
-from hwnas.runtime import resolve_device
 from hwnas.search.gate_cost import GateCost
 from hwnas.search.gate_hypernet import GateHypernet, argmax_gates, hypernet_input
 from hwnas.search.hypernet import LAMBDA_SAMPLING, sample_lambda
 from hwnas.search.relax import RelaxConfig, relax, sample_gumbel, temperature
-from hwnas.spaces.gated_resnet import GatedResNet18, GateSet, materialise, reorder_by_importance
+from hwnas.spaces.gated_resnet import GatedResNet18, GateSet, reorder_by_importance
 
 MODELS = ("resnet18",)
 PRUNE_HYPERNETS = ("linear", "mlp")
@@ -201,12 +199,6 @@ def gates_at(hypernet: GateHypernet, lam: float, lambda_max: float, sampling: st
     return argmax_gates(*hypernet(torch.tensor([hypernet_input(lam / lambda_max, sampling)], device=device)))
 
 
-def evaluate_gates(model: nn.Module, gates: GateSet, batches) -> tuple[float, float]:
-    """(loss, accuracy) of the materialised sub-network at `gates` (on the batches' device)."""
-    net = materialise(model, gates)
-    return evaluate(net, batches)
-
-
 class GateFit:
     """One relaxed step of L_val(γ) + λ·Tᵀγ for gate logits from `logits_fn(λ/Λ)`; shared by phase 2
     and the fixed-λ fits of the empirical Λ."""
@@ -322,7 +314,3 @@ class Pruner:
         if self.w_opt is not None:
             self.model.load_state_dict(s["model"])
             self.w_opt.load_state_dict(s["w_opt"])
-
-
-def resolve(cfg: PruneConfig) -> torch.device:
-    return resolve_device(cfg.device)

@@ -2,7 +2,7 @@
 for every λ from one fit.
 
 Pipeline (the library calls behind `hwnas prune` and `hwnas export`): a ResNet18 (small stem, 28×28×1)
-is trained here (`--weights train`) on the weights half of the train split of the real MNIST test
+is trained here (`--weights train`; or given with `--weights PATH`) on the weights half of the train split of the real MNIST test
 set (`idx:../shared/data/mnist-t10k`, 8,333 train / 1,667 test images; the other half of the
 train split is the validation set of the fit); an ort-cpu resnet18 lookup table (batch 1,
 1 thread; `profiles/resnet18-ort-cpu-28x28.csv`, built if missing); Λ from Theorem 1 and the
@@ -67,6 +67,14 @@ def interleaved_latency(paths: dict[str, Path], shape: tuple, threads: int, roun
     return {k: {"p50_ms": statistics.median(v), "round_medians_ms": v} for k, v in per_round.items()}
 
 
+def _trained_by(weights: str) -> dict | None:
+    """For --weights PATH: the pretrained.json beside it (how an earlier run of this script trained it)."""
+    import json
+
+    side = Path(weights).with_suffix(".json")
+    return json.loads(side.read_text()) if weights != "train" and side.is_file() else None
+
+
 def main() -> None:
     from hwnas.export import check_onnx, export_onnx_dynamic
     from hwnas.search.prune import PruneConfig
@@ -77,18 +85,22 @@ def main() -> None:
     ap.add_argument("--dataset", default=DATA)
     ap.add_argument("--table", default=str(TABLE))
     ap.add_argument("--out", default=None, help="run directory (default: runs/bench-prune-resnet18-<time>)")
+    ap.add_argument("--weights", default="train", help="train (default), or a state dict PATH (e.g. a previous "
+                                                          "run's pretrained.pt) to skip pretraining")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     env = header()
     ensure_table(Path(args.table))
     q = args.quick
-    # Sized for ~20 minutes on 2 shared cores (a ResNet18 training step of 64 images at 28×28 takes 4–8 s here).
-    cfg = PruneConfig(dataset=args.dataset, table=args.table, weights="train", pretrain_epochs=1,
+    # Sized for ~25 minutes on 2 shared cores (a ResNet18 training step of 64 images at 28×28 takes 4–8 s here).
+    # Λ: Theorem 1 is recorded, but with frozen weights it falls back to L̄/Tᵀ1, below the λ at which the
+    # fixed-λ fits start to prune; the hypernet is trained over the empirical range instead (both are saved).
+    cfg = PruneConfig(dataset=args.dataset, table=args.table, weights=args.weights, pretrain_epochs=1,
                       pretrain_batch_size=64, pretrain_lr=0.05, hypernet="linear", sampling="log-uniform",
-                      epochs=1 if q else 3, steps_per_epoch=3 if q else 50, batch_size=16, lr=0.05,
-                      lambda_samples=3 if q else 8, eval_samples=128 if q else 256,
-                      empirical_points=2 if q else 5, empirical_steps=2 if q else 15, empirical_lr=0.4,
-                      pareto_points=4 if q else 9, device="cpu", seed=0)
+                      lambda_max_from="empirical", epochs=1 if q else 3, steps_per_epoch=3 if q else 50,
+                      batch_size=16, lr=0.08, lambda_samples=3 if q else 8, eval_samples=128 if q else 256,
+                      empirical_points=2 if q else 6, empirical_steps=2 if q else 15, empirical_lr=0.4,
+                      empirical_min=0.01, empirical_max=30.0, pareto_points=4 if q else 9, device="cpu", seed=0)
     print(f"# settings: pretrain {cfg.pretrain_epochs} epoch(s) of batch {cfg.pretrain_batch_size}; phase 2 "
           f"{cfg.epochs}×{cfg.steps_per_epoch} steps of batch {cfg.batch_size} ({cfg.hypernet} hypernet, "
           f"{cfg.sampling} λ); Λ: {cfg.lambda_samples} valid gate sets, {cfg.empirical_points} fixed-λ fits of "
@@ -154,7 +166,7 @@ def main() -> None:
           f"empirical: plateau end {emp.get('plateau_end')}, fall to chance {emp.get('lambda_max')}")
     save("prune_resnet18" + ("-quick" if q else ""), {
         "machine": env, "dataset": args.dataset, "table": args.table, "config": cfg.to_dict(), "run": str(out),
-        "pretrained": pre, "lambda_max": rec, "rows": rows, "best_at_1pt": best,
+        "pretrained": pre, "weights": args.weights, "weights_trained_by": _trained_by(args.weights), "lambda_max": rec, "rows": rows, "best_at_1pt": best,
         "unpruned": {"test_acc": base_acc, "measured_ort_ms": base_ms, "predicted_ms": base_pred,
                      "round_medians_ms": timing["unpruned"]["round_medians_ms"]},
         "timing": {k: v["round_medians_ms"] for k, v in timing.items()},

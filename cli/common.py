@@ -33,14 +33,17 @@ def user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
-def parse_lambda_max(text: str) -> float | None:
-    """--lambda-max: 'auto' (None: estimated from Theorem 1) or a number."""
+def parse_lambda_max(text: str, allowed: tuple[str, ...] = ("auto",)) -> float | str | None:
+    """--lambda-max: 'auto' (None: estimated from Theorem 1), another allowed word (returned as it is), or a number."""
     if text == "auto":
         return None
+    if text in allowed:
+        return text
     try:
         return float(text)
     except ValueError:
-        raise HwnasError(f"--lambda-max {text!r}: expected 'auto' or a number") from None
+        raise HwnasError(f"--lambda-max {text!r}: expected {' or '.join(repr(a) for a in allowed)} or a number") \
+            from None
 
 
 @contextmanager

@@ -35,7 +35,8 @@ def prune(
     dataset: Annotated[str, typer.Option(help="digits, idx:DIR, mnist, fashion-mnist, cifar10, cifar100")] = "digits",
     data_dir: Annotated[Path | None, typer.Option(help="where torchvision datasets live")] = None,
     download: Annotated[bool, typer.Option(help="download a torchvision dataset")] = False,
-    lambda_max: Annotated[str, typer.Option(help="Λ: 'auto' (Theorem 1, with a recorded fallback) or a number")] = "auto",
+    lambda_max: Annotated[str, typer.Option(help="Λ: 'auto' (Theorem 1, with a recorded fallback), 'empirical' (where "
+                                                 "the fixed-λ fits fall to chance) or a number")] = "auto",
     hypernet: Annotated[str, typer.Option(help="λ-hypernet: linear or mlp")] = "linear",
     lambda_sampling: Annotated[str, typer.Option(help="λ per step: uniform or log-uniform over [0, Λ]")] = "uniform",
     epochs: Annotated[int, typer.Option(help="phase-2 epochs (passes over the validation half)")] = 5,
@@ -58,9 +59,11 @@ def prune(
     from hwnas.search.prune import PruneConfig
     from hwnas.search.prune_run import run_prune
 
-    lmax = parse_lambda_max(lambda_max)
+    lmax = parse_lambda_max(lambda_max, ("auto", "empirical"))
+    source = "empirical" if lmax == "empirical" else "theorem"
+    lmax = None if lmax == "empirical" else lmax
     cfg = PruneConfig(model=model, weights=weights, dataset=dataset, data_dir=str(data_dir) if data_dir else None,
-                      download=download, table=str(table), lambda_max=lmax, hypernet=hypernet,
+                      download=download, table=str(table), lambda_max=lmax, lambda_max_from=source, hypernet=hypernet,
                       sampling=lambda_sampling, epochs=epochs, steps_per_epoch=max_steps, batch_size=batch_size,
                       lr=lr, finetune=finetune, pretrain_epochs=pretrain_epochs, lambda_samples=lambda_samples,
                       eval_samples=eval_samples, empirical_points=empirical_points, empirical_steps=empirical_steps,

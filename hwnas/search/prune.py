@@ -45,7 +45,8 @@ class PruneConfig:
     data_dir: str | None = None
     download: bool = False
     table: str = ""                     # resnet18 lookup table (hwnas profile --space resnet18)
-    lambda_max: float | None = None     # Λ; None: Theorem 1 (with its recorded fallback)
+    lambda_max: float | None = None     # Λ; None: from `lambda_max_from`
+    lambda_max_from: str = "theorem"    # theorem (Theorem 1, with its recorded fallback) | empirical (fixed-λ fits)
     hypernet: str = "linear"            # linear | mlp
     sampling: str = "uniform"           # λ per step: uniform or log-uniform over [0, Λ]
     epochs: int = 5
@@ -81,6 +82,10 @@ class PruneConfig:
             raise HwnasError(f"--lambda-sampling {self.sampling!r}: choose one of {', '.join(LAMBDA_SAMPLING)}")
         if not self.table:
             raise HwnasError("pruning needs a resnet18 latency table: --table T.csv (hwnas profile --space resnet18)")
+        if self.lambda_max_from not in ("theorem", "empirical"):
+            raise HwnasError(f"Λ from {self.lambda_max_from!r}: choose theorem or empirical")
+        if self.lambda_max_from == "empirical" and self.empirical_points < 2:
+            raise HwnasError("--lambda-max empirical needs --empirical-points ≥ 2")
         if self.lambda_max is not None and not self.lambda_max > 0:
             raise HwnasError(f"--lambda-max must be 'auto' or positive, got {self.lambda_max}")
         positive = ("epochs", "batch_size", "lambda_samples", "pareto_points", "pretrain_batch_size")

@@ -14,7 +14,8 @@ Empirical (`empirical_lambda_max`), as the paper approximates Λ: fit the gates 
 λ on a geometric grid, evaluate the deterministic gate set of each fit: validation accuracy
 stays on a plateau, then falls towards chance. Recorded: the end of the plateau (last λ
 within 1 point of the pretrained accuracy) and the first λ whose accuracy is within 5 points
-of chance (the empirical Λ; `None` when the grid never gets there).
+of chance (the empirical Λ; `None` when the grid never gets there). `hwnas prune --lambda-max
+empirical` trains the hypernet over [0, empirical Λ] instead of Theorem 1's range.
 """
 from __future__ import annotations
 

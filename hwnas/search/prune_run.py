@@ -159,6 +159,12 @@ def _lambda_max(run: RunDir, cfg: PruneConfig, model, cost: GateCost, data: Prun
                 grid, pre["val_acc"], chance, cfg.empirical_steps, cfg.empirical_lr, cfg.init_logit, cfg.seed,
                 on_point=on_step)
         rec["agreement"] = _agreement(rec)
+        if cfg.lambda_max_from == "empirical" and cfg.lambda_max is None:
+            emp = rec["empirical"]
+            fallen = emp["lambda_max"] is not None
+            rec.update(lambda_max=[emp["lambda_max"] if fallen else grid[-1]],
+                       lambda_max_source="empirical: the first fixed-λ fit whose accuracy fell to chance" if fallen
+                       else "empirical: accuracy never fell to chance on the grid; its largest λ")
     model.cpu()
     run.write_json("lambda_max.json", rec)
     return rec

@@ -118,3 +118,18 @@ def test_train_resnet18_reports_its_size():
     out = ok(runner.invoke(app, ["train", "--model", "resnet18", "--dataset", "digits", "--epochs", "0",
                                  "--device", "cpu"]))
     assert f"{sum(p.numel() for p in rk.torchvision_resnet18(DIGITS).parameters()):,}" in out
+
+
+@pytest.mark.slow
+def test_prune_with_empirical_lambda_max(prune_run, tmp_path):
+    root, _, _ = prune_run
+    args = ["prune", "--out", str(tmp_path / "e"), "--table", str(root / "t.csv"), "--weights", str(root / "w.pt"),
+            "--dataset", "digits", *TINY, "--lambda-max", "empirical", "--max-steps", "1", "--pareto-points", "2"]
+    ok(runner.invoke(app, args))
+    rec = json.loads((tmp_path / "e" / "lambda_max.json").read_text())
+    assert rec["lambda_max_source"].startswith("empirical")
+    fits = rec["empirical"]["fits"]
+    assert rec["lambda_max"][0] in [f["lambda"] for f in fits]
+    assert "theorem_lambda_max" in rec and "label_entropy" in rec   # Theorem 1's parts are recorded all the same
+    fails_cleanly(runner.invoke(app, ["prune", "--out", str(tmp_path / "z"), "--table", str(root / "t.csv"),
+                                      "--lambda-max", "empirical", "--empirical-points", "0"]), "empirical-points")

@@ -87,6 +87,11 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="run directory (default: runs/bench-prune-resnet18-<time>)")
     ap.add_argument("--weights", default="train", help="train (default), or a state dict PATH (e.g. a previous "
                                                           "run's pretrained.pt) to skip pretraining")
+    ap.add_argument("--lr", type=float, default=0.08, help="hypernet learning rate (Adam)")
+    ap.add_argument("--init-logit", type=float, default=3.0, help="phase-1 margin of the intact choice")
+    ap.add_argument("--lambda-max", type=float, default=None, help="Λ (default: the empirical one of this run)")
+    ap.add_argument("--empirical-points", type=int, default=6, help="fixed-λ fits (0: none; needs --lambda-max)")
+    ap.add_argument("--name", default="prune_resnet18", help="results file name (benchmarks/results/NAME.json)")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     env = header()
@@ -97,9 +102,12 @@ def main() -> None:
     # fixed-λ fits start to prune; the hypernet is trained over the empirical range instead (both are saved).
     cfg = PruneConfig(dataset=args.dataset, table=args.table, weights=args.weights, pretrain_epochs=1,
                       pretrain_batch_size=64, pretrain_lr=0.05, hypernet="linear", sampling="log-uniform",
-                      lambda_max_from="empirical", epochs=1 if q else 3, steps_per_epoch=3 if q else 50,
-                      batch_size=16, lr=0.08, lambda_samples=3 if q else 8, eval_samples=128 if q else 256,
-                      empirical_points=2 if q else 6, empirical_steps=2 if q else 15, empirical_lr=0.4,
+                      lambda_max_from="empirical" if args.lambda_max is None else "theorem",
+                      epochs=1 if q else 3, steps_per_epoch=3 if q else 50,
+                      batch_size=16, lr=args.lr, init_logit=args.init_logit, lambda_max=args.lambda_max,
+                      lambda_samples=3 if q else 8, eval_samples=128 if q else 256,
+                      empirical_points=2 if q else args.empirical_points, empirical_steps=2 if q else 15,
+                      empirical_lr=0.4,
                       empirical_min=0.01, empirical_max=30.0, pareto_points=4 if q else 9, device="cpu", seed=0)
     print(f"# settings: pretrain {cfg.pretrain_epochs} epoch(s) of batch {cfg.pretrain_batch_size}; phase 2 "
           f"{cfg.epochs}×{cfg.steps_per_epoch} steps of batch {cfg.batch_size} ({cfg.hypernet} hypernet, "
@@ -164,7 +172,7 @@ def main() -> None:
     print(f"Λ: Theorem 1 {rec['theorem_lambda_max']:.4g} (L̄ {rec['label_entropy']:.4f}, S {rec['worst_valid_loss']:.4f}, "
           f"Tᵀ1 {rec['cost_bound'][0]:.4g} ms) → used {rec['lambda_max'][0]:.4g} [{rec['lambda_max_source'][:40]}…]; "
           f"empirical: plateau end {emp.get('plateau_end')}, fall to chance {emp.get('lambda_max')}")
-    save("prune_resnet18" + ("-quick" if q else ""), {
+    save(args.name + ("-quick" if q else ""), {
         "machine": env, "dataset": args.dataset, "table": args.table, "config": cfg.to_dict(), "run": str(out),
         "pretrained": pre, "weights": args.weights, "weights_trained_by": _trained_by(args.weights), "lambda_max": rec, "rows": rows, "best_at_1pt": best,
         "unpruned": {"test_acc": base_acc, "measured_ort_ms": base_ms, "predicted_ms": base_pred,

@@ -171,13 +171,14 @@ def _lambda_max(run: RunDir, cfg: PruneConfig, model, cost: GateCost, data: Prun
 
 
 def _agreement(rec: dict) -> str:
-    emp, used = rec["empirical"]["lambda_max"], rec["lambda_max"][0]
-    theorem = rec["theorem_lambda_max"]
-    where = "Theorem 1" if theorem > 0 else "the fallback L̄/Tᵀ1 (Theorem 1 gave no positive Λ)"
+    """Where the empirical range and Theorem 1's Λ (or its fallback; `rec` before any empirical override) agree."""
+    emp, plateau, ref = rec["empirical"]["lambda_max"], rec["empirical"]["plateau_end"], rec["lambda_max"][0]
+    where = "Theorem 1's Λ" if rec["theorem_lambda_max"] > 0 else "the fallback L̄/Tᵀ1 (Theorem 1 gave no positive Λ)"
+    plateau_text = f"plateau ends at {plateau:.4g}" if plateau is not None else "no plateau at the smallest λ"
     if emp is None:
-        return f"accuracy never fell to chance on the grid (up to {rec['empirical']['fits'][-1]['lambda']:.4g}); " \
-               f"Λ used {used:.4g} from {where}"
-    return f"empirical Λ {emp:.4g} is {emp / used:.3g}× the Λ used ({used:.4g}, from {where})"
+        return f"{plateau_text}; accuracy never fell to chance on the grid (up to " \
+               f"{rec['empirical']['fits'][-1]['lambda']:.4g}); {where} is {ref:.4g}"
+    return f"{plateau_text}, accuracy at chance from {emp:.4g}: {emp / ref:.3g}× {where}, {ref:.4g}"
 
 
 @torch.no_grad()

@@ -12,6 +12,8 @@
   converges to as `fd_scale` shrinks), not merely a rounding of it.
 - one-level: α and w follow the same training loss; handled by the search loop, since α
   steps together with w there.
+- hyper-linear / hyper-mlp (HyperDARTS): ∇α L_val(w_φ(α), α) through a learnt best-response
+  hypernetwork φ; see `hwnas.search.hyperdarts`.
 
 Each function writes α's gradient into `.grad` and returns the validation loss and logits
 that it computed (for metrics without an extra forward pass).
@@ -22,7 +24,7 @@ import torch
 
 from hwnas.search.objective import SearchObjective
 
-ARCH_GRADS = ("first", "second", "one-level")
+ARCH_GRADS = ("first", "second", "one-level", "hyper-linear", "hyper-mlp")  # hyper-*: hwnas.search.hyperdarts
 
 
 def _arch_params(obj: SearchObjective) -> list[torch.Tensor]:

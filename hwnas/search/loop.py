@@ -21,6 +21,8 @@ from hwnas.runtime import autocast_dtype, memory_format, resolve_device
 from hwnas.latency.space import SpaceConfig
 from hwnas.search.arch_grad import ARCH_GRADS, first_order, second_order
 from hwnas.search.control import ControlConfig, LambdaSchedule, build_arch, build_cost, estimate_lambda_max
+from hwnas.search.hyperdarts import (HYPER_GRADS, best_response_params, build_best_response, hyper_arch_grad,
+                                     hyper_weight_loss)
 from hwnas.search.lambda_max import one_hot, sample_valid
 from hwnas.search.objective import RelaxedArch, SearchObjective
 from hwnas.search.relax import RelaxConfig, temperature
@@ -54,6 +56,8 @@ class SearchConfig:
     amp: bool | None = None
     max_steps_per_epoch: int | None = None  # cap for quick runs and benchmarks
     control: ControlConfig = field(default_factory=ControlConfig)  # cost term, λ, λ-hypernet (control.py)
+    hyper_sigma: float = 0.5      # hyper-*: std of the α perturbation φ is fitted over (hyperdarts.py)
+    hyper_lr: float = 1e-3        # hyper-*: Adam for φ (scale-free steps: φ's parts differ widely in scale)
 
     def __post_init__(self) -> None:
         if self.arch_grad not in ARCH_GRADS:
@@ -65,6 +69,8 @@ class SearchConfig:
             raise HwnasError(f"--epochs must be non-negative, got {self.epochs}")
         if self.layers < 3:
             raise HwnasError(f"--layers must be at least 3 (two reduction cells and a normal one), got {self.layers}")
+        if self.hyper_sigma < 0 or self.hyper_lr <= 0:
+            raise HwnasError("the HyperDARTS perturbation σ must be non-negative and its learning rate positive")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -137,6 +143,11 @@ class Search:
         self.a_opt = torch.optim.Adam(self.arch.parameters(), cfg.a_lr, betas=(0.5, 0.999),
                                       weight_decay=cfg.a_weight_decay)
         self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_opt, max(cfg.epochs, 1), eta_min=cfg.w_lr_min)
+        self.hyper = self.hyper_opt = self.hyper_gen = None  # HyperDARTS: φ, its optimiser, the α̃ noise
+        if cfg.arch_grad in HYPER_GRADS:
+            self.hyper = build_best_response(cfg.arch_grad, self.net, torch.Generator().manual_seed(cfg.seed * 1000 + 8))
+            self.hyper_opt = torch.optim.Adam(self.hyper.parameters(), cfg.hyper_lr)
+            self.hyper_gen = torch.Generator().manual_seed(cfg.seed * 1000 + 9)
         self.epoch = 0
         self.metrics: list[dict] = []
         self.history: list[dict[str, torch.Tensor]] = []  # expected op weights after each epoch
@@ -149,6 +160,8 @@ class Search:
             "arch_loader": None if self.arch_loader is None else self.arch_loader.state_dict(),
             "gumbel_gen": self.gumbel_gen.get_state(), "metrics": self.metrics, "history": self.history,
             "lam": self.lam.state_dict(), "lambda_record": self.lambda_record,
+            "hyper": None if self.hyper is None else {"phi": self.hyper.state_dict(), "opt": self.hyper_opt.state_dict(),
+                                                      "gen": self.hyper_gen.get_state()},
         }
 
     def load_state_dict(self, s: dict) -> None:
@@ -165,6 +178,10 @@ class Search:
         self.metrics, self.history = list(s["metrics"]), list(s["history"])
         self.lam.load_state_dict(s["lam"])
         self.lambda_record = s["lambda_record"]
+        if self.hyper is not None:
+            self.hyper.load_state_dict(s["hyper"]["phi"])
+            self.hyper_opt.load_state_dict(s["hyper"]["opt"])
+            self.hyper_gen.set_state(s["hyper"]["gen"])
 
     def genotype(self, lam: torch.Tensor | None = None) -> Genotype:
         """The derived genotype; with a λ-hypernet, at `lam` (default λ = 0)."""
@@ -242,11 +259,21 @@ class Search:
         elif update_arch and cfg.arch_grad == "second":
             second_order(self.obj, xt, yt, xv, yv, xi=self.sched.get_last_lr()[0])
             self.a_opt.step()
-        ra = self.obj.sample()
-        if not one_level:  # the weight step needs no α gradient, so do not compute one
-            ra = RelaxedArch(ra.w_normal.detach(), ra.w_reduce.detach(), ra.idx_normal, ra.idx_reduce)
-        loss, logits = self.obj.loss(xt, yt, ra)
-        (loss + self.obj.penalty(ra) if one_level else loss).backward()
+        elif update_arch and self.hyper is not None:
+            hyper_arch_grad(self.obj, self.hyper, xv, yv)
+            self.a_opt.step()
+        if self.hyper is not None:  # w and φ on L_train(w_φ(α̃), α̃), α̃ around the current α
+            self.hyper_opt.zero_grad(set_to_none=True)
+            loss, logits = hyper_weight_loss(self.obj, self.hyper, xt, yt, cfg.hyper_sigma, self.hyper_gen)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.hyper.parameters(), cfg.grad_clip)
+            self.hyper_opt.step()
+        else:
+            ra = self.obj.sample()
+            if not one_level:  # the weight step needs no α gradient, so do not compute one
+                ra = RelaxedArch(ra.w_normal.detach(), ra.w_reduce.detach(), ra.idx_normal, ra.idx_reduce)
+            loss, logits = self.obj.loss(xt, yt, ra)
+            (loss + self.obj.penalty(ra) if one_level else loss).backward()
         torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip)
         self.w_opt.step()
         if one_level:
@@ -277,7 +304,8 @@ class Search:
         self.net.eval()
         self._set_eval_lambda(None)  # a λ-hypernet is evaluated at λ = 0; a fixed-λ search at its λ
         ra = self.obj.expected()
-        val_loss, val_acc = evaluate(lambda x: self.obj.logits(x, ra), self.eval_loader)
+        params = self._eval_params()
+        val_loss, val_acc = evaluate(lambda x: self.obj.logits(x, ra, params), self.eval_loader)
         self.epoch += 1
         self.history.append({"normal": ra.w_normal.detach().cpu(), "reduce": ra.w_reduce.detach().cpu()})
         row = {"epoch": self.epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
@@ -285,6 +313,11 @@ class Search:
                "steps": n_steps, "epoch_seconds": seconds, "genotype": str(self.genotype())}
         row.update(self._cost_columns())
         return row
+
+    @torch.no_grad()
+    def _eval_params(self) -> dict[str, torch.Tensor] | None:
+        """The weights the supernet is evaluated with: w_φ(α) at the current α for HyperDARTS, else its own."""
+        return None if self.hyper is None else best_response_params(self.hyper, self.net, *self.arch(self.obj.lam_input))
 
     @torch.no_grad()
     def _cost_columns(self) -> dict:

@@ -69,6 +69,10 @@ class SearchObjective:
     def sample(self, like: RelaxedArch | None = None) -> RelaxedArch:
         """A relaxation draw from the current α; `like` reuses that draw's noise (a fresh graph, same sample)."""
         a_n, a_r = self.arch(self.lam_input)
+        return self.relax_logits(a_n, a_r, like)
+
+    def relax_logits(self, a_n: torch.Tensor, a_r: torch.Tensor, like: RelaxedArch | None = None) -> RelaxedArch:
+        """A relaxation draw from given logits (e.g. a perturbed α); `like` reuses that draw's noise."""
         noise = None
         if self.relax_cfg.kind == "gumbel":
             noise = like.noise if like is not None else tuple(

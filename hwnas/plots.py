@@ -161,10 +161,14 @@ def plot_lambda_range(rec: dict, frame, path: str | Path) -> Path:
             ax.axvline(emp["lambda_max"], color="#2ca02c", ls="--", label=f"empirical Λ {emp['lambda_max']:.3g}")
     if rec.get("theorem_lambda_max", 0) > 0:
         ax.axvline(rec["theorem_lambda_max"], color="#d62728", label=f"Theorem 1 Λ {rec['theorem_lambda_max']:.3g}")
+    else:   # no positive Λ from the theorem: mark its fallback L̄/Tᵀ1 (the bound with S = 0)
+        fallback = rec["label_entropy"] / rec["cost_bound"][0]
+        ax.axvline(fallback, color="#d62728", ls=":", label=f"Theorem 1 fallback L̄/Tᵀ1 {fallback:.3g}")
     used = rec["lambda_max"][0]
     ax.axvline(used, color="#d62728", ls="--", lw=1, label=f"Λ used {used:.3g}")
     positive = [v for v in frame["lambda"] if v > 0] + ([f["lambda"] for f in emp["fits"]] if emp else [])
     ax.set_xscale("symlog", linthresh=min(positive) if positive else 1e-3)
+    ax.set_xlim(left=0)
     ax.set_xlabel("λ (per ms of predicted latency)")
     ax.set_ylabel("validation accuracy (%)")
     ax.grid(alpha=0.3)

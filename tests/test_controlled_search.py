@@ -14,9 +14,9 @@ from hwnas.latency.profiler import ProfileConfig, profile
 from hwnas.latency.space import SpaceConfig
 from hwnas.latency.stats import TimingConfig
 from hwnas.search.control import ControlConfig
-from hwnas.search.lambda_max import label_entropy
+from hwnas.search.lambda_max import NONE, argmax_ops, is_valid, label_entropy
 from hwnas.search.loop import SearchConfig, run_search
-from hwnas.search.pareto import pareto_mask, write_pareto
+from hwnas.search.pareto import hypervolume, pareto_mask, write_pareto
 from hwnas.spaces.genotype import DARTS_V2, edge_ops, num_edges
 from hwnas.spaces.ops import PRIMITIVES
 from hwnas_cli.app import app
@@ -65,6 +65,29 @@ def test_pareto_mask():
     assert pareto_mask(cost, acc).tolist() == [True, True, True, False, False]
 
 
+def test_hypervolume_matches_a_brute_force_grid():
+    rng = np.random.default_rng(0)
+    cost, acc = rng.uniform(0, 1, 7), rng.uniform(0, 1, 7)
+    cost[0], acc[0] = 1.5, 0.9  # outside the reference box: adds nothing
+    ref_cost, ref_acc = 1.0, 0.1
+    gc, ga = np.meshgrid(np.linspace(0, 1, 801)[:-1] + 1 / 1600, np.linspace(0.1, 1, 721)[:-1] + 0.9 / 1440)
+    inside = cost < ref_cost
+    covered = ((cost[inside][:, None, None] <= gc) & (acc[inside][:, None, None] >= ga)).any(0)
+    grid = covered.mean() * (ref_cost - 0) * (1 - ref_acc)
+    assert hypervolume(cost, acc, ref_cost, ref_acc) == pytest.approx(grid, abs=2e-3)
+    assert hypervolume(np.array([0.5]), np.array([0.6]), 1.0, 0.1) == pytest.approx(0.5 * 0.5)
+    assert hypervolume(np.array([0.2, 0.5]), np.array([0.6, 0.4]), 1.0, 0.1) == pytest.approx(0.8 * 0.5)
+
+
+def test_argmax_ops_keeps_none_and_exposes_broken_cells():
+    w = torch.full((num_edges(4), len(PRIMITIVES)), 0.1)
+    w[:, NONE] = 0.5  # `none` strongest everywhere: the DARTS rule hides it, the argmax does not
+    ops = argmax_ops(w)
+    assert ops == [NONE] * num_edges(4) and not is_valid(ops, ops)
+    w[0, PRIMITIVES.index("skip_connect")] = 0.9  # one live edge, input 0 → node 0 (concatenated): valid again
+    assert is_valid(argmax_ops(w), argmax_ops(w))
+
+
 def test_control_config_errors():
     with pytest.raises(HwnasError, match="--table"):
         ControlConfig(cost="latency")
@@ -97,6 +120,8 @@ def test_hypernet_search_with_auto_lambda_max_and_pareto(tmp_path):
     assert len(frame) == 4 and frame["lambda"].iloc[0] == 0 and frame["lambda"].iloc[-1] == pytest.approx(rec["lambda_max"][0])
     assert frame["params"].iloc[-1] <= frame["params"].iloc[0]
     assert frame["pareto_optimal"].any() and frame["val_acc"].between(0, 1).all()
+    assert frame["relaxed_val_acc"].between(0, 1).all() and frame["argmax_valid"].dtype == bool
+    assert frame["argmax_none_edges"].between(0, 2 * num_edges(4)).all()
     for name in ("pareto_lambda.png", "pareto_front.png", "pareto_cells.png"):
         assert (tmp_path / "h" / "plots" / name).is_file()
 
@@ -144,3 +169,15 @@ def test_export_a_genotype_checks_and_reports(tmp_path):
     assert saved["genotype"] == str(DARTS_V2)
     with pytest.raises(HwnasError, match="exists"):
         export_network(net, (1, 8, 8), tmp_path / "m.onnx")
+
+
+def test_a_single_path_search_is_validated_on_the_network_it_derives(tmp_path):
+    """Hard Gumbel trains one op per edge; its val_acc is the derived genotype's sub-network accuracy."""
+    from hwnas.search.pareto import load_search
+    from hwnas.search.relax import RelaxConfig
+
+    run_search(_tiny(epochs=1, relax=RelaxConfig(kind="gumbel", hard=True)), tmp_path / "h")
+    search = load_search(tmp_path / "h")
+    loss, acc = search.subnetwork_accuracy(search.genotype())
+    row = pd.read_csv(tmp_path / "h" / "metrics.csv").iloc[-1]
+    assert row["val_acc"] == pytest.approx(acc, abs=1e-12) and row["val_loss"] == pytest.approx(loss, rel=1e-5)

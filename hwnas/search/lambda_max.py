@@ -71,6 +71,13 @@ def sample_valid(n: int, n_edges: int, generator: torch.Generator, steps: int = 
     return archs, draws
 
 
+def argmax_ops(w: torch.Tensor) -> list[int]:
+    """The strongest op on every edge of relaxed weights (k_edges × n_ops), `none` included: the
+    network the relaxed optimum points at, which Theorem 1 is about. (The DARTS derivation never
+    picks `none`, so it hides a cell that the search has broken.)"""
+    return w.detach().argmax(dim=1).tolist()
+
+
 def one_hot(ops: Sequence[int], n_ops: int, device=None) -> torch.Tensor:
     w = torch.zeros(len(ops), n_ops, device=device)
     w[torch.arange(len(ops)), torch.tensor(ops)] = 1.0

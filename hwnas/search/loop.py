@@ -15,7 +15,7 @@ import torch
 
 from hwnas.data import DeviceLoader, default_augment, load_dataset, search_split
 from hwnas.errors import HwnasError
-from hwnas.evaluation import RunningStats, evaluate
+from hwnas.evaluation import RunningStats, batch_statistics, evaluate
 from hwnas.runs import RunDir
 from hwnas.runtime import autocast_dtype, memory_format, resolve_device
 from hwnas.latency.space import SpaceConfig
@@ -26,7 +26,7 @@ from hwnas.search.hyperdarts import (HYPER_GRADS, best_response_params, build_be
 from hwnas.search.lambda_max import one_hot, sample_valid
 from hwnas.search.objective import RelaxedArch, SearchObjective
 from hwnas.search.relax import RelaxConfig, temperature
-from hwnas.spaces.genotype import Genotype, derive_genotype
+from hwnas.spaces.genotype import Genotype, derive_genotype, edge_ops
 from hwnas.spaces.supernet import Supernet, SupernetConfig
 
 
@@ -189,21 +189,32 @@ class Search:
         ra = self.obj.expected()
         return derive_genotype(ra.w_normal, ra.w_reduce, self.net.cfg.steps, self.net.cfg.multiplier)
 
+    @torch.no_grad()
+    def subnetwork_accuracy(self, genotype: Genotype, loader=None) -> tuple[float, float]:
+        """(loss, accuracy) of `genotype` as a sub-network of the supernet on the validation split (or
+        `loader`), with batch-statistics BN: the running statistics belong to what the supernet was
+        trained as, not to one sub-network. (The λ of a hypernet should be set beforehand: it
+        decides HyperDARTS's w_φ(α).)"""
+        ops_n, ops_r = edge_ops(genotype)
+        n_ops = self.net.cfg.n_ops
+        ra = RelaxedArch(one_hot(ops_n, n_ops, self.device), one_hot(ops_r, n_ops, self.device), ops_n, ops_r)
+        params = self._eval_params()
+        with batch_statistics(self.net):
+            return evaluate(lambda x: self.obj.logits(x, ra, params), self.eval_loader if loader is None else loader)
+
     def _set_eval_lambda(self, lam: torch.Tensor | None) -> None:
         if self.cfg.control.needs_lambda_max:
             self.lam.apply(self.obj, torch.zeros(self.lam.n_targets) if lam is None else lam)
 
-    def warmup_and_estimate_lambda_max(self, on_step: Callable[[int, int], None] | None = None) -> dict:
-        """Train the supernet's weights through sampled valid sub-networks for the warm-up epochs
-        (single-path, one op per edge: S of Theorem 1 is a statement about sub-networks, and a
-        supernet trained only as a mixture has sub-networks far worse than chance), then estimate Λ."""
-        ctl = self.cfg.control
+    def warmup(self, epochs: int, on_step: Callable[[int, int], None] | None = None) -> tuple[float, float]:
+        """Train the supernet's weights through sampled valid sub-networks (single-path, one op per
+        edge) for `epochs`; α is untouched. Returns the (loss, accuracy) seen in training."""
         self.net.train()
         stats = RunningStats()
         n_steps = self.steps_per_epoch()
         n_edges, n_ops = self.net.cfg.n_edges, self.net.cfg.n_ops
         gen = torch.Generator().manual_seed(self.cfg.seed * 1000 + 7)
-        for _ in range(ctl.warmup_epochs):
+        for _ in range(epochs):
             for i, (xt, yt) in enumerate(self.train_loader):
                 if i >= n_steps:
                     break
@@ -217,11 +228,18 @@ class Search:
                 stats.update(loss, logits, yt)
                 if on_step is not None:
                     on_step(i + 1, n_steps)
+        return stats.result()
+
+    def warmup_and_estimate_lambda_max(self, on_step: Callable[[int, int], None] | None = None) -> dict:
+        """Warm the supernet up (`warmup`: S of Theorem 1 is a statement about sub-networks, and a
+        supernet trained only as a mixture has sub-networks far worse than chance), then estimate Λ."""
+        ctl = self.cfg.control
+        train_loss, train_acc = self.warmup(ctl.warmup_epochs, on_step)
         self._set_eval_lambda(None)
         record = estimate_lambda_max(self.obj, self.cost, lambda: iter(self.eval_loader), self.eval_loader.y,
                                      self.info.num_classes, ctl, self.cfg.seed * 1000 + 6,
                                      self.net.cfg.steps, self.net.cfg.multiplier).to_dict()
-        record["warmup_train_loss"], record["warmup_train_acc"] = stats.result()
+        record["warmup_train_loss"], record["warmup_train_acc"] = train_loss, train_acc
         record["lambda_max_theorem"] = record["lambda_max"]
         if min(record["lambda_max"]) <= 0:
             # Some valid sub-network is still worse than a constant predictor (S ≥ L̄): the theorem guarantees
@@ -304,8 +322,11 @@ class Search:
         self.net.eval()
         self._set_eval_lambda(None)  # a λ-hypernet is evaluated at λ = 0; a fixed-λ search at its λ
         ra = self.obj.expected()
-        params = self._eval_params()
-        val_loss, val_acc = evaluate(lambda x: self.obj.logits(x, ra, params), self.eval_loader)
+        if cfg.relax.hard:  # a single-path supernet is judged by the network it derives, not by a mixture
+            val_loss, val_acc = self.subnetwork_accuracy(self.genotype())
+        else:
+            params = self._eval_params()
+            val_loss, val_acc = evaluate(lambda x: self.obj.logits(x, ra, params), self.eval_loader)
         self.epoch += 1
         self.history.append({"normal": ra.w_normal.detach().cpu(), "reduce": ra.w_reduce.detach().cpu()})
         row = {"epoch": self.epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,

@@ -4,7 +4,10 @@ For each λ on a grid over [0, Λ] (all cost targets scaled together, λ = t·Λ
 gives α(λ), from which the genotype is derived the DARTS way. Each genotype is reported
 with its predicted latency on every table of the run, its parameters and FLOPs as a
 discrete network at the search's size, and its validation accuracy as a sub-network of the
-trained supernet (batch-statistics BN, as in the Λ estimate).
+trained supernet (batch-statistics BN, as in the Λ estimate). Beside it: the accuracy of the
+relaxed architecture α(λ) itself (what the search optimised), and the network the relaxed
+weights point at when `none` may win an edge (`argmax_none_edges`, `argmax_valid`), which
+shows where λ has broken a cell even though the DARTS derivation never picks `none`.
 """
 from __future__ import annotations
 
@@ -15,12 +18,11 @@ import pandas as pd
 import torch
 
 from hwnas.errors import HwnasError
-from hwnas.evaluation import batch_statistics, evaluate
+from hwnas.evaluation import evaluate
 from hwnas.runs import RunDir
-from hwnas.search.lambda_max import one_hot
+from hwnas.search.lambda_max import NONE, argmax_ops, is_valid
 from hwnas.search.loop import Search, SearchConfig
-from hwnas.search.objective import RelaxedArch
-from hwnas.spaces.genotype import Genotype, edge_ops
+from hwnas.spaces.genotype import Genotype
 from hwnas.spaces.network import DiscreteNetwork, NetworkConfig, count_flops, count_parameters
 
 
@@ -37,16 +39,10 @@ def load_search(run_dir: str | Path) -> Search:
     return search
 
 
-@torch.no_grad()
-def subnetwork_accuracy(search: Search, genotype: Genotype) -> tuple[float, float]:
-    """(validation loss, accuracy) of `genotype` as a sub-network of the trained supernet."""
-    net = search.net
-    ops_n, ops_r = edge_ops(genotype)
-    device = next(net.parameters()).device
-    n_ops = net.cfg.n_ops
-    ra = RelaxedArch(one_hot(ops_n, n_ops, device), one_hot(ops_r, n_ops, device), ops_n, ops_r)
-    with batch_statistics(net):
-        return evaluate(lambda x: search.obj.logits(x, ra), search.eval_loader)
+def subnetwork_accuracy(search: Search, genotype: Genotype, loader=None) -> tuple[float, float]:
+    """(loss, accuracy) of `genotype` as a sub-network of the trained supernet, on the validation
+    split (or `loader`'s batches); see `Search.subnetwork_accuracy`."""
+    return search.subnetwork_accuracy(genotype, loader)
 
 
 def network_size(search: Search, genotype: Genotype) -> tuple[int, float]:
@@ -57,6 +53,7 @@ def network_size(search: Search, genotype: Genotype) -> tuple[int, float]:
     return count_parameters(net), count_flops(net, (info.channels, info.height, info.width))
 
 
+@torch.no_grad()
 def pareto_table(search: Search, n_lambdas: int = 11) -> pd.DataFrame:
     """One row per λ: the genotype and its predicted latencies, size and validation accuracy."""
     if not search.cfg.control.needs_lambda_max or search.lam.lambda_max is None:
@@ -75,8 +72,14 @@ def pareto_table(search: Search, n_lambdas: int = 11) -> pd.DataFrame:
         expected = search.cost.expected(ra.w_normal, ra.w_reduce).tolist()
         loss, acc = subnetwork_accuracy(search, g)
         params, flops = network_size(search, g)
+        ops_n, ops_r = argmax_ops(ra.w_normal), argmax_ops(ra.w_reduce)
+        search.net.eval()
+        params_w = search._eval_params()  # HyperDARTS: w_φ(α(λ)); otherwise the supernet's own weights
+        _, relaxed_acc = evaluate(lambda x, ra=ra: search.obj.logits(x, ra, params_w), search.eval_loader)
         row = {"lambda": float(lam[0]), "lambda_fraction": float(t), "val_loss": loss, "val_acc": acc,
-               "params": params, "flops": flops}
+               "relaxed_val_acc": relaxed_acc, "params": params, "flops": flops,
+               "argmax_none_edges": ops_n.count(NONE) + ops_r.count(NONE),
+               "argmax_valid": is_valid(ops_n, ops_r, search.net.cfg.steps, search.net.cfg.multiplier)}
         for name, unit, v in zip(search.cost.names, search.cost.units, expected):
             row[f"expected_cost[{name}, {unit}]"] = v
         for table in tables:
@@ -102,6 +105,21 @@ def pareto_mask(cost: np.ndarray, acc: np.ndarray) -> np.ndarray:
         dominated = (cost <= cost[i]) & (acc >= acc[i]) & ((cost < cost[i]) | (acc > acc[i]))
         keep[i] = not dominated.any()
     return keep
+
+
+def hypervolume(cost: np.ndarray, acc: np.ndarray, ref_cost: float, ref_acc: float) -> float:
+    """Area of the (cost, accuracy) region dominated by the points and bounded by the reference
+    point (cost ≤ ref_cost, accuracy ≥ ref_acc): larger is a better front. Points outside the
+    reference box add nothing."""
+    inside = (cost < ref_cost) & (acc > ref_acc)
+    c, a = cost[inside], acc[inside]
+    order = np.argsort(c, kind="stable")
+    area, best = 0.0, ref_acc
+    edges = np.append(c[order], ref_cost)
+    for k, i in enumerate(order):  # sweep in cost: the best accuracy so far covers [c_k, c_{k+1})
+        best = max(best, a[i])
+        area += (edges[k + 1] - edges[k]) * (best - ref_acc)
+    return float(area)
 
 
 def write_pareto(run_dir: str | Path, n_lambdas: int = 11) -> pd.DataFrame:

@@ -133,3 +133,45 @@ def test_prune_with_empirical_lambda_max(prune_run, tmp_path):
     assert "theorem_lambda_max" in rec and "label_entropy" in rec   # Theorem 1's parts are recorded all the same
     fails_cleanly(runner.invoke(app, ["prune", "--out", str(tmp_path / "z"), "--table", str(root / "t.csv"),
                                       "--lambda-max", "empirical", "--empirical-points", "0"]), "empirical-points")
+
+
+class _Interrupt(Exception):
+    pass
+
+
+@pytest.mark.slow
+def test_finetuned_prune_resumes_to_the_uninterrupted_result(prune_run, tmp_path):
+    """--finetune trains the weights (they move), and a run cut after epoch 1 and resumed ends bit-identical."""
+    from contextlib import contextmanager
+
+    import pandas as pd
+
+    from hwnas.search.prune import PruneConfig
+    from hwnas.search.prune_run import run_prune
+
+    root, _, _ = prune_run
+    cfg = PruneConfig(weights=str(root / "w.pt"), dataset="digits", table=str(root / "t.csv"), epochs=2,
+                      steps_per_epoch=2, batch_size=16, lambda_samples=3, eval_samples=48, empirical_points=0,
+                      pareto_points=2, finetune=True, finetune_lr=0.05, device="cpu")
+
+    @contextmanager
+    def cut_after_first_epoch(label, total, done):
+        def on_epoch_end(row):
+            if label == "prune" and row["epoch"] == 1:
+                raise _Interrupt
+        yield None, on_epoch_end
+
+    run_prune(cfg, tmp_path / "full")
+    with pytest.raises(_Interrupt):
+        run_prune(cfg, tmp_path / "cut", progress=cut_after_first_epoch)
+    run_prune(cfg, tmp_path / "cut", resume=True)
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)
+    for part in ("hypernet", "model"):
+        for k in a[part]:
+            torch.testing.assert_close(a[part][k], b[part][k], rtol=0, atol=0)
+    start = torch.load(tmp_path / "full" / "pretrained.pt", weights_only=True)  # the weights phase 2 started from
+    moved = [k for k in start if start[k].is_floating_point() and not torch.equal(start[k], a["model"][k].cpu())]
+    assert any(k.endswith("conv1.weight") for k in moved)  # fine-tuning trained the convolutions
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "full" / "metrics.csv").drop(columns="epoch_seconds"),
+                                  pd.read_csv(tmp_path / "cut" / "metrics.csv").drop(columns="epoch_seconds"))

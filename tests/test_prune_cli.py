@@ -175,3 +175,19 @@ def test_finetuned_prune_resumes_to_the_uninterrupted_result(prune_run, tmp_path
     assert any(k.endswith("conv1.weight") for k in moved)  # fine-tuning trained the convolutions
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "full" / "metrics.csv").drop(columns="epoch_seconds"),
                                   pd.read_csv(tmp_path / "cut" / "metrics.csv").drop(columns="epoch_seconds"))
+
+
+def test_imagenet_shaped_weights_start_a_small_stem_resnet18():
+    """--weights imagenet adapts torchvision's ImageNet state (3-channel 7×7 stem, 1000 classes) to the dataset:
+    every tensor whose shape fits is loaded, the stem and the classifier keep their initialisation."""
+    from torchvision.models import resnet18
+
+    from hwnas.train import TrainConfig, train_network
+
+    torch.manual_seed(5)
+    imagenet = resnet18(weights=None).state_dict()   # the shapes of IMAGENET1K_V1 (no download needed)
+    model = train_network(None, TrainConfig(model="resnet18", dataset="digits", epochs=0, device="cpu"),
+                          initial_state=imagenet).model.state_dict()
+    assert torch.equal(model["layer3.1.conv2.weight"], imagenet["layer3.1.conv2.weight"])
+    assert torch.equal(model["layer2.0.downsample.0.weight"], imagenet["layer2.0.downsample.0.weight"])
+    assert model["conv1.weight"].shape == (64, 1, 3, 3) and model["fc.weight"].shape == (10, 512)

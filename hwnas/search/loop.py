@@ -198,7 +198,7 @@ class Search:
         ops_n, ops_r = edge_ops(genotype)
         n_ops = self.net.cfg.n_ops
         ra = RelaxedArch(one_hot(ops_n, n_ops, self.device), one_hot(ops_r, n_ops, self.device), ops_n, ops_r)
-        params = self._eval_params()
+        params = self.eval_params()
         with batch_statistics(self.net):
             return evaluate(lambda x: self.obj.logits(x, ra, params), self.eval_loader if loader is None else loader)
 
@@ -325,7 +325,7 @@ class Search:
         if cfg.relax.hard:  # a single-path supernet is judged by the network it derives, not by a mixture
             val_loss, val_acc = self.subnetwork_accuracy(self.genotype())
         else:
-            params = self._eval_params()
+            params = self.eval_params()
             val_loss, val_acc = evaluate(lambda x: self.obj.logits(x, ra, params), self.eval_loader)
         self.epoch += 1
         self.history.append({"normal": ra.w_normal.detach().cpu(), "reduce": ra.w_reduce.detach().cpu()})
@@ -336,7 +336,7 @@ class Search:
         return row
 
     @torch.no_grad()
-    def _eval_params(self) -> dict[str, torch.Tensor] | None:
+    def eval_params(self) -> dict[str, torch.Tensor] | None:
         """The weights the supernet is evaluated with: w_φ(α) at the current α for HyperDARTS, else its own."""
         return None if self.hyper is None else best_response_params(self.hyper, self.net, *self.arch(self.obj.lam_input))
 

@@ -74,7 +74,7 @@ def pareto_table(search: Search, n_lambdas: int = 11) -> pd.DataFrame:
         params, flops = network_size(search, g)
         ops_n, ops_r = argmax_ops(ra.w_normal), argmax_ops(ra.w_reduce)
         search.net.eval()
-        params_w = search._eval_params()  # HyperDARTS: w_φ(α(λ)); otherwise the supernet's own weights
+        params_w = search.eval_params()  # HyperDARTS: w_φ(α(λ)); otherwise the supernet's own weights
         _, relaxed_acc = evaluate(lambda x, ra=ra: search.obj.logits(x, ra, params_w), search.eval_loader)
         row = {"lambda": float(lam[0]), "lambda_fraction": float(t), "val_loss": loss, "val_acc": acc,
                "relaxed_val_acc": relaxed_acc, "params": params, "flops": flops,

@@ -14,6 +14,14 @@ from hwnas.spaces.ops import PRIMITIVES  # noqa: E402
 _OP_COLOURS = dict(zip(PRIMITIVES, plt.get_cmap("tab10").colors))
 
 
+def _save(fig, path: Path, rect=None, dpi: int = 120) -> Path:
+    """Lay out, write and close a figure; returns its path."""
+    fig.tight_layout(**({} if rect is None else {"rect": rect}))
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def _edge_grid(n_edges: int) -> list[tuple[int, int]]:
     """(node, input) of each edge, in α row order: node i has inputs 0..i+1."""
     cells, i = [], 0
@@ -53,10 +61,7 @@ def plot_alpha_history(history: list[dict[str, torch.Tensor]], path: str | Path,
     fig.legend(handles, labels, loc="lower center", ncol=len(PRIMITIVES), fontsize=8, frameon=False)
     fig.suptitle(f"Architecture weights per edge over epochs{' (' + title + ')' if title else ''}", fontsize=10)
     fig.supxlabel("epoch", fontsize=8, y=0.06)
-    fig.tight_layout(rect=(0, 0.06, 1, 0.97))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, rect=(0, 0.06, 1, 0.97), dpi=110)
 
 
 def plot_cell(ax, edges, concat, title: str = "") -> None:
@@ -104,10 +109,7 @@ def plot_pareto(frame, cost_col: str, out_dir: str | Path, n_cells: int = 3) -> 
     ax2.set_ylabel(cost_col, color="#d62728", fontsize=8)
     ax.grid(alpha=0.3)
     ax.set_title("One search, every trade-off: accuracy and cost along λ", fontsize=9)
-    fig.tight_layout()
-    paths.append(out_dir / "pareto_lambda.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    paths.append(_save(fig, out_dir / "pareto_lambda.png"))
 
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     front = frame[frame["pareto_optimal"]].sort_values(cost_col)
@@ -120,10 +122,7 @@ def plot_pareto(frame, cost_col: str, out_dir: str | Path, n_cells: int = 3) -> 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title("Accuracy vs cost of the architectures along λ", fontsize=9)
-    fig.tight_layout()
-    paths.append(out_dir / "pareto_front.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    paths.append(_save(fig, out_dir / "pareto_front.png"))
 
     picks = sorted({0, len(frame) // 2, len(frame) - 1})[:n_cells]
     fig, axes = plt.subplots(len(picks), 2, figsize=(7, 2.4 * len(picks)), squeeze=False)
@@ -134,10 +133,7 @@ def plot_pareto(frame, cost_col: str, out_dir: str | Path, n_cells: int = 3) -> 
         plot_cell(axes[r, 1], g.reduce, g.reduce_concat, f"reduction cell ({tag})")
     handles = [plt.Line2D([], [], color=_OP_COLOURS[op], lw=2, label=op) for op in PRIMITIVES if op != "none"]
     fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=7, frameon=False)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
-    paths.append(out_dir / "pareto_cells.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    paths.append(_save(fig, out_dir / "pareto_cells.png", rect=(0, 0.06, 1, 1)))
     return paths
 
 
@@ -174,9 +170,7 @@ def plot_lambda_range(rec: dict, frame, path: str | Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower left")
     ax.set_title("Useful range of λ: Theorem 1 vs the accuracy plateau", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
     return path
 
 
@@ -197,10 +191,7 @@ def plot_prune_pareto(frame, out_dir: str | Path) -> list[Path]:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title("Pruned ResNet18 along λ (one fit)", fontsize=9)
-    fig.tight_layout()
-    paths = [out_dir / "pareto_front.png"]
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    paths = [_save(fig, out_dir / "pareto_front.png")]
 
     cols = [c for c in frame.columns if c.startswith("frac[")]
     fig, ax = plt.subplots(figsize=(6.4, 3.2))
@@ -210,10 +201,7 @@ def plot_prune_pareto(frame, out_dir: str | Path) -> list[Path]:
     ax.set_xlabel("λ")
     fig.colorbar(im, ax=ax, label="kept inner width")
     ax.set_title("Branch width per block along λ", fontsize=9)
-    fig.tight_layout()
-    paths.append(out_dir / "pareto_gates.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    paths.append(_save(fig, out_dir / "pareto_gates.png"))
     return paths
 
 
@@ -239,7 +227,5 @@ def plot_lambda_sweep(rows: list[dict], bound: float, theorem: float, chance: fl
     ax.set_title("Where fixed-λ searches break, against Theorem 1's Λ", fontsize=9)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
     return path

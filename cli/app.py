@@ -65,9 +65,10 @@ def search(
     batch_size: Annotated[int, typer.Option(help="batch size")] = 64,
     augment: Annotated[bool, typer.Option(help="random crop (and flip for CIFAR) during the search")] = False,
     max_steps: Annotated[int | None, typer.Option(help="cap on steps per epoch (quick runs)")] = None,
-    arch_lr: Annotated[float, typer.Option(help="Adam learning rate of α (or of the λ-hypernet). Adam moves each "
-                                                "logit by at most about this per step: DARTS's 3e-4 suits its ~20k "
-                                                "steps; short searches need more (quickstart uses 1e-2)")] = 3e-4,
+    arch_lr: Annotated[float | None, typer.Option(help="Adam learning rate of α (or of the λ-hypernet). Adam moves "
+                                                       "each logit by at most about this per step; default: 6 / (α "
+                                                       "steps of the run) within [3e-4, 3e-2] (DARTS's 3e-4 over its "
+                                                       "~20k steps is the same move)", show_default=False)] = None,
     seed: Seed = 0,
     device: Device = "auto",
     resume: Annotated[bool, typer.Option(help="continue the run in --out with its saved config")] = False,
@@ -81,6 +82,13 @@ def search(
     lambda_sampling: Annotated[str, typer.Option(help="λ per step: uniform or log-uniform over [0, Λ]")] = "uniform",
     lambda_warmup_epochs: Annotated[int, typer.Option(help="supernet training through sampled sub-networks before Λ is estimated")] = 5,
     lambda_samples: Annotated[int, typer.Option(help="valid architectures evaluated to estimate S")] = 64,
+    lambda_margin: Annotated[float, typer.Option(help="Λ = this × the λ at which the cheapest architecture becomes "
+                                                      "optimal (with `none` excluded)")] = 2.0,
+    none_op: Annotated[bool | None, typer.Option("--with-none/--without-none",
+                                                 help="keep the `none` op among the candidates (default: without "
+                                                      "when there is a cost, since a soft penalty is paid off "
+                                                      "through `none` without changing the derived network)",
+                                                 show_default=False)] = None,
 ) -> None:
     """DARTS cell search; writes the run directory and the derived genotype. With a cost (--table or
     --cost) it minimises L_val + λ·Tᵀγ; with --hypernet, for every λ ∈ [0, Λ] in one run."""
@@ -97,7 +105,8 @@ def search(
     lmax = parse_lambda_max(lambda_max)
     control = ControlConfig(cost=cost, tables=tuple(str(t) for t in table or ()), hypernet=hypernet, lam=lam,
                             lambda_max=lmax, sampling=lambda_sampling, warmup_epochs=lambda_warmup_epochs,
-                            samples=lambda_samples)
+                            samples=lambda_samples, lambda_margin=lambda_margin, exclude_none=None if none_op is None
+                            else not none_op)
     cfg = SearchConfig(dataset=dataset, data_dir=str(data_dir) if data_dir else None, download=download,
                        layers=layers, channels=channels, batch_size=batch_size, epochs=epochs, seed=seed,
                        relax=relax_cfg, arch_grad=arch_grad, augment=augment, device=device,
@@ -196,7 +205,7 @@ def quickstart(
     device: Device = "auto",
 ) -> None:
     """The whole chain on the embedded default (digits): profile a phone-CPU proxy, one λ-hypernet
-    search with Λ from Theorem 1, the architectures along λ, export of one of them, and its training."""
+    search over λ ∈ [0, Λ], the architectures along λ, export of one of them, and its training."""
     from hwnas.latency.backends import BackendConfig
     from hwnas.latency.profiler import ProfileConfig, profile
     from hwnas.latency.space import SpaceConfig
@@ -221,19 +230,23 @@ def quickstart(
     console.print(f"  calibrated on 12 whole networks: the per-op sum is off by {cal.figures['sum']['mape_pct']:.0f} % "
                   f"(one ORT call per op); the {cal.chosen} correction by {cal.figures[cal.chosen]['mape_pct']:.1f} % "
                   f"held out (the correction is stored with the table)", highlight=False)
-    console.print("[bold]2/5 search[/] DARTS with a linear λ-hypernet on L_val + λ·Tᵀγ, Λ from Theorem 1")
-    # α moves at most ~a_lr per Adam step: DARTS's 3e-4 is for ~20k steps, digits gives ~140.
-    cfg = quick_config(epochs=epochs, device=device, a_lr=1e-2,
-                       control=ControlConfig(tables=(str(table),), hypernet="linear"))
+    console.print("[bold]2/5 search[/] DARTS with a linear λ-hypernet on L_val + λ·Tᵀγ over λ ∈ [0, Λ] (Λ: where the "
+                  "cheapest architecture becomes optimal; Theorem 1 recorded)")
+    cfg = quick_config(epochs=epochs, device=device, control=ControlConfig(tables=(str(table),), hypernet="linear"))
     run = out / "search"
     _run_search(cfg, run, resume=False)
     console.print("[bold]3/5 pareto[/] the architectures along λ ∈ [0, Λ], without retraining")
-    frame = write_pareto(run, 5)
+    frame = write_pareto(run, 8, _inherit(20))
     cols = [c for c in frame.columns if c.startswith("predicted_latency_ms[")][:1]
     for _, row in frame.iterrows():
-        console.print(f"  λ {row['lambda']:.4g}: val acc {row['val_acc']:.3f} as a sub-network, "
-                      f"{row['relaxed_val_acc']:.3f} relaxed, {row['params']:,} params"
+        console.print(f"  λ {row['lambda']:.4g}: val acc {row['val_acc']:.3f} (inherited weights, 20 fine-tune "
+                      f"steps, BN recalibrated), {row['params']:,} params"
                       + "".join(f", {row[c]:.3f} ms predicted" for c in cols), highlight=False)
+    if cols:
+        lat = frame[cols[0]]
+        console.print(f"  {frame['genotype'].nunique()} distinct architectures; predicted latency {lat.iloc[0]:.3f} ms "
+                      f"at λ = 0 → {lat.iloc[-1]:.3f} ms at λ = Λ ({lat.iloc[-1] / lat.iloc[0]:.2f}×); plot: "
+                      f"{run}/plots/pareto_lambda.png", highlight=False)
     pick = frame.iloc[len(frame) // 2]
     console.print(f"[bold]4/5 export[/] the network at λ = {pick['lambda']:.4g} → {out}/model.onnx")
     from hwnas.data import dataset_shape
@@ -260,12 +273,17 @@ def quickstart(
 @user_errors
 def pareto(
     run: Annotated[Path, typer.Argument(help="a λ-hypernet search run directory")],
-    lambdas: Annotated[int, typer.Option(help="how many λ values along [0, Λ]")] = 11,
+    lambdas: Annotated[int, typer.Option(help="how many λ values along [0, Λ] (per target: a grid over the "
+                                              "simplex Σ λ_d/Λ_d ≤ 1 with several tables)")] = 11,
+    finetune_steps: Annotated[int, typer.Option(help="SGD steps each architecture is fine-tuned for, from the "
+                                                     "supernet's weights, before its BN statistics are recalibrated "
+                                                     "and it is evaluated (the same for every λ; 0: recalibration "
+                                                     "only)")] = 20,
 ) -> None:
-    """Architectures along λ from a trained hypernet, without retraining: pareto.csv and plots."""
+    """Architectures along λ from a trained hypernet, without retraining the search: pareto.csv and plots."""
     from hwnas.search.pareto import write_pareto
 
-    frame = write_pareto(run, lambdas)
+    frame = write_pareto(run, lambdas, _inherit(finetune_steps))
     table = Table(title=f"{run}: architectures along λ")
     cols = ["lambda", "val_acc", "params"] + [c for c in frame.columns if c.startswith("predicted_latency_ms[")]
     for c in cols + ["pareto"]:
@@ -336,6 +354,14 @@ def export(
                   highlight=False)
     for path, ms in report.get("predicted_latency_ms", {}).items():
         console.print(f"  predicted by {path}: {ms:.3f} ms", highlight=False)
+
+
+def _inherit(steps: int):
+    from hwnas.search.inherit import InheritConfig
+
+    if steps < 0:
+        raise HwnasError(f"--finetune-steps must be non-negative, got {steps}")
+    return InheritConfig(steps=steps)
 
 
 def _fresh(path: Path) -> Path:

@@ -96,13 +96,30 @@ def test_linear_hypernet_is_the_formula():
 
 
 @pytest.mark.parametrize("mode", ["uniform", "log-uniform"])
-def test_lambda_samples_stay_in_range(mode):
+def test_lambda_samples_stay_in_the_region_theorem_1_allows(mode):
+    """Σ_d λ_d/Λ_d ≤ 1 (Theorem 1 with several targets: Σ_d λ_d·Tᵀ1_d < L̄ − S), not each λ_d ≤ Λ_d."""
     g = torch.Generator().manual_seed(0)
     lmax = torch.tensor([2.0, 0.5])
-    s = torch.stack([sample_lambda(lmax, mode, g) for _ in range(2000)])
-    assert torch.all(s >= 0) and torch.all(s <= lmax)
-    med = s.median(0).values / lmax
-    assert (0.4 < med[0] < 0.6) if mode == "uniform" else (med[0] < 0.1)
+    s = torch.stack([sample_lambda(lmax, mode, g) for _ in range(4000)])
+    frac = s / lmax
+    assert torch.all(frac >= 0) and torch.all(frac.sum(1) <= 1 + 1e-9)
+    total = frac.sum(1)
+    if mode == "uniform":
+        # uniform on the 2-simplex: P(λ̃₁ + λ̃₂ ≤ t) = t², and each coordinate has mean 1/3
+        for t in (0.3, 0.6, 0.9):
+            assert float((total <= t).double().mean()) == pytest.approx(t * t, abs=0.03)
+        assert frac.mean(0).tolist() == pytest.approx([1 / 3, 1 / 3], abs=0.02)
+    else:
+        # log-uniform total over [1e-3, 1]: its log10 is uniform on [-3, 0]
+        assert float((total.log10() <= -1.5).double().mean()) == pytest.approx(0.5, abs=0.03)
+
+
+def test_one_target_lambda_is_uniform_on_zero_to_lambda_max():
+    g = torch.Generator().manual_seed(1)
+    s = torch.stack([sample_lambda(torch.tensor([4.0]), "uniform", g) for _ in range(4000)]).flatten()
+    assert float(s.min()) >= 0 and float(s.max()) <= 4.0
+    for q in (0.1, 0.5, 0.9):
+        assert float(s.quantile(q)) == pytest.approx(4.0 * q, abs=0.12)
 
 
 def test_label_entropy_is_the_best_constant_predictor_loss():

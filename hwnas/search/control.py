@@ -3,12 +3,23 @@
 - `ControlConfig` says what is controlled (latency from lookup tables, params or FLOPs),
   whether α is a λ-hypernet, and how λ is chosen (fixed, or sampled over [0, Λ]).
 - `LambdaSchedule` sets the objective's λ (and the hypernet's input λ/Λ) before each step.
-- `estimate_lambda_max` trains the supernet briefly, then evaluates sampled valid
-  architectures to estimate S, and returns Λ = (L̄ − S) / Tᵀ1 with its parts.
+- `estimate_lambda_max` evaluates sampled valid architectures on the briefly trained
+  supernet: S and Λ = (L̄ − S) / Tᵀ1 of Theorem 1, and the λ at which the cheapest
+  architecture becomes optimal (`cheapest_optimal_lambda`), with their parts.
+
+Which Λ a search trains over (`lambda_max_source` in lambda_max.json):
+- `none` excluded (the default of a cost-controlled search): no network of the space is
+  broken, so Theorem 1 holds for every λ and bounds nothing; the useful range ends where the
+  cheapest architecture becomes optimal, Λ = margin · max_a (L_c − L_a)/(T_a − T_c) over the
+  sampled architectures a (c: the cheapest op on every edge), so that at λ = Λ the cheapest
+  network wins by that margin.
+- `none` allowed: Theorem 1's (L̄ − S)/Tᵀ1 when positive, else its S = 0 bound L̄/Tᵀ1.
 """
 from __future__ import annotations
 
+import copy
 import itertools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -18,10 +29,12 @@ from torch import nn
 from hwnas.errors import HwnasError
 from hwnas.evaluation import batch_statistics
 from hwnas.search.cost import COMPLEXITY, CostModel
+from hwnas.search.inherit import recalibrate_bn
 from hwnas.search.hypernet import HYPERNETS, LAMBDA_SAMPLING, make_hypernet, sample_lambda
-from hwnas.search.lambda_max import (LambdaMax, architecture_loss, label_entropy, lambda_max, one_hot,
-                                     sample_valid, summarise_losses)
+from hwnas.search.lambda_max import (NONE, LambdaMax, architecture_loss, cheapest_optimal_lambda, label_entropy,
+                                     lambda_max, one_hot, sample_valid, summarise_losses)
 from hwnas.search.objective import ArchParams, RelaxedArch, SearchObjective
+from hwnas.spaces.ops import PRIMITIVES
 
 COSTS = ("none", "latency", *COMPLEXITY)
 
@@ -37,6 +50,8 @@ class ControlConfig:
     warmup_epochs: int = 5             # single-path supernet training before S is estimated
     samples: int = 64                  # valid architectures evaluated for S
     eval_batches: int = 4              # validation batches per evaluated architecture
+    exclude_none: bool | None = None   # take `none` out of the candidate ops; None: yes with a cost
+    lambda_margin: float = 2.0         # Λ = margin × the λ at which the cheapest architecture becomes optimal
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tables", tuple(str(t) for t in self.tables))
@@ -56,6 +71,8 @@ class ControlConfig:
             raise HwnasError(f"unknown --lambda-sampling {self.sampling!r}; choose {', '.join(LAMBDA_SAMPLING)}")
         if self.lam < 0 or (self.lambda_max is not None and self.lambda_max <= 0):
             raise HwnasError("λ must be non-negative and Λ positive")
+        if not (self.lambda_margin > 0 and math.isfinite(self.lambda_margin)):
+            raise HwnasError(f"the Λ margin must be a positive number, got {self.lambda_margin}")
         if self.samples < 1 or self.eval_batches < 1 or self.warmup_epochs < 0:
             raise HwnasError("--lambda-samples and evaluation batches must be positive, warm-up epochs non-negative")
 
@@ -66,6 +83,15 @@ class ControlConfig:
     @property
     def needs_lambda_max(self) -> bool:
         return self.hypernet != "none"
+
+    @property
+    def none_excluded(self) -> bool:
+        return self.active if self.exclude_none is None else self.exclude_none
+
+    @property
+    def allowed_ops(self) -> list[int]:
+        """Indices of the candidate ops (into PRIMITIVES)."""
+        return [i for i in range(len(PRIMITIVES)) if not (self.none_excluded and i == NONE)]
 
 
 def build_cost(cfg: ControlConfig, space) -> CostModel | None:
@@ -123,31 +149,91 @@ class LambdaSchedule:
         self.lambda_max = s["lambda_max"]
 
 
+def cheapest_ops(cost: CostModel, target: int, allowed: list[int]) -> tuple[list[int], list[int]]:
+    """The cheapest allowed op on every edge of the normal and the reduction cell, on one target."""
+    def pick(T: torch.Tensor) -> list[int]:
+        sub = T[target][:, allowed]                     # (E, allowed)
+        return [allowed[i] for i in sub.argmin(dim=1).tolist()]
+    return pick(cost.T_normal), pick(cost.T_reduce)
+
+
 @torch.no_grad()
 def estimate_lambda_max(obj: SearchObjective, cost: CostModel, val_batches: Callable, y_val: torch.Tensor,
                         num_classes: int, cfg: ControlConfig, seed: int, steps: int = 4,
-                        multiplier: int = 4) -> LambdaMax:
-    """Λ of Theorem 1 on the (briefly trained) supernet of `obj`.
+                        multiplier: int = 4, recal_batches: list | None = None) -> dict:
+    """Λ on the (briefly trained) supernet of `obj`, with its parts: the lambda_max.json record.
 
-    Sub-networks are evaluated with batch statistics (BN in training mode): the running
-    statistics belong to the mixture the supernet was trained as, not to one sub-network.
-    Buffers are restored afterwards, so the estimate leaves no trace in the search.
+    Sampled valid architectures (ops uniform per edge over the candidate ops) and the cheapest one
+    per target are evaluated on the same validation batches. The supernet's running BN statistics
+    belong to what it was trained as, not to one sub-network: with `recal_batches` (training
+    batches) each sub-network's BN statistics are re-estimated on them in a copy of the supernet
+    (`hwnas.search.inherit.recalibrate_bn`), as `hwnas pareto` evaluates; without, batch statistics
+    of the validation batches are used. The search's supernet is left untouched either way. L̄ is the
+    label entropy of the same samples that S is measured on.
     """
     net = obj.net
     n_edges, n_ops = obj.net.cfg.n_edges, obj.net.cfg.n_ops
-    archs, draws = sample_valid(cfg.samples, n_edges, torch.Generator().manual_seed(seed), steps, multiplier)
+    allowed = cfg.allowed_ops
+    archs, draws = sample_valid(cfg.samples, n_edges, torch.Generator().manual_seed(seed), steps, multiplier,
+                                allowed=allowed)
+    cheapest = [cheapest_ops(cost, d, allowed) for d in range(cost.n_targets)]
     device = next(net.parameters()).device
-    losses = []
+    batches = list(itertools.islice(val_batches(), cfg.eval_batches))
+    losses, costs = [], []
+    probe = copy.deepcopy(net) if recal_batches else net
     with batch_statistics(net):
-        for ops_n, ops_r in archs:
+        for ops_n, ops_r in [*archs, *cheapest]:
             ra = RelaxedArch(one_hot(ops_n, n_ops, device), one_hot(ops_r, n_ops, device), list(ops_n), list(ops_r))
-            batches = itertools.islice(val_batches(), cfg.eval_batches)
-            losses.append(architecture_loss(lambda x, ra=ra: obj.logits(x, ra), batches))
-    l_bar = label_entropy(y_val, num_classes)
-    s = max(losses)
+            forward = lambda x, ra=ra: probe(x, ra.w_normal, ra.w_reduce, ra.idx_normal, ra.idx_reduce)  # noqa: E731
+            if recal_batches:
+                recalibrate_bn(probe, forward, recal_batches)
+            losses.append(architecture_loss(forward, batches))
+            costs.append(cost.expected(ra.w_normal, ra.w_reduce).tolist())
+    n = len(archs)
+    l_bar = label_entropy(torch.cat([y for _, y in batches]), num_classes)
+    s = max(losses[:n])
     bound = cost.max_cost().tolist()
-    lmax = lambda_max(l_bar, s, bound)
-    return LambdaMax(lmax, l_bar, s, bound, cost.names, len(archs), draws, summarise_losses(losses),
-                     f"max validation loss of {len(archs)} valid architectures (ops uniform per edge, {draws - len(archs)} "
-                     f"broken draws rejected) on the supernet after {cfg.warmup_epochs} warm-up epochs, "
-                     f"{cfg.eval_batches} validation batches each, batch-statistics BN")
+    theorem = lambda_max(l_bar, s, bound)
+    record = LambdaMax(theorem, l_bar, s, bound, cost.names, n, draws, summarise_losses(losses[:n]),
+                       f"max validation loss of {n} valid architectures (ops uniform per edge over "
+                       f"{len(allowed)} candidate ops, {draws - n} broken draws rejected) on the supernet after "
+                       f"{cfg.warmup_epochs} warm-up epochs, {len(batches)} validation batches each "
+                       f"({sum(len(y) for _, y in batches)} samples, the same ones L̄ is computed on), "
+                       + (f"BN recalibrated on {len(recal_batches)} training batches" if recal_batches
+                          else "batch-statistics BN")).to_dict()
+    rule = []
+    for d in range(cost.n_targets):
+        l_c, t_c = losses[n + d], costs[n + d][d]
+        rule.append(cheapest_optimal_lambda(l_c, losses[:n], [c[d] for c in costs[:n]], t_c))
+    record.update(lambda_max_theorem=theorem, none_excluded=cfg.none_excluded,
+                  sampled={"loss": losses[:n], "cost": costs[:n]},
+                  cheapest={"ops_normal": [PRIMITIVES[i] for i in cheapest[0][0]],
+                            "ops_reduce": [PRIMITIVES[i] for i in cheapest[0][1]],
+                            "loss": losses[n:], "cost": [costs[n + d][d] for d in range(cost.n_targets)]},
+                  lambda_cheapest_optimal=rule, lambda_margin=cfg.lambda_margin)
+    record["lambda_max"], record["lambda_max_source"] = choose_lambda_max(record, cfg)
+    return record
+
+
+def choose_lambda_max(rec: dict, cfg: ControlConfig) -> tuple[list[float], str]:
+    """(Λ per target, the rule that set it); see the module docstring."""
+    l_bar, s, bound = rec["label_entropy"], rec["worst_valid_loss"], rec["cost_bound"]
+    rule = rec["lambda_cheapest_optimal"]
+    if cfg.none_excluded and all(math.isfinite(r) and r > 0 for r in rule):
+        return [cfg.lambda_margin * r for r in rule], (
+            f"{cfg.lambda_margin:g} × the λ at which the cheapest architecture becomes optimal among "
+            f"{rec['samples']} sampled ones (max (L_c − L_a)/(T_a − T_c)): with `none` excluded no network is "
+            f"broken, so Theorem 1 ((L̄ − S)/Tᵀ1 = {_fmt(rec['lambda_max_theorem'])}) bounds nothing")
+    if min(rec["lambda_max_theorem"]) > 0 and not cfg.none_excluded:
+        return list(rec["lambda_max_theorem"]), "Theorem 1: (L̄ − S)/Tᵀ1"
+    # Some valid sub-network is still worse than a constant predictor (S ≥ L̄), or (none excluded) the cheapest
+    # architecture is already as accurate as every sample: Theorem 1 with the best case S = 0 still bounds the
+    # useful range from above (beyond L̄/Tᵀ1 even a perfect valid network can lose to a broken one). Said, not silent.
+    why = (f"the cheapest architecture is as accurate as every sampled one" if cfg.none_excluded else
+           f"the sampled worst valid loss S = {s:.3f} ≥ L̄ = {l_bar:.3f}, so (L̄ − S)/Tᵀ1 ≤ 0 on this briefly "
+           f"trained supernet")
+    return [l_bar / b for b in bound], f"upper bound L̄/Tᵀ1 (Theorem 1 with S = 0): {why}"
+
+
+def _fmt(values: list[float]) -> str:
+    return ", ".join(f"{v:.4g}" for v in values)

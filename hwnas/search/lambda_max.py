@@ -60,12 +60,15 @@ def is_valid(ops_normal: Sequence[int], ops_reduce: Sequence[int], steps: int = 
 
 
 def sample_valid(n: int, n_edges: int, generator: torch.Generator, steps: int = 4, multiplier: int = 4,
-                 max_draws: int = 100_000) -> tuple[list[tuple[list[int], list[int]]], int]:
-    """n valid architectures with ops drawn uniformly per edge (rejection sampling); also the draw count."""
+                 max_draws: int = 100_000, allowed: Sequence[int] | None = None
+                 ) -> tuple[list[tuple[list[int], list[int]]], int]:
+    """n valid architectures with ops drawn uniformly per edge from `allowed` (default: every op),
+    rejection sampling; also the draw count."""
     archs, draws = [], 0
+    choices = torch.tensor(range(len(PRIMITIVES)) if allowed is None else list(allowed))
     while len(archs) < n and draws < max_draws:
         draws += 1
-        a = torch.randint(len(PRIMITIVES), (2, n_edges), generator=generator).tolist()
+        a = choices[torch.randint(len(choices), (2, n_edges), generator=generator)].tolist()
         if is_valid(a[0], a[1], steps, multiplier):
             archs.append((a[0], a[1]))
     return archs, draws
@@ -116,6 +119,18 @@ class LambdaMax:
 def lambda_max(l_bar: float, s: float, cost_bound: Sequence[float]) -> list[float]:
     """Λ_d = (L̄ − S) / Tᵀ1_d; non-positive when some valid network is already worse than chance."""
     return [(l_bar - s) / c if c > 0 else math.inf for c in cost_bound]
+
+
+def cheapest_optimal_lambda(l_cheap: float, losses: Sequence[float], costs: Sequence[float], cost_cheap: float,
+                            min_gap: float = 0.25) -> float:
+    """The smallest λ at which the cheapest architecture c beats every sampled architecture a on
+    L + λ·T: max over a of (L_c − L_a)/(T_a − T_c). Only samples that cost at least `min_gap` of the
+    largest sampled saving more than c count, so that a sample priced almost like c cannot blow the
+    ratio up; NaN when no such sample is more accurate than c (c is then optimal from λ = 0)."""
+    gaps = [t - cost_cheap for t in costs]
+    floor = min_gap * max(gaps, default=0.0)
+    ratios = [(l_cheap - la) / g for la, g in zip(losses, gaps) if g > 0 and g >= floor and la < l_cheap]
+    return max(ratios) if ratios else math.nan
 
 
 def summarise_losses(losses: Sequence[float]) -> dict:

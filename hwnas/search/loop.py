@@ -6,6 +6,8 @@ resumed run reaches the same result as an uninterrupted one.
 """
 from __future__ import annotations
 
+import itertools
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -46,7 +48,7 @@ class SearchConfig:
     w_lr_min: float = 0.001
     w_momentum: float = 0.9
     w_weight_decay: float = 3e-4
-    a_lr: float = 3e-4            # Adam for α, as in DARTS
+    a_lr: float | None = None     # Adam for α (or the λ-hypernet); None: `auto_arch_lr` of the run's length
     a_weight_decay: float = 1e-3
     grad_clip: float = 5.0
     augment: bool = False         # DARTS searches without augmentation
@@ -69,6 +71,8 @@ class SearchConfig:
             raise HwnasError(f"--epochs must be non-negative, got {self.epochs}")
         if self.layers < 3:
             raise HwnasError(f"--layers must be at least 3 (two reduction cells and a normal one), got {self.layers}")
+        if self.a_lr is not None and not (self.a_lr > 0 and math.isfinite(self.a_lr)):
+            raise HwnasError(f"--arch-lr must be a positive number, got {self.a_lr}")
         if self.hyper_sigma < 0 or self.hyper_lr <= 0:
             raise HwnasError("the HyperDARTS perturbation σ must be non-negative and its learning rate positive")
 
@@ -82,6 +86,17 @@ class SearchConfig:
         d["control"] = ControlConfig(**d.get("control", {}))
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+ARCH_MOVE = 6.0  # how far (in logits) α should be able to move over a whole search
+
+
+def auto_arch_lr(total_steps: int) -> float:
+    """Adam moves each logit by at most about its learning rate per step, so a search of N α steps
+    can move a logit by about N·lr. DARTS's 3e-4 over its ~20k steps (50 epochs × 390) is a move
+    of 6; the same move over a shorter search needs 6/N, clipped to [3e-4, 3e-2]. (With 3e-4 the
+    ~140 steps of the digits quickstart moved no logit by more than 0.05: one network at every λ.)"""
+    return min(max(ARCH_MOVE / max(total_steps, 1), 3e-4), 3e-2)
 
 
 @dataclass
@@ -133,14 +148,16 @@ class Search:
         self.arch = build_arch(cfg.control, net_cfg.n_edges, net_cfg.n_ops, n_targets, gen).to(self.device)
         self.gumbel_gen = torch.Generator().manual_seed(cfg.seed * 1000 + 4)
         self.obj = SearchObjective(self.net, self.arch, cfg.relax, self.gumbel_gen,
-                                   autocast_dtype(self.device, cfg.amp), cost=self.cost)
+                                   autocast_dtype(self.device, cfg.amp), cost=self.cost,
+                                   exclude_none=cfg.control.none_excluded)
         self.lam = LambdaSchedule(cfg.control, n_targets, self.device, cfg.seed * 1000 + 5)
         if cfg.control.lambda_max is not None:
             self.lam.set_lambda_max([cfg.control.lambda_max] * n_targets)
         self.lambda_record: dict | None = None  # lambda_max.json, once estimated
         self.w_opt = torch.optim.SGD(self.net.parameters(), cfg.w_lr, momentum=cfg.w_momentum,
                                      weight_decay=cfg.w_weight_decay)
-        self.a_opt = torch.optim.Adam(self.arch.parameters(), cfg.a_lr, betas=(0.5, 0.999),
+        self.a_lr = cfg.a_lr if cfg.a_lr is not None else auto_arch_lr(cfg.epochs * self.steps_per_epoch())
+        self.a_opt = torch.optim.Adam(self.arch.parameters(), self.a_lr, betas=(0.5, 0.999),
                                       weight_decay=cfg.a_weight_decay)
         self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_opt, max(cfg.epochs, 1), eta_min=cfg.w_lr_min)
         self.hyper = self.hyper_opt = self.hyper_gen = None  # HyperDARTS: φ, its optimiser, the α̃ noise
@@ -218,7 +235,8 @@ class Search:
             for i, (xt, yt) in enumerate(self.train_loader):
                 if i >= n_steps:
                     break
-                (ops_n, ops_r), = sample_valid(1, n_edges, gen, self.net.cfg.steps, self.net.cfg.multiplier)[0]
+                (ops_n, ops_r), = sample_valid(1, n_edges, gen, self.net.cfg.steps, self.net.cfg.multiplier,
+                                               allowed=self.cfg.control.allowed_ops)[0]
                 ra = RelaxedArch(one_hot(ops_n, n_ops, self.device), one_hot(ops_r, n_ops, self.device), ops_n, ops_r)
                 self.w_opt.zero_grad(set_to_none=True)
                 loss, logits = self.obj.loss(xt, yt, ra)
@@ -238,24 +256,19 @@ class Search:
         self._set_eval_lambda(None)
         record = estimate_lambda_max(self.obj, self.cost, lambda: iter(self.eval_loader), self.eval_loader.y,
                                      self.info.num_classes, ctl, self.cfg.seed * 1000 + 6,
-                                     self.net.cfg.steps, self.net.cfg.multiplier).to_dict()
+                                     self.net.cfg.steps, self.net.cfg.multiplier,
+                                     recal_batches=list(itertools.islice(iter(self.recal_loader()), 10)))
         record["warmup_train_loss"], record["warmup_train_acc"] = train_loss, train_acc
-        record["lambda_max_theorem"] = record["lambda_max"]
-        if min(record["lambda_max"]) <= 0:
-            # Some valid sub-network is still worse than a constant predictor (S ≥ L̄): the theorem guarantees
-            # no range yet. Theorem 1 with the best case S = 0 still bounds the useful range from above
-            # (beyond L̄/Tᵀ1 even a perfect valid network can lose to a broken one), so the hypernet is
-            # trained over [0, L̄/Tᵀ1] and `hwnas pareto` shows where networks break. Said, not silent.
-            record["lambda_max"] = [record["label_entropy"] / b for b in record["cost_bound"]]
-            record["lambda_max_source"] = (
-                f"upper bound L̄/Tᵀ1 (Theorem 1 with S = 0): the sampled worst valid loss S = "
-                f"{record['worst_valid_loss']:.3f} ≥ L̄ = {record['label_entropy']:.3f}, so (L̄ − S)/Tᵀ1 ≤ 0 "
-                f"on this briefly trained supernet")
-        else:
-            record["lambda_max_source"] = "Theorem 1: (L̄ − S)/Tᵀ1"
         self.lam.set_lambda_max(record["lambda_max"])
         self.lambda_record = record
         return record
+
+    def recal_loader(self, seed: int = 12) -> DeviceLoader:
+        """Training batches in a fixed order of their own (the search's loaders are not advanced): for BN
+        recalibration and fine-tunes of sub-networks."""
+        src = self.train_loader
+        return DeviceLoader(src.x, src.y, self.info, self.cfg.batch_size, device=src.device, shuffle=True,
+                            drop_last=True, generator_seed=self.cfg.seed * 1000 + seed, channels_last=src.channels_last)
 
     def steps_per_epoch(self) -> int:
         n = len(self.train_loader) if self.arch_loader is None else min(len(self.train_loader), len(self.arch_loader))

@@ -14,7 +14,10 @@ from torch import nn
 from torch.func import functional_call
 
 from hwnas.search.relax import RelaxConfig, expected_weights, relax, sample_gumbel
+from hwnas.spaces.ops import PRIMITIVES
 from hwnas.spaces.supernet import Supernet
+
+NONE = PRIMITIVES.index("none")
 
 
 class ArchParams(nn.Module):
@@ -27,6 +30,9 @@ class ArchParams(nn.Module):
 
     def forward(self, lam: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The logits; `lam` is accepted (and ignored) so that α and a λ-hypernet are interchangeable."""
+        return self.normal, self.reduce
+
+    def penalty_logits(self, lam: torch.Tensor | None, target: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.normal, self.reduce
 
 
@@ -47,12 +53,19 @@ class SearchObjective:
 
     `lam` is the current trade-off (one entry per cost target) and `lam_input` what the
     architecture module sees (λ/Λ for a hypernet); both are set by the search loop per step.
+
+    `exclude_none` takes `none` out of the candidate ops (its logit is −∞: weight 0 under every
+    relaxation, never sampled). Cost-controlled searches do this by default: `none` costs
+    nothing and only scales a mixed op's output, which the following BN undoes, so a soft
+    penalty is paid off through `none` without changing the network — and the derived genotype,
+    which never picks `none`, does not move (measured; see DESIGN.md).
     """
 
     def __init__(self, net: Supernet, arch: nn.Module, relax_cfg: RelaxConfig,
                  generator: torch.Generator | None = None, autocast_dtype: torch.dtype | None = None,
-                 cost: nn.Module | None = None):
+                 cost: nn.Module | None = None, exclude_none: bool = False):
         self.net, self.arch, self.relax_cfg = net, arch, relax_cfg
+        self.exclude_none = exclude_none
         self.generator = generator
         self.tau = relax_cfg.tau_start
         self.autocast_dtype = autocast_dtype
@@ -60,19 +73,45 @@ class SearchObjective:
         self.lam: torch.Tensor | None = None
         self.lam_input: torch.Tensor | None = None
 
-    def penalty(self, ra: RelaxedArch) -> torch.Tensor | float:
-        """λ·Tᵀγ for the relaxed architecture `ra` (0 without a cost model or λ)."""
+    def penalty(self, ra: RelaxedArch | None = None) -> torch.Tensor | float:
+        """λ·Tᵀγ (0 without a cost model or λ), with γ the exact expected op weights of the current α:
+        softmax(α) for softmax and Gumbel, σ(α) for sigmoid. (`ra`, the draw the loss was computed on,
+        is accepted for symmetry and not used.)
+
+        Under Gumbel-softmax the network deployed is the argmax of α + g, which is op o with
+        probability softmax(α)_o (Gumbel-max), so Tᵀsoftmax(α) is its expected cost exactly, with no
+        sampling noise in the gradient. For a λ-hypernet each target's cost term reaches only its own
+        λ-dependent part of α (`penalty_logits`, see `hwnas.search.hypernet`): α(0) is the unpenalised
+        search's."""
         if self.cost is None or self.lam is None:
             return 0.0
-        return (self.lam.to(ra.w_normal.dtype) * self.cost.expected(ra.w_normal, ra.w_reduce)).sum()
+        total = 0.0
+        for d in range(self.cost.n_targets):
+            a_n, a_r = self.arch.penalty_logits(self.lam_input, d)
+            w_n = expected_weights(self.mask(a_n), self.relax_cfg)
+            w_r = expected_weights(self.mask(a_r), self.relax_cfg)
+            total = total + self.lam[d].to(w_n.dtype) * self.cost.expected(w_n, w_r)[d]
+        return total
+
+    def arch_logits(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """α (normal, reduce) at the current λ, with `none` masked out when it is excluded."""
+        a_n, a_r = self.arch(self.lam_input)
+        return self.mask(a_n), self.mask(a_r)
+
+    def mask(self, a: torch.Tensor) -> torch.Tensor:
+        if not self.exclude_none:
+            return a
+        keep = torch.ones(a.shape[-1], dtype=torch.bool, device=a.device)
+        keep[NONE] = False
+        return a.masked_fill(~keep, float("-inf"))
 
     def sample(self, like: RelaxedArch | None = None) -> RelaxedArch:
         """A relaxation draw from the current α; `like` reuses that draw's noise (a fresh graph, same sample)."""
-        a_n, a_r = self.arch(self.lam_input)
-        return self.relax_logits(a_n, a_r, like)
+        return self.relax_logits(*self.arch_logits(), like)
 
     def relax_logits(self, a_n: torch.Tensor, a_r: torch.Tensor, like: RelaxedArch | None = None) -> RelaxedArch:
         """A relaxation draw from given logits (e.g. a perturbed α); `like` reuses that draw's noise."""
+        a_n, a_r = self.mask(a_n), self.mask(a_r)
         noise = None
         if self.relax_cfg.kind == "gumbel":
             noise = like.noise if like is not None else tuple(
@@ -82,7 +121,7 @@ class SearchObjective:
         return RelaxedArch(w_n, w_r, i_n, i_r, noise)
 
     def expected(self) -> RelaxedArch:
-        a_n, a_r = self.arch(self.lam_input)
+        a_n, a_r = self.arch_logits()
         return RelaxedArch(expected_weights(a_n, self.relax_cfg), expected_weights(a_r, self.relax_cfg))
 
     def logits(self, x: torch.Tensor, ra: RelaxedArch, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:

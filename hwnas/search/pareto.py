@@ -1,10 +1,11 @@
 """Architectures along λ from a trained λ-hypernet, without retraining (`hwnas pareto`).
 
-For each λ on a grid over [0, Λ] (all cost targets scaled together, λ = t·Λ), the hypernet
-gives α(λ), from which the genotype is derived the DARTS way. Each genotype is reported
-with its predicted latency on every table of the run, its parameters and FLOPs as a
-discrete network at the search's size, and its validation accuracy as a sub-network of the
-trained supernet (batch-statistics BN, as in the Λ estimate). Beside it: the accuracy of the
+For each λ on a grid over [0, Λ] (λ = t·Λ for one cost target; for D targets a grid over the
+simplex Σ_d λ_d/Λ_d ≤ 1 that the search sampled from), the hypernet gives α(λ), from which
+the genotype is derived the DARTS way. Each genotype is reported with its predicted latency
+on every table of the run, its parameters and FLOPs as a discrete network at the search's
+size, and its validation accuracy with the weights it inherits from the supernet, after the
+same short fine-tune and BN recalibration for every λ (`hwnas.search.inherit`). Beside it: the accuracy of the
 relaxed architecture α(λ) itself (what the search optimised), and the network the relaxed
 weights point at when `none` may win an edge (`argmax_none_edges`, `argmax_valid`), which
 shows where λ has broken a cell even though the DARTS derivation never picks `none`.
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import itertools
+
 import numpy as np
 import pandas as pd
 import torch
@@ -20,6 +23,7 @@ import torch
 from hwnas.errors import HwnasError
 from hwnas.evaluation import evaluate
 from hwnas.runs import RunDir
+from hwnas.search.inherit import InheritConfig, inherited_accuracy
 from hwnas.search.lambda_max import NONE, argmax_ops, is_valid
 from hwnas.search.loop import Search, SearchConfig
 from hwnas.spaces.genotype import Genotype
@@ -53,8 +57,18 @@ def network_size(search: Search, genotype: Genotype) -> tuple[int, float]:
     return count_parameters(net), count_flops(net, (info.channels, info.height, info.width))
 
 
-@torch.no_grad()
-def pareto_table(search: Search, n_lambdas: int = 11) -> pd.DataFrame:
+def lambda_grid(n: int, n_targets: int) -> list[tuple[float, ...]]:
+    """Fractions λ_d/Λ_d: n evenly spaced points of [0, 1] for one target; for D targets every point
+    of the grid with steps 1/(n − 1) inside the simplex Σ_d λ_d/Λ_d ≤ 1 (the region the search sampled)."""
+    ticks = np.linspace(0.0, 1.0, n)
+    if n_targets == 1:
+        return [(float(t),) for t in ticks]
+    pts = [tuple(float(ticks[i]) for i in idx) for idx in itertools.product(range(n), repeat=n_targets)
+           if sum(idx) <= n - 1]
+    return sorted(pts, key=lambda p: (sum(p), p))
+
+
+def pareto_table(search: Search, n_lambdas: int = 11, inherit: InheritConfig = InheritConfig()) -> pd.DataFrame:
     """One row per λ: the genotype and its predicted latencies, size and validation accuracy."""
     if not search.cfg.control.needs_lambda_max or search.lam.lambda_max is None:
         raise HwnasError("pareto needs a λ-hypernet search (hwnas search --hypernet linear|mlp with a cost)")
@@ -64,28 +78,35 @@ def pareto_table(search: Search, n_lambdas: int = 11) -> pd.DataFrame:
 
     tables = [LatencyTable.load(t) for t in search.cfg.control.tables]
     lmax = search.lam.lambda_max
+    names = search.cost.names
     rows = []
-    for t in np.linspace(0.0, 1.0, n_lambdas):
-        lam = lmax * float(t)
-        g = search.genotype(lam)
-        ra = search.obj.expected()
-        expected = search.cost.expected(ra.w_normal, ra.w_reduce).tolist()
-        loss, acc = subnetwork_accuracy(search, g)
+    for frac in lambda_grid(n_lambdas, search.lam.n_targets):
+        lam = lmax * torch.tensor(frac, dtype=lmax.dtype)
+        with torch.no_grad():
+            g = search.genotype(lam)
+            ra = search.obj.expected()
+            expected = search.cost.expected(ra.w_normal, ra.w_reduce).tolist()
+        loss, acc = inherited_accuracy(search, g, inherit)
         params, flops = network_size(search, g)
         ops_n, ops_r = argmax_ops(ra.w_normal), argmax_ops(ra.w_reduce)
         search.net.eval()
-        params_w = search.eval_params()  # HyperDARTS: w_φ(α(λ)); otherwise the supernet's own weights
-        _, relaxed_acc = evaluate(lambda x, ra=ra: search.obj.logits(x, ra, params_w), search.eval_loader)
-        row = {"lambda": float(lam[0]), "lambda_fraction": float(t), "val_loss": loss, "val_acc": acc,
+        with torch.no_grad():
+            params_w = search.eval_params()  # HyperDARTS: w_φ(α(λ)); otherwise the supernet's own weights
+            _, relaxed_acc = evaluate(lambda x, ra=ra: search.obj.logits(x, ra, params_w), search.eval_loader)
+        row = {"lambda": float(lam[0]), "lambda_fraction": float(sum(frac)), "val_loss": loss, "val_acc": acc,
                "relaxed_val_acc": relaxed_acc, "params": params, "flops": flops,
                "argmax_none_edges": ops_n.count(NONE) + ops_r.count(NONE),
-               "argmax_valid": is_valid(ops_n, ops_r, search.net.cfg.steps, search.net.cfg.multiplier)}
-        for name, unit, v in zip(search.cost.names, search.cost.units, expected):
+               "argmax_valid": is_valid(ops_n, ops_r, search.net.cfg.steps, search.net.cfg.multiplier),
+               "finetune_steps": inherit.steps}
+        if len(names) > 1:
+            row.update({f"lambda[{n}]": float(v) for n, v in zip(names, lam)})
+        for name, unit, v in zip(names, search.cost.units, expected):
             row[f"expected_cost[{name}, {unit}]"] = v
         for table in tables:
             row[f"predicted_latency_ms[{Path(table.path).stem}]"] = table.predict(g)
         row["genotype"] = str(g)
         rows.append(row)
+    search._set_eval_lambda(None)
     frame = pd.DataFrame(rows)
     cost_col = _cost_column(frame)
     frame["pareto_optimal"] = pareto_mask(frame[cost_col].to_numpy(), frame["val_acc"].to_numpy())
@@ -122,10 +143,10 @@ def hypervolume(cost: np.ndarray, acc: np.ndarray, ref_cost: float, ref_acc: flo
     return float(area)
 
 
-def write_pareto(run_dir: str | Path, n_lambdas: int = 11) -> pd.DataFrame:
+def write_pareto(run_dir: str | Path, n_lambdas: int = 11, inherit: InheritConfig = InheritConfig()) -> pd.DataFrame:
     """pareto.csv and plots/pareto_*.png in the run directory."""
     search = load_search(run_dir)
-    frame = pareto_table(search, n_lambdas)
+    frame = pareto_table(search, n_lambdas, inherit)
     run = RunDir(run_dir)
     run.write_text("pareto.csv", frame.to_csv(index=False))
     from hwnas.plots import plot_pareto

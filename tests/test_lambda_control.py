@@ -1,0 +1,96 @@
+"""Behaviour tests of the λ-control as a user sees it: one hypernet search must give a family of
+networks along λ, from the accurate to the cheap, each usable. (The first-wave code passed every
+formula test and returned one genotype at every λ; these tests fail on it.)"""
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from hwnas.search.control import ControlConfig
+from hwnas.search.inherit import InheritConfig
+from hwnas.search.loop import quick_config, run_search
+from hwnas.search.pareto import write_pareto
+from hwnas.spaces.genotype import Genotype
+
+PROFILES = Path(__file__).resolve().parents[1] / "profiles"
+MOBILE_8X8 = PROFILES / "darts-mobile-8x8.csv"
+
+
+def _search(out: Path, control: ControlConfig, epochs: int = 6, **kw):
+    run_search(quick_config(epochs=epochs, control=control, **kw), out)
+    return json.loads((out / "lambda_max.json").read_text())
+
+
+def _latency(frame: pd.DataFrame) -> pd.Series:
+    return frame[[c for c in frame.columns if c.startswith("predicted_latency_ms[")][0]]
+
+
+@pytest.mark.slow
+def test_one_hypernet_search_gives_a_family_of_networks_along_lambda(tmp_path):
+    """Defaults (softmax, first order, `none` excluded, Λ from the cheapest-optimal rule, automatic α
+    learning rate): several distinct genotypes, predicted latency falling with λ, λ = Λ clearly cheaper
+    than λ = 0, and every network far above chance with its inherited weights."""
+    rec = _search(tmp_path / "run", ControlConfig(tables=(str(MOBILE_8X8),), hypernet="linear"))
+    assert rec["none_excluded"] and "cheapest architecture becomes optimal" in rec["lambda_max_source"]
+    assert rec["lambda_max"][0] > 0 and rec["lambda_max_theorem"] is not None
+    frame = write_pareto(tmp_path / "run", 6, InheritConfig(steps=10))
+    lat = _latency(frame)
+    assert frame["genotype"].nunique() >= 3
+    assert (lat.diff().dropna() <= 1e-9).all(), lat.tolist()          # non-increasing in λ
+    assert lat.iloc[-1] <= 0.75 * lat.iloc[0], lat.tolist()            # λ = Λ is clearly cheaper
+    assert (frame["val_acc"] > 0.5).all(), frame["val_acc"].tolist()  # chance is 0.1
+    assert frame["argmax_valid"].all() and (frame["argmax_none_edges"] == 0).all()
+
+
+@pytest.mark.slow
+def test_mlp_hypernet_on_params_trades_parameters_for_accuracy(tmp_path):
+    _search(tmp_path / "run", ControlConfig(cost="params", hypernet="mlp"))
+    frame = write_pareto(tmp_path / "run", 5, InheritConfig(steps=10))
+    assert frame["genotype"].nunique() >= 2
+    assert frame["params"].iloc[-1] < frame["params"].iloc[0]
+    assert (frame["val_acc"] > 0.3).all()
+
+
+def _synthetic_table(src: Path, dst: Path, price: dict[str, float]) -> Path:
+    """A copy of `src` where each candidate op costs `price[op]` ms wherever it sits (no calibration)."""
+    t = pd.read_csv(src)
+    for op, ms in price.items():
+        for col in ("p50_ms", "p10_ms", "p90_ms", "mean_ms"):
+            t.loc[t["op"] == op, col] = ms
+    t.to_csv(dst, index=False)
+    side = json.loads(Path(f"{src}.json").read_text())
+    side.pop("calibration", None)
+    Path(f"{dst}.json").write_text(json.dumps(side))
+    return dst
+
+
+def _count(g: Genotype, ops: tuple[str, ...]) -> int:
+    return sum(op in ops for op, _ in (*g.normal, *g.reduce))
+
+
+@pytest.mark.slow
+def test_two_devices_each_lambda_moves_toward_what_is_cheap_there(tmp_path):
+    """Device A makes convolutions cheap and pooling dear, device B the reverse: growing λ_A must move
+    the architecture toward convolutions, growing λ_B toward pooling/skip."""
+    convs = ("sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
+    free = ("max_pool_3x3", "avg_pool_3x3", "skip_connect")
+    a = _synthetic_table(MOBILE_8X8, tmp_path / "a.csv", {**{o: 0.001 for o in convs}, **{o: 0.05 for o in free}})
+    b = _synthetic_table(MOBILE_8X8, tmp_path / "b.csv", {**{o: 0.05 for o in convs}, **{o: 0.001 for o in free}})
+    rec = _search(tmp_path / "run", ControlConfig(tables=(str(a), str(b)), hypernet="linear"))
+    assert len(rec["lambda_max"]) == 2
+    frame = write_pareto(tmp_path / "run", 3, InheritConfig(steps=0))
+    # the simplex grid: (0, 0), (0, ½), (½, 0), (0, 1), (½, ½), (1, 0)
+    assert len(frame) == 6
+    fa = frame[[c for c in frame.columns if c.startswith("lambda[")]].to_numpy() / rec["lambda_max"]
+    assert (fa.sum(1) <= 1 + 1e-6).all()
+    at_a = Genotype.parse(frame["genotype"].iloc[[i for i, f in enumerate(fa) if abs(f[0] - 1) < 1e-6][0]])
+    at_b = Genotype.parse(frame["genotype"].iloc[[i for i, f in enumerate(fa) if abs(f[1] - 1) < 1e-6][0]])
+    assert _count(at_a, convs) > _count(at_b, convs)
+    assert _count(at_b, free) > _count(at_a, free)
+    pa, pb = [c for c in frame.columns if c.startswith("predicted_latency_ms[")]
+    row_a = frame.iloc[[i for i, f in enumerate(fa) if abs(f[0] - 1) < 1e-6][0]]
+    row_b = frame.iloc[[i for i, f in enumerate(fa) if abs(f[1] - 1) < 1e-6][0]]
+    assert row_a[pa] < row_b[pa] and row_b[pb] < row_a[pb]
+    shutil.rmtree(tmp_path / "run")

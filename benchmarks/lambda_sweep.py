@@ -57,7 +57,8 @@ def main() -> None:
     relax = RelaxConfig(kind="gumbel", hard=True) if args.relax == "gumbel-hard" else RelaxConfig(kind="softmax")
     base = SearchConfig(dataset=args.dataset, epochs=args.epochs, seed=args.seed, relax=relax, a_lr=args.a_lr)
     table = LatencyTable.load(args.table)
-    control = ControlConfig(tables=(args.table,), warmup_epochs=args.warmup_epochs)
+    # `none` stays a candidate: this sweep is about where λ breaks a cell (Theorem 1), which needs `none`.
+    control = ControlConfig(tables=(args.table,), warmup_epochs=args.warmup_epochs, exclude_none=False)
     print(f"# {args.dataset}, {args.relax}, a_lr={base.a_lr}, {args.warmup_epochs} warm-up + {args.epochs} epochs")
 
     # Λ's parts from the warmed-up supernet (the same warm-up every search below starts from).

@@ -212,7 +212,7 @@ def quickstart(
     from hwnas.latency.stats import TimingConfig
     from hwnas.search.control import ControlConfig
     from hwnas.search.loop import quick_config
-    from hwnas.search.pareto import write_pareto
+    from hwnas.search.pareto import distinct_architectures, write_pareto
     from hwnas.train import TrainConfig
 
     out = _fresh(out)
@@ -244,7 +244,7 @@ def quickstart(
                       + "".join(f", {row[c]:.3f} ms predicted" for c in cols), highlight=False)
     if cols:
         lat = frame[cols[0]]
-        console.print(f"  {frame['genotype'].nunique()} distinct architectures; predicted latency {lat.iloc[0]:.3f} ms "
+        console.print(f"  {distinct_architectures(frame['genotype'])} distinct architectures; predicted latency {lat.iloc[0]:.3f} ms "
                       f"at λ = 0 → {lat.iloc[-1]:.3f} ms at λ = Λ ({lat.iloc[-1] / lat.iloc[0]:.2f}×); plot: "
                       f"{run}/plots/pareto_lambda.png", highlight=False)
     pick = frame.iloc[len(frame) // 2]

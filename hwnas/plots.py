@@ -89,6 +89,12 @@ def plot_cell(ax, edges, concat, title: str = "") -> None:
     ax.set_title(title, fontsize=8)
 
 
+def _cost_label(col: str) -> str:
+    if col.startswith("predicted_latency_ms["):
+        return f"predicted latency (ms), {col[len('predicted_latency_ms['):-1]}"
+    return col
+
+
 def plot_pareto(frame, cost_col: str, out_dir: str | Path, n_cells: int = 3) -> list[Path]:
     """Accuracy vs λ, accuracy vs cost with the Pareto front, and the cells of a few points."""
     from hwnas.spaces.genotype import Genotype
@@ -97,16 +103,20 @@ def plot_pareto(frame, cost_col: str, out_dir: str | Path, n_cells: int = 3) -> 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    ax.plot(frame["lambda"], 100 * frame["val_acc"], "o-", color="#1f77b4", label="derived sub-network")
+    steps = int(frame["finetune_steps"].iloc[0]) if "finetune_steps" in frame else 0
+    ax.plot(frame["lambda"], 100 * frame["val_acc"], "o-", color="#1f77b4",
+            label=f"derived network (inherited weights{f', {steps} fine-tune steps' if steps else ''}, BN recalibrated)")
     if "relaxed_val_acc" in frame:
-        ax.plot(frame["lambda"], 100 * frame["relaxed_val_acc"], "^:", color="#1f77b4", ms=4, alpha=0.7,
-                label="relaxed α(λ)")
-        ax.legend(fontsize=7, loc="lower left")
+        ax.plot(frame["lambda"], 100 * frame["relaxed_val_acc"], "^:", color="#1f77b4", ms=4, alpha=0.6,
+                label="relaxed α(λ), batch-statistics BN")
     ax2 = ax.twinx()
-    ax2.plot(frame["lambda"], frame[cost_col], "s--", color="#d62728", ms=4)
-    ax.set_xlabel("λ")
+    ax2.plot(frame["lambda"], frame[cost_col], "s--", color="#d62728", ms=4, label=_cost_label(cost_col))
+    lines = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+    ax.legend(lines, [h.get_label() for h in lines], fontsize=7, loc="lower left")
+    ax.set_xlabel("λ (trade-off; 0 = most accurate)")
     ax.set_ylabel("validation accuracy (%)", color="#1f77b4")
-    ax2.set_ylabel(cost_col, color="#d62728", fontsize=8)
+    ax2.set_ylabel(_cost_label(cost_col), color="#d62728", fontsize=8)
+    ax2.set_ylim(0, 1.08 * float(frame[cost_col].max()))  # from 0: the fall is shown at its true size
     ax.grid(alpha=0.3)
     ax.set_title("One search, every trade-off: accuracy and cost along λ", fontsize=9)
     paths.append(_save(fig, out_dir / "pareto_lambda.png"))
@@ -117,7 +127,7 @@ def plot_pareto(frame, cost_col: str, out_dir: str | Path, n_cells: int = 3) -> 
     ax.step(front[cost_col], 100 * front["val_acc"], where="post", color="#d62728", lw=1.5, label="Pareto front")
     ax.scatter(front[cost_col], 100 * front["val_acc"], facecolors="none", edgecolors="#d62728", s=90, zorder=4)
     fig.colorbar(sc, ax=ax, label="λ")
-    ax.set_xlabel(cost_col, fontsize=8)
+    ax.set_xlabel(_cost_label(cost_col), fontsize=8)
     ax.set_ylabel("validation accuracy (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -21,12 +21,11 @@ import pandas as pd
 import torch
 
 from hwnas.errors import HwnasError
-from hwnas.evaluation import evaluate
 from hwnas.runs import RunDir
 from hwnas.search.inherit import InheritConfig, inherited_accuracy
 from hwnas.search.lambda_max import NONE, argmax_ops, is_valid
 from hwnas.search.loop import Search, SearchConfig
-from hwnas.spaces.genotype import Genotype
+from hwnas.spaces.genotype import Genotype, edge_ops
 from hwnas.spaces.network import DiscreteNetwork, NetworkConfig, count_flops, count_parameters
 
 
@@ -89,10 +88,9 @@ def pareto_table(search: Search, n_lambdas: int = 11, inherit: InheritConfig = I
         loss, acc = inherited_accuracy(search, g, inherit)
         params, flops = network_size(search, g)
         ops_n, ops_r = argmax_ops(ra.w_normal), argmax_ops(ra.w_reduce)
-        search.net.eval()
         with torch.no_grad():
             params_w = search.eval_params()  # HyperDARTS: w_φ(α(λ)); otherwise the supernet's own weights
-            _, relaxed_acc = evaluate(lambda x, ra=ra: search.obj.logits(x, ra, params_w), search.eval_loader)
+            _, relaxed_acc = search.relaxed_accuracy(ra, params_w)
         row = {"lambda": float(lam[0]), "lambda_fraction": float(sum(frac)), "val_loss": loss, "val_acc": acc,
                "relaxed_val_acc": relaxed_acc, "params": params, "flops": flops,
                "argmax_none_edges": ops_n.count(NONE) + ops_r.count(NONE),
@@ -111,6 +109,12 @@ def pareto_table(search: Search, n_lambdas: int = 11, inherit: InheritConfig = I
     cost_col = _cost_column(frame)
     frame["pareto_optimal"] = pareto_mask(frame[cost_col].to_numpy(), frame["val_acc"].to_numpy())
     return frame
+
+
+def distinct_architectures(genotypes) -> int:
+    """How many different networks the genotype strings describe: two genotypes that list the same op on
+    the same edges in another order (the DARTS derivation lists a node's stronger edge first) are one network."""
+    return len({tuple(map(tuple, edge_ops(Genotype.parse(str(g))))) for g in genotypes})
 
 
 def _cost_column(frame: pd.DataFrame) -> str:

@@ -1,25 +1,25 @@
 """One λ-hypernet search against K separate fixed-λ searches (issue #4's claim).
 
 Same data, supernet, warm-up, epochs, steps and seed for every search. The hypernet run
-estimates Λ (Theorem 1, or its stated fallback) after the warm-up; the separate runs then
-search at λ_k = f_k·Λ for the same fractions f_k at which the hypernet is read off. Each
-found genotype is scored the same way:
+estimates Λ (hwnas's default rule, recorded) after the warm-up; the separate runs then
+search at λ_k = f_k·Λ for the same fractions f_k at which the hypernet is read off. All use
+hwnas's defaults otherwise (softmax, first order, `none` excluded, automatic α learning rate).
+Each found genotype is scored the same way:
 
   - predicted latency from the run's table (calibrated), params;
-  - accuracy as a sub-network of its own search's supernet (batch-statistics BN) on the
-    validation split and on the held-out test split;
-  - `--train-epochs N`: also test accuracy after training the discrete network from scratch.
+  - accuracy with the weights inherited from its own search's supernet, as `hwnas pareto` reports it;
+  - `--train-epochs N`: test accuracy after training the discrete network from scratch.
 
-It reports per-λ accuracy and latency, each front's hypervolume (latency ≤ the largest
-latency seen, accuracy ≥ chance) and the total time of each approach.
+It reports, per λ and averaged over seeds, the accuracy gap (points) and the latency ratio of the
+hypernet's network to the separate search's, and the time of one hypernet search against the K
+separate ones.
 
-    python benchmarks/hypernet_vs_separate.py                       # the recorded configuration
-    python benchmarks/hypernet_vs_separate.py --epochs 2 --max-steps 5 --fractions 0 1   # smoke
+    python benchmarks/hypernet_vs_separate.py --dataset digits --table profiles/darts-mobile-8x8.csv
+    python benchmarks/hypernet_vs_separate.py --epochs 2 --max-steps 5 --fractions 0 1 --seeds 0   # smoke
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import replace
@@ -35,14 +35,14 @@ ROOT = Path(__file__).resolve().parents[1]
 MNIST = ROOT.parent / "shared" / "data" / "mnist-t10k"
 
 
-def score(search, genotype, table, test_loader, train_epochs: int, seed: int) -> dict:
-    from hwnas.search.pareto import network_size, subnetwork_accuracy
+def score(search, genotype, table, train_epochs: int, seed: int) -> dict:
+    from hwnas.search.inherit import inherited_accuracy
+    from hwnas.search.pareto import network_size
 
-    _, val_acc = subnetwork_accuracy(search, genotype)
-    _, test_acc = subnetwork_accuracy(search, genotype, test_loader)
+    _, val_acc = inherited_accuracy(search, genotype)  # what `hwnas pareto` reports as val_acc
     params, _ = network_size(search, genotype)
     row = {"genotype": str(genotype), "predicted_latency_ms": table.predict(genotype), "params": params,
-           "supernet_val_acc": val_acc, "supernet_test_acc": test_acc}
+           "inherited_val_acc": val_acc}
     if train_epochs > 0:
         from hwnas.train import TrainConfig, train_network
 
@@ -63,114 +63,97 @@ def run_epochs(search, tag: str) -> float:
     return time.perf_counter() - t0
 
 
+def one_seed(args, seed: int, table) -> tuple[list[dict], dict]:
+    from hwnas.search.control import ControlConfig
+    from hwnas.search.loop import Search, SearchConfig
+    from hwnas.search.relax import RelaxConfig
+
+    torch.manual_seed(seed)
+    relax = RelaxConfig(kind="gumbel", hard=True) if args.relax == "gumbel-hard" else RelaxConfig(kind="softmax")
+    base = SearchConfig(dataset=args.dataset, layers=args.layers, channels=args.channels, epochs=args.epochs,
+                        seed=seed, relax=relax, max_steps_per_epoch=args.max_steps, a_lr=args.a_lr)
+    control = ControlConfig(tables=(args.table,), hypernet=args.hypernet, warmup_epochs=args.warmup_epochs,
+                            sampling=args.lambda_sampling)
+    # One hypernet search.
+    t0 = time.perf_counter()
+    hyper = Search(replace(base, control=control))
+    record = hyper.warmup_and_estimate_lambda_max()
+    run_epochs(hyper, f"seed {seed} hypernet")
+    hyper_seconds = time.perf_counter() - t0
+    lmax = float(record["lambda_max"][0])
+    print(f"# seed {seed}: Λ = {lmax:.4g} ({record['lambda_max_source'][:50]}…), hypernet search {hyper_seconds:.0f} s",
+          flush=True)
+    rows = []
+    for f in args.fractions:
+        g = hyper.genotype(torch.tensor([f * lmax]))
+        rows.append({"seed": seed, "method": "hypernet", "fraction": f, "lambda": f * lmax,
+                     **score(hyper, g, table, args.train_epochs, seed)})
+    # K separate fixed-λ searches at the hypernet's Λ, each with its own warm-up of the same length.
+    separate_seconds = []
+    for f in args.fractions:
+        t0 = time.perf_counter()
+        s = Search(replace(base, control=replace(control, hypernet="none", lam=f * lmax)))
+        s.warmup(args.warmup_epochs)
+        run_epochs(s, f"seed {seed} λ={f:g}·Λ")
+        separate_seconds.append(time.perf_counter() - t0)
+        rows.append({"seed": seed, "method": "separate", "fraction": f, "lambda": f * lmax,
+                     "search_seconds": separate_seconds[-1], **score(s, s.genotype(), table, args.train_epochs, seed)})
+    return rows, {"seed": seed, "lambda_max": record, "hypernet_seconds": hyper_seconds,
+                  "separate_seconds": sum(separate_seconds)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default=f"idx:{MNIST}")
     ap.add_argument("--table", default=str(ROOT / "profiles" / "darts-mobile-28x28.csv"))
     ap.add_argument("--hypernet", default="linear", choices=("linear", "mlp"))
-    ap.add_argument("--fractions", type=float, nargs="+", default=[0.0, 0.5, 1.0])
-    ap.add_argument("--epochs", type=int, default=6)
-    ap.add_argument("--warmup-epochs", type=int, default=2)
-    ap.add_argument("--max-steps", type=int, default=25, help="steps per epoch")
+    ap.add_argument("--fractions", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0])
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--warmup-epochs", type=int, default=5)
+    ap.add_argument("--max-steps", type=int, default=None, help="cap on steps per epoch")
     ap.add_argument("--channels", type=int, default=8)
     ap.add_argument("--layers", type=int, default=5)
-    ap.add_argument("--relax", default="gumbel-hard", choices=("softmax", "gumbel-hard"))
-    ap.add_argument("--a-lr", type=float, default=1e-2, help="α learning rate (a short search needs more than 3e-4)")
-    ap.add_argument("--lambda-samples", type=int, default=32, help="valid architectures evaluated for S")
-    ap.add_argument("--eval-batches", type=int, default=2, help="validation batches per evaluated architecture")
-    ap.add_argument("--train-epochs", type=int, default=2, help="train each found network from scratch (0: skip)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--relax", default="softmax", choices=("softmax", "gumbel-hard"))
+    ap.add_argument("--a-lr", type=float, default=None, help="α learning rate (default: hwnas's automatic one)")
+    ap.add_argument("--train-epochs", type=int, default=10, help="train each found network from scratch (0: skip)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--lambda-sampling", default="uniform", choices=("uniform", "log-uniform"))
-    ap.add_argument("--separate-from", default=None, help="reuse the separate searches of an earlier result JSON "
-                    "(same data, sizes, epochs, seed and Λ; checked) and run only the hypernet")
     ap.add_argument("--name", default="hypernet_vs_separate")
     args = ap.parse_args()
 
-    from hwnas.data import DeviceLoader, load_dataset
     from hwnas.latency.table import LatencyTable
-    from hwnas.search.control import ControlConfig
-    from hwnas.search.loop import Search, SearchConfig
-    from hwnas.search.pareto import hypervolume
-    from hwnas.search.relax import RelaxConfig
 
     env = header()
-    torch.manual_seed(args.seed)
-    relax = RelaxConfig(kind="gumbel", hard=True) if args.relax == "gumbel-hard" else RelaxConfig(kind="softmax")
-    base = SearchConfig(dataset=args.dataset, layers=args.layers, channels=args.channels, epochs=args.epochs,
-                        seed=args.seed, relax=relax, max_steps_per_epoch=args.max_steps, a_lr=args.a_lr)
-    control = ControlConfig(tables=(args.table,), hypernet=args.hypernet, warmup_epochs=args.warmup_epochs,
-                            samples=args.lambda_samples, eval_batches=args.eval_batches,
-                            sampling=args.lambda_sampling)
     table = LatencyTable.load(args.table)
-    splits = load_dataset(args.dataset)
-    print(f"# {args.dataset}: supernet C={args.channels} L={args.layers}, {args.relax}, a_lr={base.a_lr}, "
-          f"{args.warmup_epochs} warm-up + {args.epochs} epochs × ≤{args.max_steps} steps, fractions {args.fractions}")
+    print(f"# {args.dataset}: supernet C={args.channels} L={args.layers}, {args.relax}, {args.warmup_epochs} warm-up + "
+          f"{args.epochs} epochs, fractions {args.fractions}, seeds {args.seeds}")
+    rows, runs = [], []
+    for seed in args.seeds:
+        r, info = one_seed(args, seed, table)
+        rows += r
+        runs.append(info)
 
-    # One hypernet search.
-    t0 = time.perf_counter()
-    hyper = Search(replace(base, control=control))
-    test_loader = DeviceLoader(splits.x_test, splits.y_test, splits.info, 256, shuffle=False, device=hyper.device,
-                               channels_last=hyper.eval_loader.channels_last)
-    record = hyper.warmup_and_estimate_lambda_max()
-    warmup_and_lambda_seconds = time.perf_counter() - t0
-    run_epochs(hyper, "hypernet")
-    hyper_seconds = time.perf_counter() - t0
-    lmax = float(record["lambda_max"][0])
-    print(f"# Λ = {lmax:.4g} ({record['lambda_max_source'][:60]}…)  hypernet search {hyper_seconds:.0f} s",
-          flush=True)
-    rows = []
+    acc = "trained_test_acc" if args.train_epochs > 0 else "inherited_val_acc"
+    per_fraction = []
     for f in args.fractions:
-        g = hyper.genotype(torch.tensor([f * lmax]))
-        rows.append({"method": "hypernet", "fraction": f, "lambda": f * lmax,
-                     **score(hyper, g, table, test_loader, args.train_epochs, args.seed)})
-
-    # K separate fixed-λ searches with the same warm-up.
-    separate_seconds = []
-    if args.separate_from is not None:
-        earlier = json.loads(Path(args.separate_from).read_text())
-        same = ("dataset", "table", "fractions", "epochs", "warmup_epochs", "max_steps", "channels", "layers",
-                "relax", "a_lr", "train_epochs", "seed")
-        if any(earlier["args"][k] != vars(args)[k] for k in same) or earlier["lambda_max"]["lambda_max"][0] != lmax:
-            raise SystemExit(f"{args.separate_from} was run with other settings or another Λ")
-        rows += [r for r in earlier["rows"] if r["method"] == "separate"]
-        separate_seconds = [r["search_seconds"] for r in rows if r["method"] == "separate"]
-    for f in [] if args.separate_from is not None else args.fractions:
-        t0 = time.perf_counter()
-        s = Search(replace(base, control=replace(control, hypernet="none", lam=f * lmax)))
-        s.warmup(args.warmup_epochs)
-        warmup_seconds = time.perf_counter() - t0
-        run_epochs(s, f"λ={f:g}·Λ")
-        separate_seconds.append(time.perf_counter() - t0)
-        rows.append({"method": "separate", "fraction": f, "lambda": f * lmax, "search_seconds": separate_seconds[-1],
-                     "warmup_seconds": warmup_seconds,
-                     **score(s, s.genotype(), table, test_loader, args.train_epochs, args.seed)})
-        print(f"# separate λ = {f:.3g}·Λ: {separate_seconds[-1]:.0f} s", flush=True)
-
-    chance = 1.0 / splits.info.num_classes
-    ref_cost = 1.05 * max(r["predicted_latency_ms"] for r in rows)
-    summary = {}
-    for method in ("hypernet", "separate"):
-        mine = [r for r in rows if r["method"] == method]
-        cost = np.array([r["predicted_latency_ms"] for r in mine])
-        out = {"total_seconds": hyper_seconds if method == "hypernet" else sum(separate_seconds)}
-        if method == "hypernet":  # warm-up + Λ estimate (the separate runs reuse this Λ; they pay their own warm-up)
-            out["warmup_and_lambda_seconds"] = warmup_and_lambda_seconds
-        for acc_key in ("supernet_test_acc", "trained_test_acc"):
-            if acc_key in mine[0]:
-                acc = np.array([r[acc_key] for r in mine])
-                out[f"hypervolume[{acc_key}]"] = hypervolume(cost, acc, ref_cost, chance)
-        summary[method] = out
-
-    print(f"\n{'method':9} {'λ/Λ':>5} {'latency ms':>10} {'params':>7} {'val acc':>7} {'test acc':>8}"
-          + (" trained" if args.train_epochs else ""))
-    for r in rows:
-        print(f"{r['method']:9} {r['fraction']:5.2f} {r['predicted_latency_ms']:10.4f} {r['params']:7d} "
-              f"{r['supernet_val_acc']:7.3f} {r['supernet_test_acc']:8.3f}"
-              + (f" {r['trained_test_acc']:7.3f}" if "trained_test_acc" in r else ""))
-    for method, out in summary.items():
-        print(f"# {method}: " + ", ".join(f"{k} {v:.4g}" for k, v in out.items()))
-    save(args.name, {"env": env, "args": vars(args), "lambda_max": record, "hypervolume_reference":
-                     {"latency_ms": ref_cost, "accuracy": chance}, "summary": summary, "rows": rows})
+        h = [r for r in rows if r["method"] == "hypernet" and r["fraction"] == f]
+        p = [r for r in rows if r["method"] == "separate" and r["fraction"] == f]
+        per_fraction.append({
+            "fraction": f,
+            "hypernet_acc_mean": float(np.mean([r[acc] for r in h])), "separate_acc_mean": float(np.mean([r[acc] for r in p])),
+            "acc_gap_points": 100 * float(np.mean([a[acc] - b[acc] for a, b in zip(h, p)])),
+            "hypernet_latency_ms_mean": float(np.mean([r["predicted_latency_ms"] for r in h])),
+            "separate_latency_ms_mean": float(np.mean([r["predicted_latency_ms"] for r in p])),
+            "latency_ratio_mean": float(np.mean([a["predicted_latency_ms"] / b["predicted_latency_ms"] for a, b in zip(h, p)])),
+        })
+    time_ratio = sum(r["hypernet_seconds"] for r in runs) / sum(r["separate_seconds"] for r in runs)
+    print(f"\n{'λ/Λ':>5} {'hyper acc':>9} {'sep acc':>8} {'gap pts':>8} {'hyper ms':>9} {'sep ms':>8} {'ratio':>6}  ({acc}, mean of {len(args.seeds)} seeds)")
+    for q in per_fraction:
+        print(f"{q['fraction']:5.2f} {q['hypernet_acc_mean']:9.4f} {q['separate_acc_mean']:8.4f} {q['acc_gap_points']:8.2f} "
+              f"{q['hypernet_latency_ms_mean']:9.4f} {q['separate_latency_ms_mean']:8.4f} {q['latency_ratio_mean']:6.2f}")
+    print(f"# time: hypernet / separate searches = {time_ratio:.3f}")
+    save(args.name, {"env": env, "args": vars(args), "accuracy": acc, "per_fraction": per_fraction,
+                     "time_ratio": time_ratio, "runs": runs, "rows": rows})
 
 
 if __name__ == "__main__":

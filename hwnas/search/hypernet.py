@@ -38,9 +38,8 @@ class LinearHypernet(nn.Module):
         self.b1 = nn.Parameter(torch.zeros(n_targets, *self.shape))
         self.b2 = nn.Parameter(1e-3 * torch.randn(*self.shape, generator=generator))
 
-    def forward(self, lam: torch.Tensor, base_grad: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        base = self.b2 if base_grad else self.b2.detach()
-        alpha = torch.tensordot(lam, self.b1, dims=1) + base   # (2, E, O)
+    def forward(self, lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        alpha = torch.tensordot(lam, self.b1, dims=1) + self.b2   # (2, E, O)
         return alpha[0], alpha[1]
 
     def penalty_logits(self, lam: torch.Tensor, target: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -42,12 +42,6 @@ def load_search(run_dir: str | Path) -> Search:
     return search
 
 
-def subnetwork_accuracy(search: Search, genotype: Genotype, loader=None) -> tuple[float, float]:
-    """(loss, accuracy) of `genotype` as a sub-network of the trained supernet, on the validation
-    split (or `loader`'s batches); see `Search.subnetwork_accuracy`."""
-    return search.subnetwork_accuracy(genotype, loader)
-
-
 def network_size(search: Search, genotype: Genotype) -> tuple[int, float]:
     """(parameters, FLOPs of one sample) of the discrete network at the search's size."""
     info = search.info

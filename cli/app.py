@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .common import console, epoch_progress, parse_lambda_max, user_errors
+from .common import console, epoch_progress, parse_lambda_max, readable_help, user_errors
 from hwnas.errors import HwnasError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -44,7 +44,7 @@ def info() -> None:
 
 
 @app.command()
-@user_errors
+@user_errors(interrupted=lambda o: f"continue the run with: hwnas search --out {o['out']} --resume")
 def search(
     out: Annotated[Path, typer.Option(help="run directory (config.json, metrics.csv, checkpoint.pt, genotype.json, plots/)")],
     dataset: Dataset = "digits",
@@ -92,9 +92,8 @@ def search(
 ) -> None:
     """DARTS cell search; writes the run directory and the derived genotype. With a cost (--table or
     --cost) it minimises L_val + λ·Tᵀγ; with --hypernet, for every λ ∈ [0, Λ] in one run."""
-    from hwnas.search.control import ControlConfig
-    from hwnas.search.loop import SearchConfig
-    from hwnas.search.relax import RelaxConfig
+    from hwnas.config import ControlConfig, RelaxConfig, SearchConfig  # torch-free: options are checked at once
+    from hwnas.runs import RunDir
 
     if space != "darts":
         raise HwnasError(f"--space {space!r}: searching is implemented for the darts space")
@@ -111,11 +110,14 @@ def search(
                        layers=layers, channels=channels, batch_size=batch_size, epochs=epochs, seed=seed,
                        relax=relax_cfg, arch_grad=arch_grad, augment=augment, device=device,
                        max_steps_per_epoch=max_steps, a_lr=arch_lr, control=control)
+    if not resume:
+        RunDir.check_new(out)
     _run_search(cfg, out, resume)
 
 
 def _run_search(cfg, out: Path, resume: bool):
-    from hwnas.search.loop import SearchConfig, run_search
+    from hwnas.config import SearchConfig
+    from hwnas.search.loop import run_search
 
     total = SearchConfig.from_dict(_read_config(out)).epochs if resume else cfg.epochs
     with epoch_progress(total, label="search") as (on_step, on_epoch_end):
@@ -142,8 +144,14 @@ def _read_config(out: Path) -> dict:
     return run.read_json("config.json")
 
 
+def _train_interrupted(o: dict) -> str:
+    if o.get("out") is None:
+        return "nothing was saved (no --out)"
+    return f"continue from the last finished epoch with: hwnas train --out {o['out']} --resume"
+
+
 @app.command()
-@user_errors
+@user_errors(interrupted=_train_interrupted)
 def train(
     genotype: Annotated[str | None, typer.Option(help="a DARTS Genotype(...) string, a genotype JSON file, or a run "
                                                       "directory")] = None,
@@ -152,7 +160,8 @@ def train(
     dataset: Dataset = "digits",
     data_dir: DataDir = None,
     download: Download = False,
-    epochs: Annotated[int, typer.Option(help="training epochs; 0 builds the network and reports its size only")] = 20,
+    epochs: Annotated[int, typer.Option(help="training epochs; 0 builds the network and reports its size only "
+                                             "(without --out)")] = 20,
     layers: Annotated[int, typer.Option(help="cells")] = 8,
     channels: Annotated[int, typer.Option(help="channels of the first cells")] = 16,
     batch_size: Annotated[int, typer.Option(help="batch size")] = 96,
@@ -162,22 +171,39 @@ def train(
     drop_path_prob: Annotated[float, typer.Option(help="final drop-path probability (ramped linearly)")] = 0.2,
     seed: Seed = 0,
     device: Device = "auto",
-    out: Annotated[Path | None, typer.Option(help="run directory for metrics, result.json and model.pt")] = None,
+    out: Annotated[Path | None, typer.Option(help="run directory for metrics, checkpoint.pt (each epoch), "
+                                                  "result.json and model.pt")] = None,
+    resume: Annotated[bool, typer.Option(help="continue the run in --out from its last finished epoch, with its "
+                                              "saved genotype and config")] = False,
 ) -> None:
     """Train the discrete network of a genotype (or a ResNet18) from scratch and report its test accuracy."""
-    from hwnas.spaces.genotype import load_genotype
-    from hwnas.train import TrainConfig
+    from hwnas.config import TrainConfig  # torch-free: options are checked at once
+    from hwnas.runs import RunDir
 
+    if resume:
+        if out is None:
+            raise HwnasError("--resume continues the run in --out: pass --out DIR")
+        from hwnas.train import resume_config
+
+        g, cfg = resume_config(out)
+        return _run_train(g, cfg, out, resume=True)
     if (genotype is None) == (model == "darts"):
         raise HwnasError("give --genotype G for a darts network, or --model resnet18 without --genotype")
-    g = load_genotype(genotype) if genotype is not None else None
     cfg = TrainConfig(model=model, dataset=dataset, data_dir=str(data_dir) if data_dir else None, download=download,
                       epochs=epochs, layers=layers, channels=channels, batch_size=batch_size, lr=lr,
                       auxiliary=auxiliary, cutout=cutout, drop_path_prob=drop_path_prob, seed=seed, device=device)
+    if out is not None and epochs == 0:
+        raise HwnasError(f"--epochs 0 only builds the network and reports its size, so --out {out} would stay "
+                         f"empty: drop --out, or train with --epochs N ≥ 1")
+    if out is not None:
+        RunDir.check_new(out)
+    from hwnas.spaces.genotype import load_genotype
+
+    g = load_genotype(genotype) if genotype is not None else None
     _run_train(g, cfg, out)
 
 
-def _run_train(g, cfg, out: Path | None):
+def _run_train(g, cfg, out: Path | None, resume: bool = False):
     from hwnas.train import train_network
 
     def on_start(params: int) -> None:
@@ -190,14 +216,15 @@ def _run_train(g, cfg, out: Path | None):
     if cfg.epochs == 0:
         return train_network(g, cfg, out, on_start=on_start)
     with epoch_progress(cfg.epochs, label="train") as (on_step, on_epoch_end):
-        result = train_network(g, cfg, out, on_start=on_start, on_step=on_step, on_epoch_end=on_epoch_end)
+        result = train_network(g, cfg, out, on_start=on_start, on_step=on_step, on_epoch_end=on_epoch_end,
+                               resume=resume)
     if not math.isnan(result.test_acc):
         console.print(f"[bold]test accuracy {result.test_acc:.4f}[/] (loss {result.test_loss:.4f})")
     return result
 
 
 @app.command()
-@user_errors
+@user_errors(interrupted=lambda o: "what it wrote is left as it is; `hwnas quickstart` starts again in a fresh folder")
 def quickstart(
     out: Annotated[Path, typer.Option(help="where the run goes (a fresh name if taken)")] = Path("runs/quickstart"),
     epochs: Annotated[int, typer.Option(help="search epochs")] = 10,
@@ -206,14 +233,19 @@ def quickstart(
 ) -> None:
     """The whole chain on the embedded default (digits): profile a phone-CPU proxy, one λ-hypernet
     search over λ ∈ [0, Λ], the architectures along λ, export of one of them, and its training."""
+    from hwnas.config import ControlConfig, SearchConfig, TrainConfig  # torch-free: options are checked at once
+    from hwnas.runs import check_out
+
+    check_out(out, folder=False)  # a taken --out is fine: quickstart picks a fresh name
+    if train_epochs < 0:
+        raise HwnasError(f"--train-epochs must be ≥ 0 (0 skips the training), got {train_epochs}")
+    SearchConfig(epochs=epochs, device=device)
     from hwnas.latency.backends import BackendConfig
     from hwnas.latency.profiler import ProfileConfig, profile
     from hwnas.latency.space import SpaceConfig
     from hwnas.latency.stats import TimingConfig
-    from hwnas.search.control import ControlConfig
     from hwnas.search.loop import quick_config
     from hwnas.search.pareto import distinct_architectures, write_pareto
-    from hwnas.train import TrainConfig
 
     out = _fresh(out)
     base = quick_config(epochs=epochs, device=device)
@@ -260,8 +292,9 @@ def quickstart(
     report = export_genotype(g, net_cfg, (h, w), out / "model.onnx", tables=[LatencyTable.load(table)],
                              extra={"lambda": pick["lambda"]})
     console.print(f"  {report['params']:,} params, max |ORT − PyTorch| {report['max_abs_diff']:.1e}, "
-                  f"ORT {report['measured_ort_cpu']['p50_ms']:.3f} ms measured vs "
-                  f"{next(iter(report['predicted_latency_ms'].values())):.3f} ms predicted (batch 1, 1 thread)",
+                  f"{report['measured']['p50_ms']:.3f} ms measured vs "
+                  f"{next(iter(report['predicted_latency_ms'].values())):.3f} ms predicted ({report['measured']['backend']}"
+                  f", batch {report['measured']['batch']}, {report['measured']['threads']} thread(s))",
                   highlight=False)
     if train_epochs > 0:
         console.print("[bold]5/5 train[/] the exported cell from scratch on digits")
@@ -303,25 +336,31 @@ def export(
                                                     "or prune run)")] = None,
     lam: Annotated[float | None, typer.Option("--lambda", help="the trade-off to export from a hypernet run")] = None,
     genotype: Annotated[str | None, typer.Option(help="a genotype instead of a run (string, JSON file or run dir)")] = None,
-    dataset: Dataset = "digits",
-    layers: Annotated[int, typer.Option(help="cells (with --genotype)")] = 8,
-    channels: Annotated[int, typer.Option(help="channels of the first cells (with --genotype)")] = 16,
+    dataset: Annotated[str | None, typer.Option(help="the input the network is built for, with --genotype (default: "
+                                                     "a darts --table's input size, else digits)")] = None,
+    layers: Annotated[int | None, typer.Option(help="cells, with --genotype (default: the darts --table's, else 8)")] = None,
+    channels: Annotated[int | None, typer.Option(help="channels of the first cells, with --genotype (default: the "
+                                                      "darts --table's, else 16)")] = None,
     weights: Annotated[Path | None, typer.Option(help="trained weights (model.pt from hwnas train --out)")] = None,
     table: Annotated[list[Path] | None, typer.Option(help="lookup table(s) to predict the latency with")] = None,
-    threads: Annotated[int | None, typer.Option(help="ONNX Runtime threads for the re-measurement")] = None,
+    threads: Annotated[int | None, typer.Option(help="threads for the re-measurement (default: the table's)")] = None,
 ) -> None:
-    """Export a discrete network to ONNX, check it against PyTorch, and re-measure it."""
+    """Export a discrete network to ONNX, check it against PyTorch, and re-measure it as the first table's device
+    times its ops (same backend, threads, batch and timing rule; recorded in the report)."""
+    from hwnas.runs import check_out
+
+    if (run is None) == (genotype is None):
+        raise HwnasError("give either a RUN directory (with --lambda for a hypernet run) or --genotype")
+    check_out(out, "--out", folder=False)
+    lambda_max = _check_lambda(run, lam) if run is not None and lam is not None else None
     import torch
 
-    from hwnas.data import dataset_shape
     from hwnas.export import export_genotype
     from hwnas.latency.table import LatencyTable
     from hwnas.spaces.genotype import load_genotype
     from hwnas.spaces.network import NetworkConfig
 
     tables = [LatencyTable.load(t) for t in table or ()]
-    if (run is None) == (genotype is None):
-        raise HwnasError("give either a RUN directory (with --lambda for a hypernet run) or --genotype")
     from .prune import export_prune_run, is_prune_run
 
     if run is not None and is_prune_run(run):
@@ -345,15 +384,58 @@ def export(
                             in_channels=in_ch)
     else:
         g = load_genotype(genotype)
-        in_ch, h, w, classes = dataset_shape(dataset)
+        in_ch, h, w, classes, layers, channels = _genotype_network(tables, dataset, layers, channels)
         cfg = NetworkConfig(channels=channels, layers=layers, num_classes=classes, in_channels=in_ch)
-    report = export_genotype(g, cfg, (h, w), out, weights=weights, tables=tables, threads=threads)
+    trade_off = {} if lam is None else {"lambda": lam, "lambda_max": lambda_max, "run": str(run)}
+    report = export_genotype(g, cfg, (h, w), out, weights=weights, tables=tables, threads=threads, extra=trade_off)
     console.print(f"[bold]{out}[/]: {report['params']:,} params, {report['flops_per_sample'] / 1e6:.2f} MFLOPs, "
-                  f"ORT {report['measured_ort_cpu']['p50_ms']:.3f} ms (batch {report['measured_ort_cpu']['batch']}), "
+                  f"{report['measured']['backend']} {report['measured']['p50_ms']:.3f} ms (batch "
+                  f"{report['measured']['batch']}, {report['measured']['threads']} thread(s)), "
                   f"max |ORT − PyTorch| {report['max_abs_diff']:.2e}, top-1 identical: {report['top1_identical']}",
                   highlight=False)
     for path, ms in report.get("predicted_latency_ms", {}).items():
         console.print(f"  predicted by {path}: {ms:.3f} ms", highlight=False)
+
+
+def _genotype_network(tables, dataset: str | None, layers: int | None, channels: int | None):
+    """(in_channels, H, W, classes, layers, channels) of a --genotype export: a darts table's space
+    (what its prediction is for), or the options; a contradiction between the two is an error, since
+    the prediction would price another network than the one exported."""
+    from hwnas.data import dataset_shape
+
+    darts = [t for t in tables if t.space.space == "darts"]
+    if not darts:
+        return (*dataset_shape(dataset or "digits"), layers or 8, channels or 16)
+    sp = darts[0].space
+    for name, given in (("layers", layers), ("channels", channels)):
+        if given is not None and given != getattr(sp, name):
+            raise HwnasError(f"--{name} {given}: {darts[0].path} predicts networks with {name} {getattr(sp, name)}; "
+                             f"drop --{name} (or use a table of that size)")
+    if dataset is not None and dataset_shape(dataset)[:3] != (sp.in_channels, sp.input_h, sp.input_w):
+        raise HwnasError(f"--dataset {dataset} is {'x'.join(map(str, dataset_shape(dataset)[:3]))}; {darts[0].path} "
+                         f"predicts {sp.in_channels}x{sp.input_h}x{sp.input_w} inputs; drop --dataset or use a table "
+                         f"of that input size")
+    return sp.in_channels, sp.input_h, sp.input_w, sp.num_classes, sp.layers, sp.channels
+
+
+def _check_lambda(run: Path, lam: float) -> list[float] | None:
+    """--lambda of a λ-hypernet or prune run: within [0, Λ] for every target (Λ from the run's lambda_max.json,
+    with a float tolerance), since the hypernet was trained only there. Returns Λ (None: the run has none)."""
+    import json
+
+    path = Path(run) / "lambda_max.json"
+    if not path.is_file():
+        return None
+    try:
+        lmax = json.loads(path.read_text())["lambda_max"]
+        lmax = [float(v) for v in (lmax if isinstance(lmax, list) else [lmax])]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise HwnasError(f"cannot read Λ from {path}; is {run} a finished search or prune run?") from None
+    if not (math.isfinite(lam) and lam >= 0 and all(lam <= m * (1 + 1e-6) for m in lmax)):
+        shown = ", ".join(f"{m:.6g}" for m in lmax)
+        raise HwnasError(f"--lambda {lam} is outside the trained range [0, Λ = {shown}] of {run}: the hypernet "
+                         f"was trained only there; choose 0 ≤ λ ≤ {min(lmax):.6g}")
+    return lmax
 
 
 def _inherit(steps: int):
@@ -380,6 +462,7 @@ from .prune import register as register_prune  # noqa: E402
 
 register_profile(app)
 register_prune(app)
+readable_help(app)
 
 
 def main() -> None:

@@ -108,7 +108,21 @@ def profile(
 
         table = run_profile(ProfileConfig(sp, bcfg), out, backend=backend, on_progress=on_progress)
     console.print(f"{len(table)} keys in {out} ({counts['measured']} measured now, {counts['skipped']} already there)"
-                  f"; device: {table.meta['device']}", highlight=False)
+                  f"; device: {table.meta['device']}; one session call costs {table.call_overhead_ms * 1e3:.1f} µs "
+                  f"(taken off each key, paid once per network)", highlight=False)
+    _warn_noisy(table.frame, f"{out}")
+
+
+def _warn_noisy(frame, where: str) -> None:
+    """Say so when timings did not settle: a prediction cannot be better than the timings it sums."""
+    if "noisy" not in frame.columns:
+        return
+    noisy = frame["noisy"].astype(str).str.lower().isin(("true", "1"))
+    if noisy.any():
+        worst = frame.loc[noisy, "spread"].max() if "spread" in frame.columns else float("nan")
+        console.print(f"[yellow]warning:[/] {int(noisy.sum())} of {len(frame)} timings in {where} did not settle "
+                      f"(block medians spread up to {100 * worst:.0f} %): the machine is busy; rerun on a quiet "
+                      f"machine or raise --budget", highlight=False)
 
 
 @profile_app.command("bundle")
@@ -182,10 +196,40 @@ def calibrate(
     console.print(out)
     report = save_report(cal, lut, report or table.with_name(table.name + ".calibration.json"))
     png = plot(cal, table.with_name(table.name + ".calibration.png"), title=f"{table.name} ({lut.meta['device']})")
-    console.print(f"correction ({cal.chosen}) stored in {table.name}.json; figures in {report}, plot {png}",
-                  highlight=False)
+    what = "no correction: the per-op sum predicts best" if cal.correction is None else f"correction ({cal.chosen})"
+    console.print(f"{what} (lowest held-out MAPE that ranks no worse than the sum), stored in {table.name}.json; "
+                  f"figures in {report}, plot {png}", highlight=False)
+    import pandas as pd
+
+    _warn_noisy(pd.DataFrame([{"noisy": r.get("noisy", False), "spread": r.get("spread", 0.0)} for r in cal.samples]),
+                f"{samples} whole networks")
+
+
+@user_errors
+def measure(
+    model: Annotated[Path, typer.Argument(help="an ONNX file (one input; a dynamic batch takes --batch)")],
+    device: Annotated[str | None, typer.Option("--device", help="ort-cpu, mobile, mobile-int8 or ort-cuda, with the "
+                                                                 "defaults hwnas profile uses")] = None,
+    table: Annotated[Path | None, typer.Option(help="time exactly as this table's ops were timed (its backend, "
+                                                    "threads, batch and timing rule)")] = None,
+    threads: ThreadsOpt = None,
+    batch: Annotated[int | None, typer.Option(help="batch for a dynamic batch dimension (default: the table's; "
+                                                   "else 1)")] = None,
+) -> None:
+    """Time any ONNX file the way hwnas's tables time ops, so a prediction can be checked by hand."""
+    from hwnas.latency.measure import measure_onnx_file, measurement
+    from hwnas.latency.table import LatencyTable
+
+    lut = LatencyTable.load(table) if table is not None else None
+    cfg, b = measurement(lut, device, threads, batch if batch is not None or lut is not None else 1)
+    r = measure_onnx_file(model, cfg, b)
+    console.print(f"{model}: {r['p50_ms']:.4f} ms median (p10 {r['p10_ms']:.4f}, p90 {r['p90_ms']:.4f}) on "
+                  f"{r['backend']}, {r['threads']} thread(s), batch {r['batch']}, input {'x'.join(map(str, r['input_shape']))}"
+                  f", graph optimisation {cfg.graph_opt}; {r['device']}", highlight=False)
+    _warn_noisy(__import__("pandas").DataFrame([{"noisy": r["noisy"], "spread": r["spread"]}]), str(model))
 
 
 def register(app: typer.Typer) -> None:
     app.add_typer(profile_app, name="profile")
     app.command("calibrate")(calibrate)
+    app.command("measure")(measure)

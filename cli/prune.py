@@ -23,7 +23,7 @@ def _progress(label: str, total: int, done: int = 0):
         yield callbacks
 
 
-@user_errors
+@user_errors(interrupted=lambda o: f"continue the run with: hwnas prune --out {o['out']} --table {o['table']} --resume")
 def prune(
     out: Annotated[Path, typer.Option(help="run directory (config.json, pretrained.pt, lambda_max.json, metrics.csv, "
                                            "checkpoint.pt, pareto.csv, plots/)")],
@@ -56,8 +56,8 @@ def prune(
 ) -> None:
     """Prune a pretrained ResNet18 with gates (branch width per block, projection shortcuts) for every λ ∈ [0, Λ]
     in one fit (Algorithm 1 of the performance-control paper); then `hwnas export OUT --lambda X`."""
-    from hwnas.search.prune import PruneConfig
-    from hwnas.search.prune_run import run_prune
+    from hwnas.config import PruneConfig  # torch-free: options are checked at once
+    from hwnas.runs import RunDir
 
     lmax = parse_lambda_max(lambda_max, ("auto", "empirical"))
     source = "empirical" if lmax == "empirical" else "theorem"
@@ -70,6 +70,10 @@ def prune(
                       pareto_points=pareto_points, seed=seed, device=device)
     if not resume and weights not in ("train", "imagenet") and not Path(weights).is_file():
         raise HwnasError(f"--weights {weights!r}: no such file; pass a state dict PATH, 'imagenet' or 'train'")
+    if not resume:
+        RunDir.check_new(out)
+    from hwnas.search.prune_run import run_prune
+
     result = run_prune(cfg, out, resume=resume, progress=_progress,
                        say=lambda s: console.print(escape(s), highlight=False))
     rec = result.lambda_max
@@ -106,12 +110,12 @@ def export_prune_run(run: Path, lam: float | None, out: Path, tables: list, thre
     if lam is None:
         raise HwnasError(f"{run} is a prune run: pass --lambda X (0 ≤ X ≤ Λ, see its pareto.csv)")
     r = export_pruned(run, lam, out, tables=tables, threads=threads)
-    m, u = r["measured_ort_cpu"], r["unpruned"]["measured_ort_cpu"]
+    m, u = r["measured"], r["unpruned"]["measured"]
     console.print(f"[bold]{out}[/]: gates {r['gates']}, {r['params']:,} params (unpruned {r['unpruned']['params']:,}), "
                   f"max |ORT − PyTorch| {r['max_abs_diff']:.2e}, top-1 identical: {r['top1_identical']}",
                   highlight=False)
-    console.print(f"  ORT {m['p50_ms']:.3f} ms vs unpruned {u['p50_ms']:.3f} ms (batch {m['batch']}, {m['threads']} "
-                  f"thread(s)): {r['speedup_measured']:.2f}× measured, {r['speedup_predicted']:.2f}× predicted",
+    console.print(f"  {m['backend']} {m['p50_ms']:.3f} ms vs unpruned {u['p50_ms']:.3f} ms (batch {m['batch']}, "
+                  f"{m['threads']} thread(s)): {r['speedup_measured']:.2f}× measured, {r['speedup_predicted']:.2f}× predicted",
                   highlight=False)
     for path, ms in r["predicted_latency_ms"].items():
         console.print(f"  predicted by {path}: {ms:.3f} ms (unpruned {r['unpruned']['predicted_latency_ms'][path]:.3f})",

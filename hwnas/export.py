@@ -6,8 +6,10 @@ not 1, so that the exporter cannot specialise the graph to batch 1; the check th
 batch 1 and a larger batch through ONNX Runtime and compares both with PyTorch.
 
 The report (`<out>.json`, the design notes' export report) holds params, FLOPs, the
-latency predicted by each given table, the measured ONNX Runtime latency (at the first
-table's batch, or 1), and the largest absolute difference between ORT and PyTorch outputs.
+latency predicted by each given table, the measured latency (`measured`: timed exactly as the
+first table's device times its ops — backend, threads, graph optimisation, batch, timing rule,
+all recorded — or on ort-cpu with all cores at batch 1 without a table), and the largest
+absolute difference between ORT and PyTorch outputs.
 """
 from __future__ import annotations
 
@@ -82,24 +84,36 @@ def export_network(model: nn.Module, input_shape: tuple[int, int, int], out: str
     if arch is not None and tables:
         report["predicted_latency_ms"] = {str(t.path): t.predict(arch) for t in tables}
     if measure:
-        # As the first table measured (its batch and threads), so prediction and measurement compare like for like.
-        batch = tables[0].space.batch if tables else 1
-        threads = threads or (int(tables[0].meta["threads"]) if tables else None)
-        report["measured_ort_cpu"] = measure_ort(out, input_shape, batch, threads)
+        report["measured"] = measure_exported(model, out, input_shape, tables[0] if tables else None, threads)
     report.update(extra or {})
     Path(str(out) + ".json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 
-def measure_ort(path: Path, input_shape: tuple[int, int, int], batch: int, threads: int | None) -> dict:
-    """Median (p10, p90) ONNX Runtime CPU latency of the exported file, timed as the profiler times ops."""
-    from hwnas.latency.backends import BackendConfig, make_backend
+def measure_exported(model: nn.Module, path: Path, input_shape: tuple[int, int, int], table=None,
+                     threads: int | None = None) -> dict:
+    """The exported network timed exactly as `table`'s device times its ops (its sidecar's backend,
+    threads, graph optimisation, batch and timing rule), so prediction and measurement compare like for
+    like; without a table, ort-cpu with all cores at batch 1. A table whose backend cannot run on this
+    machine (a GPU table on a CPU-only one) falls back to ort-cpu, and the report says so."""
+    from hwnas.latency.backends import ORT_BACKENDS
+    from hwnas.latency.measure import measure_module, measure_onnx_file, measurement
 
-    threads = threads or torch.get_num_threads()
-    backend = make_backend(BackendConfig("ort-cpu", threads))
-    stats = backend.measure_onnx(Path(path).read_bytes(), [(batch, *input_shape)])
-    return {"batch": batch, "threads": threads, "p50_ms": stats.p50_ms, "p10_ms": stats.p10_ms,
-            "p90_ms": stats.p90_ms}
+    cfg, batch = measurement(table, threads=threads) if table is not None else measurement(
+        None, "ort-cpu", threads, 1)
+    try:
+        if cfg.name in ORT_BACKENDS:
+            report = measure_onnx_file(path, cfg, batch)
+        else:
+            report = measure_module(model, input_shape, cfg, batch)
+    except HwnasError as e:
+        if table is None:
+            raise
+        fallback, batch = measurement(None, "ort-cpu", threads, batch)
+        report = measure_onnx_file(path, fallback, batch)
+        report["note"] = f"the table's backend cannot run here ({e}); measured on ort-cpu instead"
+    report["as_table"] = str(table.path) if table is not None and report["backend"] == table.backend else None
+    return report
 
 
 def export_genotype(genotype: Genotype, cfg: NetworkConfig, input_hw: tuple[int, int], out: str | Path,

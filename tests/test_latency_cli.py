@@ -27,7 +27,8 @@ def test_profile_resume_and_calibrate(tmp_path):
     report = json.loads((tmp_path / "cpu.csv.calibration.json").read_text())
     assert set(report["figures"]) == {"sum", "linear", "per-kind"} and len(report["samples"]) == 4
     assert (tmp_path / "cpu.csv.calibration.png").stat().st_size > 1000
-    assert json.loads((tmp_path / "cpu.csv.json").read_text())["calibration"]["correction"]
+    stored = json.loads((tmp_path / "cpu.csv.json").read_text())["calibration"]
+    assert stored["chosen"] in report["figures"] and (stored["correction"] is None) == (stored["chosen"] == "sum")
 
 
 @pytest.mark.parametrize("args, fragments", [

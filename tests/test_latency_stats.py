@@ -40,9 +40,60 @@ def test_time_callable_warms_up_then_counts_runs():
     calls = []
     ticks = iter(range(10_000))
     stats = time_callable(lambda: calls.append(1), TimingConfig(warmup_runs=3, warmup_s=0.0, budget_s=1.0, min_runs=5,
-                                                                max_runs=7),
+                                                                max_runs=7, blocks=1, max_passes=1),
                           clock=lambda fn: (fn(), float(next(ticks) % 3 + 1))[1])
     assert len(calls) == 3 + 7 and stats.n + stats.n_dropped == 7
+
+
+def _script_clock(values):
+    """A clock that calls fn and returns the next scripted duration."""
+    it = iter(values)
+    return lambda fn: (fn(), next(it))[1]
+
+
+def test_time_callable_times_more_blocks_while_the_median_is_unstable():
+    cfg = TimingConfig(warmup_runs=2, warmup_s=0.0, budget_s=1.0, min_runs=10, max_runs=10, blocks=5,
+                       precision=0.05, max_passes=3)
+    # warm-up 2 runs, then pass 1: blocks of 2 at 1, 2, 1, 2, 1 ms (block medians' IQR/median = 100 %),
+    # pass 2: all 1 ms → medians [1, 2, 1, 2, 1, 1, 1, 1, 1, 1], IQR 0: settled after two passes.
+    first = [1.0, 1.0, 2.0, 2.0] * 2 + [1.0, 1.0]
+    calls = []
+    stats = time_callable(lambda: calls.append(1), cfg, clock=_script_clock([1.0, 1.0] + first + [1.0] * 10))
+    assert len(calls) == 2 + 20 and stats.n + stats.n_dropped == 20
+    assert stats.spread == 0.0 and not stats.noisy and stats.p50_ms == 1.0
+    steady = time_callable(lambda: None, cfg, clock=_script_clock([1.0] * 100))
+    assert steady.spread == 0.0 and not steady.noisy and steady.n == 10  # one pass suffices
+
+
+def test_time_callable_flags_a_measurement_that_never_settles():
+    cfg = TimingConfig(warmup_runs=1, warmup_s=0.0, budget_s=1.0, min_runs=4, max_runs=4, blocks=2, precision=0.05,
+                       max_passes=3)
+    calls = []
+    # blocks alternate 1 ms and 3 ms forever: three passes, then a noisy result
+    stats = time_callable(lambda: calls.append(1), cfg, clock=_script_clock([1.0] + [1.0, 1.0, 3.0, 3.0] * 3))
+    medians = [1.0, 3.0] * 3
+    q1, q2, q3 = np.percentile(medians, [25, 50, 75])
+    assert len(calls) == 1 + 12 and stats.noisy and stats.spread == pytest.approx((q3 - q1) / q2)
+
+
+def test_time_callable_drops_a_descheduled_block():
+    import time
+
+    state = {"i": 0}
+
+    def fn():  # busy for ~0.3 ms, except during the third block, where the process sleeps instead
+        state["i"] += 1
+        if 2 * 20 < state["i"] - 3 <= 3 * 20:
+            time.sleep(0.0003)
+        else:
+            t = time.perf_counter()
+            while time.perf_counter() - t < 0.0003:
+                pass
+
+    cfg = TimingConfig(warmup_runs=3, warmup_s=0.0, budget_s=1.0, min_runs=100, max_runs=100, blocks=5,
+                       precision=10.0, max_passes=1)
+    stats = time_callable(fn, cfg)
+    assert stats.n_disturbed >= 1 and stats.n + stats.n_dropped <= 80
 
 
 def test_metrics_against_hand_values_and_scipy():

@@ -102,6 +102,10 @@ class Backend:
     def measure(self, module: nn.Module, shapes: list[tuple[int, ...]], dtype: str = "float32") -> TimingStats:
         raise NotImplementedError
 
+    def call_overhead(self) -> TimingStats | None:
+        """What timing one op alone costs beyond the op (None: nothing a network would not pay too)."""
+        return None
+
 
 class TorchCPUBackend(Backend):
     def measure(self, module, shapes, dtype="float32"):
@@ -154,22 +158,39 @@ class OrtBackend(Backend):
         return self.measure_onnx(self.onnx_model(module, shapes, dtype), shapes, dtype)
 
     def measure_onnx(self, model: bytes, shapes, dtype="float32") -> TimingStats:
+        """Time one ONNX model. Inputs and outputs are bound once (IO binding), so a run is the
+        session call and the kernels, not a copy of the output into a new numpy array: an op timed
+        alone would otherwise pay a copy its place inside a network never pays."""
         sess = self.ort.InferenceSession(model, self.session_options(), providers=[self.provider])
         arrays = random_feeds(shapes, np.float16 if dtype == "float16" else np.float32).values()
         feeds = {i.name: a for i, a in zip(sess.get_inputs(), arrays)}  # whatever the model calls its inputs
-        if self.provider == "CPUExecutionProvider":
-            return time_callable(lambda: sess.run(None, feeds), self.cfg.timing)
+        device = "cpu" if self.provider == "CPUExecutionProvider" else "cuda"
         binding = sess.io_binding()  # GPU: inputs stay on the device, so only the kernels are timed
         for name, x in feeds.items():
-            binding.bind_ortvalue_input(name, self.ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0))
+            binding.bind_ortvalue_input(name, self.ort.OrtValue.ortvalue_from_numpy(x, device, 0))
         for out in sess.get_outputs():
-            binding.bind_output(out.name, "cuda")
+            binding.bind_output(out.name, device)
 
         def run():
             sess.run_with_iobinding(binding)
             binding.synchronize_outputs()
 
         return time_callable(run, self.cfg.timing)
+
+    def call_overhead(self) -> TimingStats:
+        """One session call that computes nothing (an Identity on one float), timed as ops are.
+        Every op timed alone pays it once; a whole network pays it once in all."""
+        return self.measure_onnx(identity_onnx(self.cfg.opset), [(1,)])
+
+
+def identity_onnx(opset: int = OPSET) -> bytes:
+    """The smallest model a session can run: y = Identity(x0), x0 one float."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x0"], ["y"])], "identity",
+                              [helper.make_tensor_value_info("x0", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]).SerializeToString()
 
 
 def make_backend(cfg: BackendConfig) -> Backend:

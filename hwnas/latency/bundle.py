@@ -18,7 +18,7 @@ import pandas as pd
 
 import hwnas
 from hwnas.errors import HwnasError
-from hwnas.latency.backends import BackendConfig, OrtBackend
+from hwnas.latency.backends import BackendConfig, OrtBackend, identity_onnx
 from hwnas.latency.profiler import key_module, space_keys
 from hwnas.latency.space import KEY_COLUMNS, SpaceConfig
 from hwnas.latency.table import LatencyTable
@@ -50,6 +50,7 @@ def write_bundle(space: SpaceConfig, cfg: BackendConfig, out: str | Path,
                              "input_shapes": ";".join("x".join(map(str, s)) for s in shapes)})
             if on_progress:
                 on_progress(i + 1, len(keys))
+    (out / "models" / "identity.onnx").write_bytes(identity_onnx(cfg.opset))
     spec = {"hwnas": hwnas.__version__, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "backend": cfg.name,
             "threads": cfg.threads, "graph_optimization": cfg.graph_opt,
             "graph_optimization_level": _LEVELS[cfg.graph_opt], "settings": cfg.to_dict(),
@@ -82,7 +83,8 @@ def import_bundle(bundle: str | Path, out: str | Path) -> LatencyTable:
             "threads": device["threads"], "batch": spec["space"]["batch"], "dtype": spec["space"]["dtype"],
             "hwnas": spec["hwnas"], "torch": None, "onnxruntime": device["onnxruntime"],
             "platform": device["platform"], "date": device["date"], "space": spec["space"], "settings": settings,
-            "keys": len(keys), "source": "bundle", "calibration": None}
+            "keys": len(keys), "source": "bundle", "calibration": None,
+            "call_overhead_ms": device.get("call_overhead_ms", 0.0)}
     table = LatencyTable(frame.drop(columns=["file", "input_shapes"]), meta, out)
     table.save(out)
     return table

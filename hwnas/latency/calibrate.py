@@ -15,8 +15,11 @@ only, never in-sample):
   by kind, which a single scale cannot express. Kinds that are the same in every sample
   (stem, preprocessing, glue, head) keep scale 1; the intercept absorbs their bias.
 
-The correction with the lower held-out MAPE is refitted on all samples and stored in the
-sidecar, where `LatencyTable.predict` applies it.
+The stored prediction is whichever of the three — the plain sum included — has the lowest
+held-out MAPE among those that rank the networks at least as well as the plain sum (held-out
+Spearman ρ not below the sum's): a correction never makes ranking worse. A fit is refitted on
+all samples and stored in the sidecar, where `LatencyTable.predict` applies it; choosing the
+plain sum stores no correction. (The sum has no parameters, so its figures are held-out too.)
 """
 from __future__ import annotations
 
@@ -32,8 +35,8 @@ from scipy import optimize, stats
 
 from hwnas.errors import HwnasError
 from hwnas.latency import resnet_keys as rk
-from hwnas.latency.backends import BackendConfig, make_backend
-from hwnas.latency.stats import TimingConfig
+from hwnas.latency.backends import make_backend
+from hwnas.latency.measure import table_backend_config
 from hwnas.latency.table import LatencyTable, apply_correction
 from hwnas.spaces.genotype import Genotype
 from hwnas.spaces.ops import PRIMITIVES
@@ -113,15 +116,6 @@ def build_network(space, arch):
     return DiscreteNetwork(arch, cfg).eval()
 
 
-def table_backend_config(table: LatencyTable, budget_s: float = 0.5) -> BackendConfig:
-    """The backend set-up the table was measured with (whole networks get a larger time budget)."""
-    s = table.meta.get("settings", {})
-    timing = {k: v for k, v in s.get("timing", {}).items() if k in TimingConfig.__dataclass_fields__}
-    timing["budget_s"] = max(budget_s, timing.get("budget_s", 0.0))
-    return BackendConfig(table.backend, int(table.meta["threads"]), graph_opt=s.get("graph_optimization", "all"),
-                         exporter=s.get("exporter", "dynamo"), opset=s.get("opset", 18), timing=TimingConfig(**timing))
-
-
 def check_device(table: LatencyTable, backend) -> None:
     """End-to-end timings only mean something on the device the table measured."""
     here = backend.describe()["device"]
@@ -130,12 +124,21 @@ def check_device(table: LatencyTable, backend) -> None:
                          f"calibrate where the table was measured")
 
 
+def choose(figures: dict[str, dict]) -> str:
+    """The prediction with the lowest held-out MAPE among those whose Spearman ρ is not below the
+    plain sum's ('sum' itself is always a candidate)."""
+    floor = figures["sum"]["spearman"]
+    ok = [n for n, f in figures.items()
+          if n == "sum" or not (f["spearman"] < floor - 1e-12)]  # NaN ρ (constant predictions) never excludes
+    return min(ok, key=lambda n: figures[n]["mape_pct"])
+
+
 @dataclass
 class Calibration:
     samples: list[dict]   # architecture, measured_ms, sum_ms, parts
     figures: dict         # fit name → metrics (raw: in-sample of nothing; fits: held-out)
     chosen: str
-    correction: dict
+    correction: dict | None  # None: the plain sum predicted best
 
 
 def calibrate(table: LatencyTable, samples: int = 50, seed: int = 0, folds: int = 5, backend=None,
@@ -154,6 +157,7 @@ def calibrate(table: LatencyTable, samples: int = 50, seed: int = 0, folds: int 
         measured = backend.measure(build_network(space, arch), [shape], space.dtype)
         rows.append({"architecture": str(arch) if isinstance(arch, Genotype) else arch, "measured_ms": measured.p50_ms,
                      "measured_p10_ms": measured.p10_ms, "measured_p90_ms": measured.p90_ms,
+                     "spread": measured.spread, "noisy": measured.noisy,
                      "sum_ms": sum(parts.values()), "parts": parts})
         if on_progress:
             on_progress(i + 1, samples)
@@ -165,13 +169,15 @@ def calibrate(table: LatencyTable, samples: int = 50, seed: int = 0, folds: int 
         figures[name] = metrics(held_out, y)
         for r, p in zip(rows, held_out):
             r[f"{name}_cv_ms"] = float(p)
-    chosen = min(FITS, key=lambda n: figures[n]["mape_pct"])
-    correction = FITS[chosen](parts, y)
+    chosen = choose(figures)
+    correction = FITS[chosen](parts, y) if chosen in FITS else None
     table.meta["calibration"] = {"correction": correction, "chosen": chosen, "figures": figures,
                                  "samples": samples, "seed": seed, "folds": folds,
                                  "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                 "call_overhead_ms": table.call_overhead_ms,
                                  "note": "figures for fits are K-fold held-out; the stored correction is refitted "
-                                         "on all samples"}
+                                         "on all samples; chosen = lowest held-out MAPE among predictions that rank "
+                                         "at least as well as the plain sum"}
     if table.path:
         table.save_meta()
     return Calibration(rows, figures, chosen, correction)
@@ -197,8 +203,9 @@ def plot(cal: Calibration, path: str | Path, title: str = "") -> Path:
     path = Path(path)
     y = np.array([r["measured_ms"] for r in cal.samples])
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
-    for ax, (label, col) in zip(axes, (("per-op sum", "sum_ms"), (f"{cal.chosen} correction (held-out)",
-                                                                  f"{cal.chosen}_cv_ms"))):
+    best = ("chosen: per-op sum", "sum_ms") if cal.chosen == "sum" else (f"{cal.chosen} correction (held-out)",
+                                                                          f"{cal.chosen}_cv_ms")
+    for ax, (label, col) in zip(axes, (("per-op sum", "sum_ms"), best)):
         p = np.array([r[col] for r in cal.samples])
         lo, hi = 0.9 * min(p.min(), y.min()), 1.1 * max(p.max(), y.max())
         line = np.linspace(lo, hi, 50)

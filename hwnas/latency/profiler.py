@@ -81,8 +81,12 @@ def profile(cfg: ProfileConfig, out: str | Path, backend: Backend | None = None,
         _check_resumable(old.meta, meta, out)
         meta["date"] = old.meta.get("date", meta["date"])
         meta["calibration"] = old.meta.get("calibration")
+        meta["call_overhead_ms"] = old.meta.get("call_overhead_ms")
         rows = old.frame.to_dict("records")
     done = {OpKey(*(r[c] for c in KEY_COLUMNS)) for r in rows}
+    if meta.get("call_overhead_ms") is None:  # a resumed table keeps the value its rows were measured against
+        overhead = backend.call_overhead()
+        meta["call_overhead_ms"] = overhead.p50_ms if overhead is not None else 0.0
     table = LatencyTable(pd.DataFrame(rows) if rows else pd.DataFrame(columns=list(REQUIRED_COLUMNS)), meta, out)
     table.save_meta(out)  # the sidecar first: a crash after the first rows still leaves a loadable table
     for i, key in enumerate(keys, 1):

@@ -6,6 +6,13 @@ slower — so a fast sample is real and a very slow one is the machine doing som
 3·IQR (Tukey's "far out" fence) keeps genuine bimodality (e.g. a cache that sometimes
 misses) while removing the rare multi-millisecond stall. The median is robust anyway; the
 rule mostly keeps p90 honest.
+
+A shared machine disturbs whole stretches of runs, not single ones, so the timed runs are taken
+in blocks. A block whose process CPU time per wall second falls well below the best block's was
+descheduled (another process had the core) and is dropped; the spread of the block medians
+measures how stable the median is, and while it exceeds the requested precision more blocks
+are timed, up to a cap. A measurement that ends above the precision is flagged `noisy`, and the
+commands that time say so instead of staying silent.
 """
 from __future__ import annotations
 
@@ -24,10 +31,14 @@ class TimingStats:
     mean_ms: float
     n: int          # samples kept
     n_dropped: int  # slow outliers removed
+    spread: float = 0.0        # interquartile range / median of the block medians: how stable the median is
+    n_disturbed: int = 0       # blocks dropped because the process was descheduled during them
+    noisy: bool = False        # the spread stayed above the requested precision
 
     def row(self) -> dict:
         return {"p50_ms": self.p50_ms, "p10_ms": self.p10_ms, "p90_ms": self.p90_ms, "n": self.n,
-                "mean_ms": self.mean_ms, "n_outliers": self.n_dropped}
+                "mean_ms": self.mean_ms, "n_outliers": self.n_dropped, "spread": self.spread,
+                "noisy": self.noisy}
 
 
 def drop_slow_outliers(samples: np.ndarray, k: float = OUTLIER_IQR) -> np.ndarray:
@@ -64,20 +75,26 @@ class TimingConfig:
 
     warmup_runs: int = 3        # at least this many untimed runs...
     warmup_s: float = 0.05      # ...and at least this long (caches, allocator, lazy init, CPU clocks)
-    budget_s: float = 0.25      # timed runs per key: about this long in total
+    budget_s: float = 0.25      # timed runs per key: about this long in total (first pass)
     min_runs: int = 10
     max_runs: int = 1000
+    blocks: int = 5             # the timed runs come in this many blocks (disturbance check, spread)
+    precision: float = 0.05     # wanted interquartile range / median of the block medians...
+    max_passes: int = 3         # ...for which up to this many passes of `blocks` blocks are timed
+    min_cpu_share: float = 0.8  # a block below this share of the best block's CPU time per wall second was descheduled
 
     def to_dict(self) -> dict:
         return {"warmup_runs": self.warmup_runs, "warmup_s": self.warmup_s, "budget_s": self.budget_s,
-                "min_runs": self.min_runs, "max_runs": self.max_runs,
+                "min_runs": self.min_runs, "max_runs": self.max_runs, "blocks": self.blocks,
+                "precision": self.precision, "max_passes": self.max_passes, "min_cpu_share": self.min_cpu_share,
                 "outliers": f"slow side dropped beyond Q3 + {OUTLIER_IQR:g}*IQR"}
 
 
 def time_callable(fn, cfg: TimingConfig, clock=None) -> TimingStats:
-    """Warm up `fn`, then time it repeatedly with `clock` (default: perf_counter_ns wall time, in ms).
+    """Warm up `fn`, then time it in blocks with `clock` (default: perf_counter_ns wall time, in ms).
 
-    `clock` lets a GPU backend time with CUDA events: it takes `fn` and returns one run's ms.
+    `clock` lets a GPU backend time with CUDA events: it takes `fn` and returns one run's ms (the
+    CPU-share check is then skipped: the host waits on the device by design).
     """
     import time
 
@@ -86,9 +103,36 @@ def time_callable(fn, cfg: TimingConfig, clock=None) -> TimingStats:
         f()
         return (time.perf_counter_ns() - t0) / 1e6
 
+    check_cpu = clock is None
     clock = clock or wall
     warm, start = [], time.perf_counter()
     while len(warm) < cfg.warmup_runs or time.perf_counter() - start < cfg.warmup_s:
         warm.append(clock(fn))
     n = repeat_count(float(np.median(warm)) / 1e3, cfg.budget_s, cfg.min_runs, cfg.max_runs)
-    return summarise([clock(fn) for _ in range(n)])
+    per_block = max(1, -(-n // max(1, cfg.blocks)))
+    blocks: list[tuple[list[float], float]] = []   # (samples, CPU seconds per wall second)
+    for _ in range(max(1, cfg.max_passes)):
+        for _ in range(max(1, cfg.blocks)):
+            c0, w0 = time.process_time(), time.perf_counter()
+            samples = [clock(fn) for _ in range(per_block)]
+            blocks.append((samples, (time.process_time() - c0) / max(time.perf_counter() - w0, 1e-9)))
+        kept, spread = _steady_blocks(blocks, cfg.min_cpu_share if check_cpu else 0.0)
+        if spread <= cfg.precision:
+            break
+    stats = summarise([t for samples, _ in kept for t in samples])
+    return TimingStats(stats.p50_ms, stats.p10_ms, stats.p90_ms, stats.mean_ms, stats.n, stats.n_dropped,
+                       spread=spread, n_disturbed=len(blocks) - len(kept), noisy=spread > cfg.precision)
+
+
+def _steady_blocks(blocks: list[tuple[list[float], float]], min_cpu_share: float):
+    """The blocks that were not descheduled (at least half of them are kept, the busiest ones),
+    and the spread of their medians (interquartile range / median: one disturbed pass among
+    several steady ones is outvoted rather than making the measurement look noisy forever)."""
+    best = max(share for _, share in blocks)
+    kept = [b for b in blocks if b[1] >= min_cpu_share * best]
+    if len(kept) < (len(blocks) + 1) // 2:
+        kept = sorted(blocks, key=lambda b: -b[1])[:(len(blocks) + 1) // 2]
+    medians = np.array([np.median(samples) for samples, _ in kept])
+    q1, q2, q3 = np.percentile(medians, [25, 50, 75])
+    spread = float((q3 - q1) / q2) if len(medians) > 1 and q2 > 0 else 0.0
+    return kept, spread

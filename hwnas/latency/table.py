@@ -6,9 +6,14 @@ says where and how it was measured (device, backend and version, threads, torch/
 versions, date, timing rule), which space it covers, and — after `hwnas calibrate` — the
 fitted correction that `predict` applies.
 
-Latencies are p50 values in milliseconds. A prediction is the sum over the network's keys
-(stem, per-cell preprocessing, chosen ops, glue, head), grouped by kind so that a per-kind
-correction can scale each group: corrected = Σ_k scale_k · S_k + intercept.
+Latencies are p50 values in milliseconds. An op timed alone pays one session call (ONNX
+Runtime: ~10 µs here, more than most ops of a small network take); a whole network pays one in
+all. The profiler measures that call on an empty model and records it in the sidecar as
+`call_overhead_ms` = c, and a key's cost is its p50 minus c (never below 0). A prediction is
+c plus the sum over the network's keys (stem, per-cell preprocessing, chosen ops, glue, head),
+grouped by kind so that a per-kind correction can scale each group:
+corrected = Σ_k scale_k · S_k + intercept. Tables without `call_overhead_ms` (older ones, torch
+eager, GPU backends) have c = 0: the plain sum.
 """
 from __future__ import annotations
 
@@ -79,7 +84,12 @@ class LatencyTable:
             raise HwnasError(f"{where}: sidecar lacks {', '.join(missing)}; re-run hwnas profile to rebuild it")
         self.meta = dict(meta)
         self.frame = _check_frame(frame, where)
-        self._p50 = {_row_key(r): float(r["p50_ms"]) for _, r in self.frame.iterrows()}
+        self.call_overhead_ms = float(self.meta.get("call_overhead_ms") or 0.0)
+        if not (0.0 <= self.call_overhead_ms < float("inf")):
+            raise HwnasError(f"{where}: call_overhead_ms must be a non-negative number, "
+                             f"not {self.meta.get('call_overhead_ms')!r}")
+        self._p50 = {_row_key(r): max(float(r["p50_ms"]) - self.call_overhead_ms, 0.0)
+                     for _, r in self.frame.iterrows()}
 
     # ---- files ---------------------------------------------------------------------------
     @classmethod
@@ -144,7 +154,8 @@ class LatencyTable:
                 f"{self.space.cli_args()}{out}")
 
     def lookup(self, key: OpKey) -> float:
-        """p50 latency of a key in ms; a missing key names itself and the command that measures it."""
+        """A key's cost in a network, ms: its p50 less the session call it paid when timed alone
+        (`call_overhead_ms`). A missing key names itself and the command that measures it."""
         try:
             return self._p50[key]
         except KeyError:
@@ -165,8 +176,9 @@ class LatencyTable:
         return rk.pruned_keys(space, arch)
 
     def breakdown(self, arch: Genotype | dict) -> dict[str, float]:
-        """Uncorrected ms per kind (conv, pool, skip, fixed; or branch, shortcut, fixed)."""
-        parts: dict[str, float] = {}
+        """Uncorrected ms per kind (conv, pool, skip, fixed; or branch, shortcut, fixed); the
+        network's one session call is part of `fixed`."""
+        parts: dict[str, float] = {"fixed": self.call_overhead_ms} if self.call_overhead_ms else {}
         for key in self.arch_keys(arch):
             parts[op_kind(key.op)] = parts.get(op_kind(key.op), 0.0) + self.lookup(key)
         return parts

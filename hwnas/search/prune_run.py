@@ -37,6 +37,9 @@ def _quiet(label: str, total: int, done: int = 0):
     yield None, None
 
 
+_STATE = ("epoch", "hypernet", "lambda_max")  # what a prune checkpoint must hold
+
+
 @dataclass
 class PruneResult:
     run: RunDir
@@ -66,7 +69,7 @@ def run_prune(cfg: PruneConfig, out: str | Path, resume: bool = False, progress:
     model, pre = _pretrained(run, cfg, data, device, progress, say, loaded)
     lam_rec = _lambda_max(run, cfg, model, cost, data, pre, progress, say)
     pruner = Pruner(cfg, model, cost, lam_rec["lambda_max"][0], data, device)
-    state = run.load_checkpoint(map_location=device)
+    state = run.load_checkpoint(map_location=device, keys=_STATE)
     if state is not None:
         pruner.load_state_dict(state)
     elif "gated_lambda0_val_acc" not in pre:
@@ -244,7 +247,7 @@ def load_pruned(run_dir: str | Path, lam: float):
 
     run = RunDir(run_dir)
     cfg = load_config(run)
-    state = run.load_checkpoint(map_location="cpu")
+    state = run.load_checkpoint(map_location="cpu", keys=_STATE)
     if state is None or not run.file("pretrained.pt").is_file():
         raise HwnasError(f"{run_dir} has no checkpoint.pt yet; run or resume hwnas prune first")
     lmax = float(state["lambda_max"])
@@ -262,7 +265,7 @@ def export_pruned(run_dir: str | Path, lam: float, out: str | Path, tables: list
                   threads: int | None = None) -> dict:
     """The materialised sub-network of a prune run at λ, exported, checked and re-measured (`export_network`),
     with the unpruned network measured alike for comparison. Invalid gate sets are never exported."""
-    from hwnas.export import export_network, export_onnx_dynamic, measure_ort
+    from hwnas.export import export_network, export_onnx_dynamic, measure_exported
     from hwnas.latency.table import LatencyTable
     from hwnas.train import resnet18_space
 
@@ -274,19 +277,17 @@ def export_pruned(run_dir: str | Path, lam: float, out: str | Path, tables: list
     tables = [LatencyTable.load(cfg.table)] + list(tables or [])
     space = resnet18_space(cfg.dataset, cfg.data_dir)
     shape = (space.in_channels, space.input_h, space.input_w)
-    batch = tables[0].space.batch
-    threads = threads or int(tables[0].meta["threads"])
     with tempfile.TemporaryDirectory() as tmp:
         full = Path(tmp) / "unpruned.onnx"
         export_onnx_dynamic(model, shape, full)
         unpruned = {"params": count_parameters(model), "flops_per_sample": count_flops(model, shape),
-                    "measured_ort_cpu": measure_ort(full, shape, batch, threads),
+                    "measured": measure_exported(model, full, shape, tables[0], threads),
                     "predicted_latency_ms": {str(t.path): t.predict({}) for t in tables}}
     extra = {"lambda": lam, "lambda_max": lmax, "gates": gates.describe(), **gate_columns(gates),
              "run": str(run_dir), "unpruned": unpruned}
     report = export_network(materialise(model, gates), shape, out, arch=gates.arch(), tables=tables,
                             threads=threads, extra=extra)
-    report["speedup_measured"] = unpruned["measured_ort_cpu"]["p50_ms"] / report["measured_ort_cpu"]["p50_ms"]
+    report["speedup_measured"] = unpruned["measured"]["p50_ms"] / report["measured"]["p50_ms"]
     first = str(tables[0].path)
     report["speedup_predicted"] = unpruned["predicted_latency_ms"][first] / report["predicted_latency_ms"][first]
     Path(str(out) + ".json").write_text(json.dumps(report, indent=2) + "\n")

@@ -1,0 +1,184 @@
+"""Does a fresh table predict what an independent timing loop measures? (issue #11, item 1–2)
+
+As a user would: `hwnas profile` a fresh table, `hwnas calibrate` it, then `hwnas export` N held-out
+random networks of the table's space (seeds the calibration never saw) and time each exported ONNX
+file with a plain ONNX Runtime loop written here — not the table's code: one session per network
+with the device's threads (1 intra-op, 1 inter-op for mobile), sequential execution, all graph
+optimisations, batch of the table, 10 warm-up and 50 timed runs, median. The networks are timed
+in R interleaved rounds (network 1, 2, …, N, then again), and the measured latency is the median
+of the round medians. The noise floor is measured in the same run: the same network's median over
+the even rounds against the odd rounds.
+
+For `--device cpu` the independent loop times the PyTorch module in eager mode instead (the
+table's backend), rebuilt from the genotype.
+
+    python benchmarks/latency_holdout.py --device mobile --input-size 8x8
+    python benchmarks/latency_holdout.py --device ort-cpu --threads 2 --input-size 28x28
+    python benchmarks/latency_holdout.py --device mobile --table t.csv   # an existing (calibrated) table
+
+Prints and saves: share within ±10 % and Spearman ρ of the prediction (calibrated, and the raw
+sum), the noise floor, and each network's figures.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import header, save  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def hwnas(*args: str) -> None:
+    print("$ hwnas " + " ".join(args), flush=True)
+    subprocess.run(["hwnas", *args], check=True, stdout=subprocess.DEVNULL)
+
+
+def ort_timer(path: Path, shape: tuple[int, ...], threads: int, warmup: int, runs: int):
+    """A plain ONNX Runtime loop: returns a function that times `runs` calls and gives their median (ms)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    feed = {sess.get_inputs()[0].name: np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
+
+    def timed() -> float:
+        for _ in range(warmup):
+            sess.run(None, feed)
+        t = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            sess.run(None, feed)
+            t.append(time.perf_counter() - t0)
+        return 1e3 * float(np.median(t))
+
+    return timed
+
+
+def torch_timer(genotype, space, threads: int, warmup: int, runs: int):
+    import torch
+
+    from hwnas.latency.calibrate import build_network
+
+    model = build_network(space, genotype).eval()
+    x = torch.randn(space.batch, space.in_channels, space.input_h, space.input_w)
+
+    def timed() -> float:
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            with torch.inference_mode():
+                for _ in range(warmup):
+                    model(x)
+                t = []
+                for _ in range(runs):
+                    t0 = time.perf_counter()
+                    model(x)
+                    t.append(time.perf_counter() - t0)
+        finally:
+            torch.set_num_threads(before)
+        return 1e3 * float(np.median(t))
+
+    return timed
+
+
+def figures(pred, meas) -> dict:
+    from scipy.stats import spearmanr
+
+    p, m = np.asarray(pred), np.asarray(meas)
+    rel = np.abs(p - m) / m
+    return {"within_10pct": float((rel <= 0.10).mean()), "mape_pct": float(100 * rel.mean()),
+            "spearman": float(spearmanr(p, m).statistic)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="mobile")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--space", default="darts", choices=["darts"])
+    ap.add_argument("--input-size", default="8x8")
+    ap.add_argument("--table", type=Path, default=None, help="use this table instead of profiling a fresh one")
+    ap.add_argument("--calibrate-samples", type=int, default=30)
+    ap.add_argument("--networks", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=4, help="interleaved timing rounds (even/odd give the noise floor)")
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--runs", type=int, default=50)
+    ap.add_argument("--seed", type=int, default=1000, help="held-out networks' seed (calibrate uses 0)")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/latency_holdout"))
+    ap.add_argument("--name", default=None)
+    args = ap.parse_args()
+    env = header()
+    from hwnas.latency.calibrate import random_architecture
+    from hwnas.latency.table import LatencyTable
+
+    tag = f"{args.device}{'-t' + str(args.threads) if args.threads else ''}-{args.input_size}"
+    work = args.work / tag
+    work.mkdir(parents=True, exist_ok=True)
+    times = {}
+    table_path = args.table
+    if table_path is None:
+        table_path = work / f"darts-{tag}-{time.strftime('%H%M%S')}.csv"
+        t0 = time.perf_counter()
+        hwnas("profile", "--device", args.device, "--space", args.space, "--input-size", args.input_size,
+              *(["--threads", str(args.threads)] if args.threads else []), "--out", str(table_path))
+        times["profile_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        hwnas("calibrate", "--table", str(table_path), "--samples", str(args.calibrate_samples))
+        times["calibrate_s"] = time.perf_counter() - t0
+    table = LatencyTable.load(table_path)
+    space, threads = table.space, int(table.meta["threads"])
+    rng = random.Random(args.seed)
+    nets = [random_architecture(space, rng) for _ in range(args.networks)]
+    timers, predicted, raw, reported = [], [], [], []
+    t0 = time.perf_counter()
+    for i, g in enumerate(nets):
+        onnx = work / f"net{i}-{time.strftime('%H%M%S')}.onnx"
+        dataset = {(8, 8): "digits", (28, 28): "mnist"}.get((space.input_h, space.input_w), "cifar10")
+        hwnas("export", "--genotype", str(g), "--table", str(table_path), "--out", str(onnx),
+              "--layers", str(space.layers), "--channels", str(space.channels), "--dataset", dataset)
+        rep = json.loads(Path(str(onnx) + ".json").read_text())
+        predicted.append(next(iter(rep["predicted_latency_ms"].values())))
+        raw.append(table.predict(g, corrected=False))
+        reported.append(rep.get("measured", {}).get("p50_ms"))
+        shape = (space.batch, space.in_channels, space.input_h, space.input_w)
+        timers.append(torch_timer(g, space, threads, args.warmup, args.runs) if table.backend == "cpu"
+                      else ort_timer(onnx, shape, threads, args.warmup, args.runs))
+    times["export_s"] = time.perf_counter() - t0
+    rounds = np.array([[timer() for timer in timers] for _ in range(args.rounds)])  # (rounds, networks)
+    measured = np.median(rounds, axis=0)
+    even, odd = np.median(rounds[0::2], axis=0), np.median(rounds[1::2], axis=0)
+    noise = np.abs(even - odd) / ((even + odd) / 2)
+    result = {
+        "env": env, "args": {k: str(v) for k, v in vars(args).items()}, "table": str(table_path),
+        "table_meta": {k: table.meta.get(k) for k in ("device", "backend", "threads", "space", "settings")},
+        "calibration": (table.meta.get("calibration") or {}).get("figures"),
+        "chosen_correction": (table.meta.get("calibration") or {}).get("chosen"),
+        "corrected": figures(predicted, measured), "raw_sum": figures(raw, measured),
+        "export_report_vs_independent": figures(reported, measured) if all(reported) else None,
+        "noise_floor": {"median_pct": float(100 * np.median(noise)), "p90_pct": float(100 * np.quantile(noise, 0.9)),
+                        "within_10pct": float((noise <= 0.10).mean())},
+        "networks": [{"genotype": str(g), "predicted_ms": p, "raw_sum_ms": r, "export_report_ms": e,
+                      "measured_ms": float(m), "round_ms": rounds[:, i].tolist()}
+                     for i, (g, p, r, e, m) in enumerate(zip(nets, predicted, raw, reported, measured))],
+        "times_s": times,
+    }
+    c, r, n = result["corrected"], result["raw_sum"], result["noise_floor"]
+    print(f"{tag}: calibrated ±10 % {100 * c['within_10pct']:.0f} %, ρ {c['spearman']:.3f}, MAPE {c['mape_pct']:.1f} % | "
+          f"raw sum ±10 % {100 * r['within_10pct']:.0f} %, ρ {r['spearman']:.3f} | noise floor median "
+          f"{n['median_pct']:.1f} %, p90 {n['p90_pct']:.1f} %, same net within 10 %: {100 * n['within_10pct']:.0f} %")
+    save(args.name or f"latency_holdout-{tag}", result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""One definition per device (issue #11): the call overhead taken off each key, the calibration's choice,
+the measurement set-up shared by tables, `export` and `hwnas measure`."""
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from hwnas.errors import HwnasError
+from hwnas.latency import darts_keys as dk
+from hwnas.latency.calibrate import choose
+from hwnas.latency.measure import measurement, onnx_input_shape
+from hwnas.latency.table import LatencyTable
+from hwnas.spaces.genotype import DARTS_V2
+from hwnas_cli.app import app
+from tests.cli_helpers import fails_cleanly, ok
+from tests.test_latency_table import TINY, synthetic
+
+runner = CliRunner()
+
+
+def test_call_overhead_is_taken_off_each_key_and_paid_once():
+    t = synthetic(latency=lambda k: 1.0)
+    c = 0.25
+    with_overhead = LatencyTable(t.frame, {**t.meta, "call_overhead_ms": c})
+    keys = dk.genotype_keys(TINY, DARTS_V2)
+    # each key: 1 − c; the network: one call, c
+    assert with_overhead.predict(DARTS_V2) == pytest.approx(len(keys) * (1.0 - c) + c)
+    assert with_overhead.predict(DARTS_V2) == pytest.approx(t.predict(DARTS_V2) - (len(keys) - 1) * c)
+    assert with_overhead.breakdown(DARTS_V2)["fixed"] >= c
+    # a key faster than the call (timing noise) costs 0, never a negative amount
+    tiny = LatencyTable(t.frame, {**t.meta, "call_overhead_ms": 2.0})
+    assert tiny.predict(DARTS_V2) == pytest.approx(2.0)
+    assert float(tiny.edge_costs().min()) == 0.0
+
+
+@pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf"), "x"])
+def test_bad_call_overhead_is_refused(bad):
+    t = synthetic()
+    with pytest.raises((HwnasError, ValueError)):
+        LatencyTable(t.frame, {**t.meta, "call_overhead_ms": bad})
+
+
+def _f(mape, rho):
+    return {"mape_pct": mape, "spearman": rho}
+
+
+def test_calibration_keeps_the_sum_when_it_predicts_best_and_never_ranks_worse():
+    assert choose({"sum": _f(3.0, 0.9), "linear": _f(4.0, 0.9), "per-kind": _f(5.0, 0.95)}) == "sum"
+    assert choose({"sum": _f(30.0, 0.9), "linear": _f(4.0, 0.9), "per-kind": _f(3.0, 0.95)}) == "per-kind"
+    # the per-kind fit errs least but ranks worse than the sum: the linear fit (same ranking) is kept
+    assert choose({"sum": _f(30.0, 0.9), "linear": _f(4.0, 0.9), "per-kind": _f(3.0, 0.7)}) == "linear"
+    assert choose({"sum": _f(30.0, 0.9), "linear": _f(4.0, 0.5), "per-kind": _f(3.0, 0.7)}) == "sum"
+
+
+def test_measurement_is_the_tables_own_setup():
+    t = synthetic(backend="mobile")
+    t.meta["threads"] = 1
+    t.meta["settings"] = {"graph_optimization": "basic", "exporter": "dynamo", "opset": 18,
+                          "timing": {"budget_s": 0.1, "warmup_runs": 7, "blocks": 3}}
+    cfg, batch = measurement(t)
+    assert (cfg.name, cfg.threads, cfg.graph_opt, batch) == ("mobile", 1, "basic", TINY.batch)
+    assert cfg.timing.warmup_runs == 7 and cfg.timing.blocks == 3 and cfg.timing.budget_s == 0.5
+    for kw, match in (({"threads": 2}, "threads 1"), ({"batch": 9}, "batch"), ({"device": "ort-cpu"}, "contradicts")):
+        with pytest.raises(HwnasError, match=match):
+            measurement(t, **kw)
+    cfg, batch = measurement(None, "mobile")
+    assert (cfg.threads, batch) == (1, 1)
+
+
+def _tiny_onnx(tmp_path, name="m.onnx"):
+    import torch
+
+    from hwnas.export import export_onnx_dynamic
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 4, 3)
+
+        def forward(self, x):
+            return self.conv(x).flatten(1)
+
+    path = tmp_path / name
+    export_onnx_dynamic(Net(), (1, 8, 8), path)
+    return path
+
+
+def test_onnx_input_shape_takes_the_batch_for_a_dynamic_dimension(tmp_path):
+    path = _tiny_onnx(tmp_path)
+    assert onnx_input_shape(path, 5) == (5, 1, 8, 8)
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    with pytest.raises(HwnasError, match="not an ONNX model"):
+        onnx_input_shape(tmp_path / "junk.onnx", 1)
+
+
+def test_hwnas_measure_times_a_file_and_refuses_bad_input(tmp_path):
+    path = _tiny_onnx(tmp_path)
+    text = " ".join(ok(runner.invoke(app, ["measure", str(path), "--device", "mobile"])).split())
+    assert "ms median" in text and "mobile, 1 thread(s), batch 1, input 1x1x8x8" in text
+    fails_cleanly(runner.invoke(app, ["measure", str(tmp_path / "none.onnx")]), "no ONNX file")
+    fails_cleanly(runner.invoke(app, ["measure", str(path), "--device", "cpu"]), "times PyTorch modules")
+    fails_cleanly(runner.invoke(app, ["measure", str(path), "--device", "mobile", "--threads", "3"]), "1 thread")
+
+
+def test_export_of_a_genotype_takes_the_tables_network_and_measures_as_it(tmp_path):
+    space = dict(TINY.to_dict(), input_h=8, input_w=8, in_channels=1, num_classes=10, batch=1)
+    from hwnas.latency.space import SpaceConfig
+
+    t = synthetic(space=SpaceConfig.from_dict(space), backend="mobile", device="here")
+    t.meta.update(threads=1, call_overhead_ms=0.0)
+    t.save(tmp_path / "t.csv")
+    out = tmp_path / "g.onnx"
+    ok(runner.invoke(app, ["export", "--genotype", str(DARTS_V2), "--table", str(tmp_path / "t.csv"),
+                           "--out", str(out)]))
+    report = json.loads((tmp_path / "g.onnx.json").read_text())
+    m = report["measured"]
+    assert (m["backend"], m["threads"], m["batch"]) == ("mobile", 1, 1) and m["as_table"] == str(tmp_path / "t.csv")
+    assert report["predicted_latency_ms"][str(tmp_path / "t.csv")] == pytest.approx(t.predict(DARTS_V2), rel=1e-4)
+    # the exported network is the table's (3 cells of 4 channels), not the CLI's 8 × 16 default
+    assert report["params"] < 20_000
+    fails_cleanly(runner.invoke(app, ["export", "--genotype", str(DARTS_V2), "--table", str(tmp_path / "t.csv"),
+                                      "--layers", "8", "--out", str(tmp_path / "h.onnx")]), "--layers 8", "layers 3")
+    assert np.isfinite(m["p50_ms"]) and m["p50_ms"] > 0

@@ -91,7 +91,7 @@ def search(
                                                  show_default=False)] = None,
 ) -> None:
     """DARTS cell search; writes the run directory and the derived genotype. With a cost (--table or
-    --cost) it minimises L_val + λ·Tᵀγ; with --hypernet, for every λ ∈ [0, Λ] in one run."""
+    --cost) it minimises L_val+λ·Tᵀγ; with --hypernet, for every λ ∈ [0, Λ] in one run."""
     from hwnas.config import ControlConfig, RelaxConfig, SearchConfig  # torch-free: options are checked at once
     from hwnas.runs import RunDir
 

@@ -12,6 +12,7 @@ import torch  # noqa: E402
 from hwnas.spaces.ops import PRIMITIVES  # noqa: E402
 
 _OP_COLOURS = dict(zip(PRIMITIVES, plt.get_cmap("tab10").colors))
+_OP_MARKERS = ("x", "o", "s", "^", "v", "D", "P", "*")  # with the colours, ops stay apart in grey print too
 
 
 def _save(fig, path: Path, rect=None, dpi: int = 120) -> Path:
@@ -32,17 +33,31 @@ def _edge_grid(n_edges: int) -> list[tuple[int, int]]:
 
 
 def plot_alpha_history(history: list[dict[str, torch.Tensor]], path: str | Path, title: str = "") -> Path:
-    """Op weights on every edge over the epochs: one small panel per edge, laid out as the cell's
-    (node × input) grid, normal cell on the left, reduction cell on the right. The strongest
-    non-`none` op of the last epoch is drawn thick."""
+    """Op weights on every edge over the epochs (`alpha_figure`), written to `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    return _save(alpha_figure(history, title), path, rect=(0, 0.06, 1, 0.97), dpi=110)
+
+
+def alpha_figure(history: list[dict[str, torch.Tensor]], title: str = ""):
+    """One small panel per edge, laid out as the cell's (node × input) grid, normal cell on the left,
+    reduction cell on the right, so a reader can judge how far the weights moved: a marker per epoch
+    (one epoch is still a visible point), one colour and marker per op, the strongest non-`none` op of
+    the last epoch drawn thick, the starting value (uniform 1/|O| for softmax and Gumbel, σ(0) = 0.5 for
+    sigmoid) as a dashed line, a y-axis from 0 that always includes it (weights that barely moved look
+    flat, not magnified), and whole-number epochs."""
+    from matplotlib.ticker import MaxNLocator
+
     n_edges = history[0]["normal"].shape[0]
     grid = _edge_grid(n_edges)
     n_nodes, n_inputs = grid[-1][0] + 1, grid[-1][0] + 2
     fig, axes = plt.subplots(n_nodes, 2 * n_inputs + 1, figsize=(2.0 * (2 * n_inputs + 1), 1.7 * n_nodes),
                              sharex=True, sharey=True, squeeze=False)
-    epochs = range(1, len(history) + 1)
+    epochs = list(range(1, len(history) + 1))
+    first = history[0]["normal"].float()
+    softmax_like = bool(torch.allclose(first.sum(-1), torch.ones(first.shape[0]), atol=1e-3))
+    start = 1.0 / first.shape[-1] if softmax_like else 0.5
+    top = max(2 * start, max(float(h[c].max()) for h in history for c in ("normal", "reduce")))
     for ax in axes.flat:
         ax.set_visible(False)
     for c, cell in enumerate(("normal", "reduce")):
@@ -50,18 +65,25 @@ def plot_alpha_history(history: list[dict[str, torch.Tensor]], path: str | Path,
         for e, (node, j) in enumerate(grid):
             ax = axes[node, j + c * (n_inputs + 1)]
             ax.set_visible(True)
+            ax.axhline(start, color="0.55", ls="--", lw=0.8, label="start (uniform 1/|O|)" if softmax_like
+                       else "start (σ(0))")
             best = int(w[-1, e, 1:].argmax()) + 1
             for k, op in enumerate(PRIMITIVES):
-                ax.plot(epochs, w[:, e, k], color=_OP_COLOURS[op], lw=2.5 if k == best else 0.9,
+                ax.plot(epochs, w[:, e, k], color=_OP_COLOURS[op], marker=_OP_MARKERS[k % len(_OP_MARKERS)],
+                        ms=3.5 if k == best else 2.5, lw=2.2 if k == best else 0.9,
                         ls=":" if op == "none" else "-", label=op)
             ax.set_title(f"{cell}: {j}→{node + 2}", fontsize=8)
             ax.tick_params(labelsize=6)
             ax.grid(alpha=0.3)
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(PRIMITIVES), fontsize=8, frameon=False)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=6, min_n_ticks=1))
+    ax = axes[0, 0]
+    ax.set_ylim(0, 1.08 * top)
+    ax.set_xlim(0.5, len(history) + 0.5)
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
     fig.suptitle(f"Architecture weights per edge over epochs{' (' + title + ')' if title else ''}", fontsize=10)
     fig.supxlabel("epoch", fontsize=8, y=0.06)
-    return _save(fig, path, rect=(0, 0.06, 1, 0.97), dpi=110)
+    return fig
 
 
 def plot_cell(ax, edges, concat, title: str = "") -> None:

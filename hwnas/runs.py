@@ -1,17 +1,20 @@
 """The run directory: config.json, metrics.csv, checkpoint.pt (atomic), genotype.json, plots/.
 
 Nothing in a run directory is overwritten by a new run: creating one where a run already
-lives is an error unless the caller resumes it.
+lives is an error unless the caller resumes it. `check_new` says so before any work is done,
+and callers create the directory only once their inputs have loaded, so a start that fails on
+bad input leaves nothing that blocks the same command from being run again.
+
+torch and pandas are imported where they are used: the CLI checks --out before importing them.
 """
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
+import warnings
 from pathlib import Path
-
-import pandas as pd
-import torch
 
 from hwnas.errors import HwnasError
 
@@ -36,9 +39,52 @@ def atomic_write(path: Path, write) -> None:
         raise
 
 
+def check_out(path: str | Path, option: str = "--out", folder: bool = True) -> None:
+    """A path hwnas can write to: no file where a folder must be (`folder`: `path` itself is one too)."""
+    path = Path(path)
+    for p in ([path] if folder else []) + list(path.parents):
+        if p.exists():
+            if not p.is_dir():
+                where = "it is a file" if p == path else f"{p} is a file"
+                raise HwnasError(f"{option} {path}: {where}, not a folder; choose an {option} "
+                                 f"{'that is a folder' if p == path else 'inside a folder'}")
+            return
+
+
+def load_torch_file(path: str | Path, what: str, noun: str, map_location=None):
+    """`torch.load(weights_only=True)` with one-line errors: a file holding other Python objects is named as
+    not `what` (e.g. "an hwnas checkpoint") and never loaded unsafely; a truncated or foreign file as a
+    corrupt `noun` (e.g. "checkpoint"), never with torch's internals."""
+    import torch
+
+    try:
+        with warnings.catch_warnings():  # torch warns about a foreign file's pickle protocol before refusing it
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only" not in str(e).lower() and "weights_only" not in str(e):
+            raise HwnasError(f"{path}: corrupt {noun} (not written by torch.save); remove it (or choose another "
+                             f"path)") from None
+        raise HwnasError(f"{path} is not {what}: it holds Python objects beyond tensors and plain data, which hwnas "
+                         f"never unpickles; remove it (or choose another path)") from None
+    except (RuntimeError, EOFError, ValueError):
+        raise HwnasError(f"{path}: corrupt {noun} (truncated, or not written by torch.save); remove it (or choose "
+                         f"another path)") from None
+    except OSError as e:
+        raise HwnasError(f"cannot read {path}: {e.strerror or e}") from None
+
+
 class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
+
+    @classmethod
+    def check_new(cls, path: str | Path) -> None:
+        """The checks of `create` for a new run, without writing anything (done before any work)."""
+        path = Path(path)
+        check_out(path)
+        if path.is_dir() and any(path.iterdir()):
+            raise HwnasError(f"{path} already holds a run; pass --resume to continue it or choose another --out")
 
     @classmethod
     def create(cls, path: str | Path, config: dict, resume: bool = False) -> RunDir:
@@ -48,8 +94,7 @@ class RunDir:
             if not (run.path / CONFIG).is_file():
                 raise HwnasError(f"--resume: {run.path} holds no {CONFIG}; start a new run with --out {run.path}")
             return run
-        if run.path.exists() and any(run.path.iterdir()):
-            raise HwnasError(f"{run.path} already holds a run; pass --resume to continue it or choose another --out")
+        cls.check_new(run.path)
         run.write_json(CONFIG, config)
         return run
 
@@ -69,16 +114,23 @@ class RunDir:
         atomic_write(self.file(name), lambda f: f.write(text.encode()))
 
     def write_metrics(self, rows: list[dict]) -> None:
+        import pandas as pd
+
         atomic_write(self.file(METRICS), lambda f: pd.DataFrame(rows).to_csv(f, index=False))
 
     def save_checkpoint(self, state: dict) -> None:
+        import torch
+
         atomic_write(self.file(CHECKPOINT), lambda f: torch.save(state, f))
 
-    def load_checkpoint(self, map_location=None) -> dict | None:
+    def load_checkpoint(self, map_location=None, keys: tuple[str, ...] = ()) -> dict | None:
+        """The saved state (None without a checkpoint); `keys` it must hold, else it is not this run's kind."""
         path = self.file(CHECKPOINT)
         if not path.is_file():
             return None
-        try:
-            return torch.load(path, map_location=map_location, weights_only=True)
-        except Exception as e:  # a corrupt file must not be a traceback
-            raise HwnasError(f"cannot load {path}: {e}") from None
+        state = load_torch_file(path, "an hwnas checkpoint", "checkpoint", map_location)
+        missing = [k for k in keys if k not in state] if isinstance(state, dict) else list(keys)
+        if missing or not isinstance(state, dict):
+            raise HwnasError(f"{path} is not an hwnas checkpoint of this kind of run (it has no "
+                             f"{', '.join(missing) or 'state'}); remove it (or choose another --out)")
+        return state

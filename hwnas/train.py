@@ -14,53 +14,16 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from hwnas.config import TRAIN_MODELS as MODELS  # noqa: F401
+from hwnas.config import TrainConfig  # its home; imported from here too
 from hwnas.data import DeviceLoader, Splits, dataset_shape, default_augment, load_dataset
 from hwnas.errors import HwnasError
 from hwnas.evaluation import RunningStats, evaluate
-from hwnas.runs import RunDir
+from hwnas.runs import CONFIG, RunDir, atomic_write
 from hwnas.runtime import autocast_dtype, memory_format, resolve_device
 from hwnas.spaces.genotype import Genotype
 from hwnas.spaces.network import DiscreteNetwork, NetworkConfig, count_parameters
 
-MODELS = ("darts", "resnet18")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    model: str = "darts"               # darts (a genotype's network) or resnet18 (torchvision, small stem ≤ 64 px)
-    dataset: str = "digits"
-    data_dir: str | None = None
-    download: bool = False
-    epochs: int = 20
-    layers: int = 8
-    channels: int = 16
-    batch_size: int = 96
-    lr: float = 0.025
-    lr_min: float = 0.0
-    momentum: float = 0.9
-    weight_decay: float = 3e-4
-    grad_clip: float = 5.0
-    auxiliary: bool = False
-    auxiliary_weight: float = 0.4
-    cutout: bool = False
-    cutout_length: int | None = None   # None: half the image side (16 px on CIFAR, as in DARTS)
-    drop_path_prob: float = 0.2
-    seed: int = 0
-    device: str = "auto"
-    channels_last: bool | None = None
-    amp: bool | None = None
-
-    def __post_init__(self) -> None:
-        if self.model not in MODELS:
-            raise HwnasError(f"--model {self.model!r}: choose one of {', '.join(MODELS)}")
-        if self.epochs < 0:
-            raise HwnasError(f"--epochs must be non-negative, got {self.epochs}")
-        if self.layers < 3:
-            raise HwnasError(f"--layers must be at least 3, got {self.layers}")
-        if self.channels < 1 or self.batch_size < 1:
-            raise HwnasError("--channels and --batch-size must be at least 1")
-        if not 0.0 <= self.drop_path_prob < 1.0:
-            raise HwnasError(f"--drop-path-prob must be in [0, 1), got {self.drop_path_prob}")
 
 
 @dataclass
@@ -104,10 +67,16 @@ def train_network(genotype: Genotype | None, cfg: TrainConfig, out: str | Path |
                   on_start: Callable[[int], None] | None = None,
                   on_step: Callable[[int, int], None] | None = None,
                   on_epoch_end: Callable[[dict], None] | None = None, splits: Splits | None = None,
-                  initial_state: dict | None = None) -> TrainResult:
+                  initial_state: dict | None = None, resume: bool = False) -> TrainResult:
     """Train `genotype` (or cfg.model) and evaluate it on the test split; `on_start(params)` runs before
     training. `splits` replaces the dataset's own (e.g. a part of its train split held out elsewhere);
-    `initial_state` starts from those weights (entries whose shape does not fit keep their initialisation)."""
+    `initial_state` starts from those weights (entries whose shape does not fit keep their initialisation).
+
+    With `out`, the run directory gets config.json, metrics.csv and a checkpoint after every epoch
+    (weights, optimiser, schedule, the loader's and torch's RNG), then result.json and model.pt;
+    `resume` continues it from its last finished epoch (`resume_config` reads its genotype and config)."""
+    if out is not None and not resume:
+        RunDir.check_new(out)  # before any work: a taken --out is refused at once
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     mf = memory_format(device, cfg.channels_last)
@@ -125,7 +94,6 @@ def train_network(genotype: Genotype | None, cfg: TrainConfig, out: str | Path |
     splits = splits or load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
     info = splits.info
     name = str(genotype) if cfg.model == "darts" else cfg.model
-    run = RunDir.create(out, {"genotype": name, **asdict(cfg)}) if out is not None else None
 
     cutout = (cfg.cutout_length or max(1, info.height // 2)) if cfg.cutout else 0
     kw = {"device": device, "channels_last": mf == torch.channels_last}
@@ -141,7 +109,13 @@ def train_network(genotype: Genotype | None, cfg: TrainConfig, out: str | Path |
             return model(x).float()
 
     metrics: list[dict] = []
-    for epoch in range(cfg.epochs):
+    run, first = None, 0
+    if out is not None:  # made only now that the data and the network are built: bad input leaves nothing
+        run = RunDir.create(out, {"genotype": name, **asdict(cfg)}, resume=resume)
+        state = run.load_checkpoint(device, keys=_STATE) if resume else None
+        if state is not None:
+            first, metrics = _load_state(run, state, model, opt, sched, train_loader)
+    for epoch in range(first, cfg.epochs):
         model.train()
         if isinstance(model, DiscreteNetwork):
             model.drop_path_prob = cfg.drop_path_prob * epoch / cfg.epochs
@@ -172,7 +146,10 @@ def train_network(genotype: Genotype | None, cfg: TrainConfig, out: str | Path |
         row = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss,
                "test_acc": test_acc, "lr": lr, "steps": len(train_loader), "epoch_seconds": seconds}
         metrics.append(row)
-        if run is not None:
+        if run is not None:  # checkpoint first: metrics.csv can always be rebuilt from it
+            run.save_checkpoint({"epoch": epoch + 1, "model": model.state_dict(), "opt": opt.state_dict(),
+                                 "sched": sched.state_dict(), "train_loader": train_loader.state_dict(),
+                                 "rng": torch.get_rng_state(), "metrics": metrics})
             run.write_metrics(metrics)
         if on_epoch_end is not None:
             on_epoch_end(row)
@@ -182,5 +159,36 @@ def train_network(genotype: Genotype | None, cfg: TrainConfig, out: str | Path |
     if run is not None:
         run.write_json("result.json", {"params": params, "test_loss": test_loss, "test_acc": test_acc,
                                        "genotype": name})
-        torch.save(model.state_dict(), run.file("model.pt"))
+        atomic_write(run.file("model.pt"), lambda f: torch.save(model.state_dict(), f))
     return TrainResult(params, test_loss, test_acc, metrics, model)
+
+
+_STATE = ("epoch", "model", "opt", "sched", "train_loader", "rng", "metrics")
+
+
+def _load_state(run: RunDir, state: dict, model, opt, sched, train_loader) -> tuple[int, list[dict]]:
+    """Restore a training checkpoint; (epochs done, their metrics)."""
+    try:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        train_loader.load_state_dict(state["train_loader"])
+        torch.set_rng_state(state["rng"])
+    except (KeyError, RuntimeError, ValueError, TypeError):
+        raise HwnasError(f"{run.file('checkpoint.pt')} does not fit the run in {run.path} (another network); remove "
+                         f"it to restart the run, or choose another --out") from None
+    return int(state["epoch"]), list(state["metrics"])
+
+
+def resume_config(out: str | Path) -> tuple[Genotype | None, TrainConfig]:
+    """The genotype and config of the training run in `out` (what `hwnas train --out OUT --resume` continues)."""
+    run = RunDir(out)
+    if not run.file(CONFIG).is_file():
+        raise HwnasError(f"--resume: {out} holds no {CONFIG} of a training run; start one with hwnas train --out {out}")
+    d = run.read_json(CONFIG)
+    if "genotype" not in d or "model" not in d:
+        raise HwnasError(f"--resume: {out} is not a training run (its {CONFIG} has no genotype/model); use the "
+                         f"command that made it")
+    known = {f for f in TrainConfig.__dataclass_fields__}
+    cfg = TrainConfig(**{k: v for k, v in d.items() if k in known})
+    return (Genotype.parse(d["genotype"]) if cfg.model == "darts" else None), cfg

@@ -21,77 +21,20 @@ import copy
 import itertools
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from hwnas.errors import HwnasError
+from hwnas.config import ControlConfig  # its home; imported from here too
 from hwnas.evaluation import batch_statistics
-from hwnas.search.cost import COMPLEXITY, CostModel
+from hwnas.search.cost import CostModel
 from hwnas.search.inherit import recalibrate_bn
-from hwnas.search.hypernet import HYPERNETS, LAMBDA_SAMPLING, make_hypernet, sample_lambda
-from hwnas.search.lambda_max import (NONE, LambdaMax, architecture_loss, cheapest_optimal_lambda, label_entropy,
+from hwnas.search.hypernet import make_hypernet, sample_lambda
+from hwnas.search.lambda_max import (LambdaMax, architecture_loss, cheapest_optimal_lambda, label_entropy,
                                      lambda_max, one_hot, sample_valid, summarise_losses)
 from hwnas.search.objective import ArchParams, RelaxedArch, SearchObjective
 from hwnas.spaces.ops import PRIMITIVES
 
-COSTS = ("none", "latency", *COMPLEXITY)
-
-
-@dataclass(frozen=True)
-class ControlConfig:
-    cost: str = "none"                 # none | latency (needs tables) | params | flops
-    tables: tuple[str, ...] = ()       # lookup tables, one λ entry per table
-    hypernet: str = "none"             # none (fixed λ) | linear | mlp
-    lam: float = 0.0                   # the fixed λ of a plain search (hypernet none)
-    lambda_max: float | None = None    # Λ; None: estimated (Theorem 1)
-    sampling: str = "uniform"          # λ per step: uniform or log-uniform over [0, Λ]
-    warmup_epochs: int = 5             # single-path supernet training before S is estimated
-    samples: int = 64                  # valid architectures evaluated for S
-    eval_batches: int = 4              # validation batches per evaluated architecture
-    exclude_none: bool | None = None   # take `none` out of the candidate ops; None: yes with a cost
-    lambda_margin: float = 2.0         # Λ = margin × the λ at which the cheapest architecture becomes optimal
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "tables", tuple(str(t) for t in self.tables))
-        if self.tables and self.cost == "none":
-            object.__setattr__(self, "cost", "latency")
-        if self.cost not in COSTS:
-            raise HwnasError(f"unknown --cost {self.cost!r}; choose one of {', '.join(COSTS)}")
-        if self.cost == "latency" and not self.tables:
-            raise HwnasError("--cost latency needs at least one --table (made by hwnas profile)")
-        if self.cost != "latency" and self.tables:
-            raise HwnasError(f"--table gives latency costs; it cannot be combined with --cost {self.cost}")
-        if self.hypernet not in HYPERNETS:
-            raise HwnasError(f"unknown --hypernet {self.hypernet!r}; choose one of {', '.join(HYPERNETS)}")
-        if self.hypernet != "none" and self.cost == "none":
-            raise HwnasError("a λ-hypernet needs a cost: pass --table T.csv, or --cost params|flops")
-        if self.sampling not in LAMBDA_SAMPLING:
-            raise HwnasError(f"unknown --lambda-sampling {self.sampling!r}; choose {', '.join(LAMBDA_SAMPLING)}")
-        if self.lam < 0 or (self.lambda_max is not None and self.lambda_max <= 0):
-            raise HwnasError("λ must be non-negative and Λ positive")
-        if not (self.lambda_margin > 0 and math.isfinite(self.lambda_margin)):
-            raise HwnasError(f"the Λ margin must be a positive number, got {self.lambda_margin}")
-        if self.samples < 1 or self.eval_batches < 1 or self.warmup_epochs < 0:
-            raise HwnasError("--lambda-samples and evaluation batches must be positive, warm-up epochs non-negative")
-
-    @property
-    def active(self) -> bool:
-        return self.cost != "none"
-
-    @property
-    def needs_lambda_max(self) -> bool:
-        return self.hypernet != "none"
-
-    @property
-    def none_excluded(self) -> bool:
-        return self.active if self.exclude_none is None else self.exclude_none
-
-    @property
-    def allowed_ops(self) -> list[int]:
-        """Indices of the candidate ops (into PRIMITIVES)."""
-        return [i for i in range(len(PRIMITIVES)) if not (self.none_excluded and i == NONE)]
 
 
 def build_cost(cfg: ControlConfig, space) -> CostModel | None:

@@ -18,14 +18,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from hwnas.config import COMPLEXITY
 from hwnas.errors import HwnasError
 from hwnas.latency import darts_keys as dk
 from hwnas.latency.space import SpaceConfig
 from hwnas.spaces.genotype import num_edges
 from hwnas.spaces.network import count_flops
 from hwnas.spaces.ops import PRIMITIVES, make_op
-
-COMPLEXITY = ("params", "flops")
 
 
 class CostModel(nn.Module):

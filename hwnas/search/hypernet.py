@@ -27,8 +27,7 @@ import math
 import torch
 from torch import nn
 
-HYPERNETS = ("none", "linear", "mlp")
-LAMBDA_SAMPLING = ("uniform", "log-uniform")
+from hwnas.config import HYPERNETS, LAMBDA_SAMPLING  # their home; imported from here too
 
 
 class LinearHypernet(nn.Module):

@@ -7,85 +7,31 @@ resumed run reaches the same result as an uninterrupted one.
 from __future__ import annotations
 
 import itertools
-import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
+from hwnas.config import SearchConfig  # its home; imported from here too
 from hwnas.data import DeviceLoader, default_augment, load_dataset, search_split
 from hwnas.errors import HwnasError
 from hwnas.evaluation import RunningStats, batch_statistics, evaluate
 from hwnas.runs import RunDir
 from hwnas.runtime import autocast_dtype, memory_format, resolve_device
 from hwnas.latency.space import SpaceConfig
-from hwnas.search.arch_grad import ARCH_GRADS, first_order, second_order
-from hwnas.search.control import ControlConfig, LambdaSchedule, build_arch, build_cost, estimate_lambda_max
+from hwnas.search.arch_grad import first_order, second_order
+from hwnas.search.control import LambdaSchedule, build_arch, build_cost, estimate_lambda_max
 from hwnas.search.hyperdarts import (HYPER_GRADS, best_response_params, build_best_response, hyper_arch_grad,
                                      hyper_weight_loss)
 from hwnas.search.lambda_max import one_hot, sample_valid
 from hwnas.search.objective import RelaxedArch, SearchObjective
-from hwnas.search.relax import RelaxConfig, temperature
+from hwnas.search.relax import temperature
 from hwnas.spaces.genotype import Genotype, derive_genotype, edge_ops
 from hwnas.spaces.supernet import Supernet, SupernetConfig
 
 
-@dataclass(frozen=True)
-class SearchConfig:
-    dataset: str = "digits"
-    data_dir: str | None = None
-    download: bool = False
-    layers: int = 5
-    channels: int = 8
-    batch_size: int = 64
-    epochs: int = 10
-    seed: int = 0
-    relax: RelaxConfig = field(default_factory=RelaxConfig)
-    arch_grad: str = "first"
-    w_lr: float = 0.025           # SGD for the network weights, cosine-annealed to w_lr_min
-    w_lr_min: float = 0.001
-    w_momentum: float = 0.9
-    w_weight_decay: float = 3e-4
-    a_lr: float | None = None     # Adam for α (or the λ-hypernet); None: `auto_arch_lr` of the run's length
-    a_weight_decay: float = 1e-3
-    grad_clip: float = 5.0
-    augment: bool = False         # DARTS searches without augmentation
-    device: str = "auto"
-    channels_last: bool | None = None   # None: the measured default for the device (hwnas.runtime)
-    fused: bool = True                  # fused per-source cell execution (hwnas.spaces.fused); False: per-edge reference
-    amp: bool | None = None
-    max_steps_per_epoch: int | None = None  # cap for quick runs and benchmarks
-    control: ControlConfig = field(default_factory=ControlConfig)  # cost term, λ, λ-hypernet (control.py)
-    hyper_sigma: float = 0.5      # hyper-*: std of the α perturbation φ is fitted over (hyperdarts.py)
-    hyper_lr: float = 1e-3        # hyper-*: Adam for φ (scale-free steps: φ's parts differ widely in scale)
-
-    def __post_init__(self) -> None:
-        if self.arch_grad not in ARCH_GRADS:
-            raise HwnasError(f"unknown --arch-grad {self.arch_grad!r}; choose one of {', '.join(ARCH_GRADS)}")
-        for name in ("layers", "channels", "batch_size"):
-            if getattr(self, name) < 1:
-                raise HwnasError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.epochs < 0:
-            raise HwnasError(f"--epochs must be non-negative, got {self.epochs}")
-        if self.layers < 3:
-            raise HwnasError(f"--layers must be at least 3 (two reduction cells and a normal one), got {self.layers}")
-        if self.a_lr is not None and not (self.a_lr > 0 and math.isfinite(self.a_lr)):
-            raise HwnasError(f"--arch-lr must be a positive number, got {self.a_lr}")
-        if self.hyper_sigma < 0 or self.hyper_lr <= 0:
-            raise HwnasError("the HyperDARTS perturbation σ must be non-negative and its learning rate positive")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> SearchConfig:
-        d = dict(d)
-        d["relax"] = RelaxConfig(**d.get("relax", {}))
-        d["control"] = ControlConfig(**d.get("control", {}))
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 ARCH_MOVE = 6.0  # how far (in logits) α should be able to move over a whole search
@@ -223,15 +169,18 @@ class Search:
         if self.cfg.control.needs_lambda_max:
             self.lam.apply(self.obj, torch.zeros(self.lam.n_targets) if lam is None else lam)
 
-    def warmup(self, epochs: int, on_step: Callable[[int, int], None] | None = None) -> tuple[float, float]:
+    def warmup(self, epochs: int, on_step: Callable[[int, int], None] | None = None,
+               on_epoch_end: Callable[[dict], None] | None = None) -> tuple[float, float]:
         """Train the supernet's weights through sampled valid sub-networks (single-path, one op per
-        edge) for `epochs`; α is untouched. Returns the (loss, accuracy) seen in training."""
+        edge) for `epochs`; α is untouched. Returns the (loss, accuracy) seen in training;
+        `on_epoch_end` gets a row per warm-up epoch (`phase` "warm-up")."""
         self.net.train()
         stats = RunningStats()
         n_steps = self.steps_per_epoch()
         n_edges, n_ops = self.net.cfg.n_edges, self.net.cfg.n_ops
         gen = torch.Generator().manual_seed(self.cfg.seed * 1000 + 7)
-        for _ in range(epochs):
+        for epoch in range(epochs):
+            t0, epoch_stats = time.perf_counter(), RunningStats()
             for i, (xt, yt) in enumerate(self.train_loader):
                 if i >= n_steps:
                     break
@@ -244,15 +193,21 @@ class Search:
                 torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.grad_clip)
                 self.w_opt.step()
                 stats.update(loss, logits, yt)
+                epoch_stats.update(loss, logits, yt)
                 if on_step is not None:
                     on_step(i + 1, n_steps)
+            if on_epoch_end is not None:
+                loss, acc = epoch_stats.result()
+                on_epoch_end({"phase": "warm-up", "epoch": epoch + 1, "epochs": epochs, "train_loss": loss,
+                              "train_acc": acc, "epoch_seconds": time.perf_counter() - t0})
         return stats.result()
 
-    def warmup_and_estimate_lambda_max(self, on_step: Callable[[int, int], None] | None = None) -> dict:
+    def warmup_and_estimate_lambda_max(self, on_step: Callable[[int, int], None] | None = None,
+                                       on_epoch_end: Callable[[dict], None] | None = None) -> dict:
         """Warm the supernet up (`warmup`: S of Theorem 1 is a statement about sub-networks, and a
         supernet trained only as a mixture has sub-networks far worse than chance), then estimate Λ."""
         ctl = self.cfg.control
-        train_loss, train_acc = self.warmup(ctl.warmup_epochs, on_step)
+        train_loss, train_acc = self.warmup(ctl.warmup_epochs, on_step, on_epoch_end)
         self._set_eval_lambda(None)
         record = estimate_lambda_max(self.obj, self.cost, lambda: iter(self.eval_loader), self.eval_loader.y,
                                      self.info.num_classes, ctl, self.cfg.seed * 1000 + 6,
@@ -388,15 +343,24 @@ class Search:
 def run_search(cfg: SearchConfig, out: str | Path, resume: bool = False,
                on_step: Callable[[int, int], None] | None = None,
                on_epoch_end: Callable[[dict], None] | None = None) -> SearchResult:
-    """Search, writing the run directory `out`; `resume` continues the run saved there with its own config."""
-    run = RunDir.create(out, cfg.to_dict(), resume)
+    """Search, writing the run directory `out`; `resume` continues the run saved there with its own config.
+    A new run's directory is made once the data, tables and network are built: bad input leaves nothing."""
     if resume:
+        run = RunDir.create(out, {}, resume=True)
         cfg = SearchConfig.from_dict(run.read_json("config.json"))
+    else:
+        RunDir.check_new(out)
     search = Search(cfg)
-    if resume and (state := run.load_checkpoint(map_location=search.device)) is not None:
-        search.load_state_dict(state)
+    if not resume:
+        run = RunDir.create(out, cfg.to_dict())
+    if resume and (state := run.load_checkpoint(search.device, keys=("epoch", "net", "arch"))) is not None:
+        try:
+            search.load_state_dict(state)
+        except (KeyError, RuntimeError, ValueError, TypeError):
+            raise HwnasError(f"{run.file('checkpoint.pt')} does not fit the run in {out} (another network or "
+                             f"search); remove it to restart the run, or choose another --out") from None
     if cfg.control.needs_lambda_max and search.lam.lambda_max is None:
-        record = search.warmup_and_estimate_lambda_max(on_step)
+        record = search.warmup_and_estimate_lambda_max(on_step, on_epoch_end)
         run.write_json("lambda_max.json", record)
         run.save_checkpoint(search.state_dict())
     elif cfg.control.needs_lambda_max and search.lambda_record is None:

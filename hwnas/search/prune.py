@@ -18,98 +18,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hwnas.config import PRUNE_HYPERNETS, PRUNE_MODELS as MODELS, PruneConfig  # noqa: F401  (their home)
 from hwnas.data import DeviceLoader, Splits, default_augment, load_dataset, search_split
 from hwnas.errors import HwnasError
 from hwnas.search.gate_cost import GateCost
 from hwnas.search.gate_hypernet import GateHypernet, argmax_gates, hypernet_input
-from hwnas.search.hypernet import LAMBDA_SAMPLING, sample_lambda
+from hwnas.search.hypernet import sample_lambda
 from hwnas.search.relax import RelaxConfig, relax, sample_gumbel, temperature
 from hwnas.spaces.gated_resnet import GatedResNet18, GateSet, reorder_by_importance
 
-MODELS = ("resnet18",)
-PRUNE_HYPERNETS = ("linear", "mlp")
-
-
-@dataclass(frozen=True)
-class PruneConfig:
-    kind: str = "prune"                 # tells run directories of `hwnas prune` from search runs
-    model: str = "resnet18"
-    weights: str = "train"              # PATH (state dict) | imagenet | train
-    dataset: str = "digits"
-    data_dir: str | None = None
-    download: bool = False
-    table: str = ""                     # resnet18 lookup table (hwnas profile --space resnet18)
-    lambda_max: float | None = None     # Λ; None: from `lambda_max_from`
-    lambda_max_from: str = "theorem"    # theorem (Theorem 1, with its recorded fallback) | empirical (fixed-λ fits)
-    hypernet: str = "linear"            # linear | mlp
-    sampling: str = "uniform"           # λ per step: uniform or log-uniform over [0, Λ]
-    epochs: int = 5
-    steps_per_epoch: int | None = None  # cap on phase-2 steps per epoch (None: one pass over the validation half)
-    batch_size: int = 32
-    lr: float = 0.05                    # Adam, hypernet
-    finetune: bool = False
-    finetune_lr: float = 1e-3           # SGD, weights (with finetune)
-    init_logit: float = 3.0             # phase 1: margin of the "on" choice at λ = 0
-    tau_start: float = 2.0              # Gumbel temperature, annealed exponentially ...
-    tau_end: float = 0.5
-    hard: bool = True                   # straight-through one-hot gates in the forward pass
-    pretrain_epochs: int = 3            # weights=train / imagenet
-    pretrain_batch_size: int = 64
-    pretrain_lr: float = 0.025
-    lambda_samples: int = 32            # valid gate sets evaluated for S (Theorem 1)
-    eval_samples: int | None = None     # validation samples per evaluation (None: the whole validation half)
-    empirical_points: int = 6           # fixed-λ fits of the empirical Λ (0: skip)
-    empirical_steps: int = 30
-    empirical_lr: float = 0.2           # Adam on fixed logits: must move them past init_logit within the steps
-    empirical_min: float = 1e-3         # the fixed-λ grid: Λ_ref · geomspace(min, max)
-    empirical_max: float = 10.0
-    pareto_points: int = 9
-    seed: int = 0
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        if self.model not in MODELS:
-            raise HwnasError(f"--model {self.model!r}: pruning is implemented for {', '.join(MODELS)}")
-        if self.hypernet not in PRUNE_HYPERNETS:
-            raise HwnasError(f"--hypernet {self.hypernet!r}: choose one of {', '.join(PRUNE_HYPERNETS)}")
-        if self.sampling not in LAMBDA_SAMPLING:
-            raise HwnasError(f"--lambda-sampling {self.sampling!r}: choose one of {', '.join(LAMBDA_SAMPLING)}")
-        if not self.table:
-            raise HwnasError("pruning needs a resnet18 latency table: --table T.csv (hwnas profile --space resnet18)")
-        if self.lambda_max_from not in ("theorem", "empirical"):
-            raise HwnasError(f"Λ from {self.lambda_max_from!r}: choose theorem or empirical")
-        if self.lambda_max_from == "empirical" and self.empirical_points < 2:
-            raise HwnasError("--lambda-max empirical needs --empirical-points ≥ 2")
-        if self.lambda_max is not None and not self.lambda_max > 0:
-            raise HwnasError(f"--lambda-max must be 'auto' or positive, got {self.lambda_max}")
-        positive = ("epochs", "batch_size", "lambda_samples", "pareto_points", "pretrain_batch_size")
-        bad = [f for f in positive if getattr(self, f) < 1]
-        bad += [f for f in ("steps_per_epoch", "eval_samples") if getattr(self, f) is not None and getattr(self, f) < 1]
-        bad += [f for f in ("pretrain_epochs", "empirical_points", "empirical_steps") if getattr(self, f) < 0]
-        if bad:
-            raise HwnasError(f"{', '.join('--' + b.replace('_', '-') for b in bad)} out of range")
-        if self.pareto_points < 2:
-            raise HwnasError("--pareto-points must be at least 2")
-        if not (self.lr > 0 and self.finetune_lr > 0 and self.tau_start > 0 and self.tau_end > 0):
-            raise HwnasError("learning rates and temperatures must be positive")
-
-    @property
-    def relax(self) -> RelaxConfig:
-        return RelaxConfig("gumbel", hard=self.hard, tau_start=self.tau_start, tau_end=self.tau_end)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> PruneConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 class PruneData:
@@ -154,11 +76,9 @@ def _imagenet_state() -> dict:
 
 def load_state(path: str) -> dict:
     """A ResNet18 state dict from a file: a plain state dict, or a dict holding one under 'model'/'state_dict'."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError) as e:
-        raise HwnasError(f"--weights {path}: cannot load ({str(e).splitlines()[0]}); pass a state dict file, "
-                         f"'imagenet' or 'train'") from None
+    from hwnas.runs import load_torch_file
+
+    state = load_torch_file(path, "a state dict (--weights)", "weights file")
     if isinstance(state, dict):
         state = state.get("model", state.get("state_dict", state))
     if not isinstance(state, dict):

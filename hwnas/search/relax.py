@@ -9,27 +9,11 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
-RELAXATIONS = ("softmax", "gumbel", "sigmoid")
+from hwnas.config import RELAXATIONS, RelaxConfig  # noqa: F401  (their home; imported from here too)
 
-
-@dataclass(frozen=True)
-class RelaxConfig:
-    kind: str = "softmax"
-    hard: bool = False          # gumbel only: one-hot forward, straight-through backward
-    tau_start: float = 5.0      # gumbel temperature at the start of the search ...
-    tau_end: float = 0.5        # ... annealed exponentially to this at the end
-
-    def __post_init__(self) -> None:
-        if self.kind not in RELAXATIONS:
-            raise ValueError(f"unknown relaxation {self.kind!r}; choose one of {', '.join(RELAXATIONS)}")
-        if self.hard and self.kind != "gumbel":
-            raise ValueError("hard sampling needs the gumbel relaxation")
-        if not (self.tau_start > 0 and self.tau_end > 0):
-            raise ValueError("Gumbel temperatures must be positive")
 
 
 def temperature(cfg: RelaxConfig, progress: float) -> float:

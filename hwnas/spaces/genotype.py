@@ -91,17 +91,33 @@ class Genotype:
             raise HwnasError("a genotype string must look like Genotype(normal=[...], normal_concat=..., "
                              "reduce=[...], reduce_concat=...)")
         fields = {kw.arg: _literal(kw.value) for kw in call.keywords}
+        for cell in ("normal", "reduce"):
+            _check_range(cell, fields.get(cell), fields.get(cell + "_concat"))
         return cls.from_dict(fields)
 
 
 def _literal(node: ast.expr):
-    """A literal, or `range(a[, b])` with literal ints (the reference's Python 3 print form)."""
+    """A literal, or `range(a[, b[, c]])` with literal ints (the reference's Python 3 print form), kept a
+    lazy `range` until its bounds are checked: `range(2, 20000000)` must be refused, not listed."""
     if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "range":
-        return list(range(*(ast.literal_eval(a) for a in node.args)))
+        try:
+            return range(*(ast.literal_eval(a) for a in node.args))
+        except (TypeError, ValueError, SyntaxError):
+            raise HwnasError(f"genotype: {ast.unparse(node)!r} is not range(a, b) of integers") from None
     try:
         return ast.literal_eval(node)
     except ValueError:
         raise HwnasError(f"unexpected expression in genotype: {ast.unparse(node)!r}") from None
+
+
+def _check_range(cell: str, edges, concat) -> None:
+    """A `range` concat names states of its cell only (checked from its ends, in constant time and memory)."""
+    if not isinstance(concat, range):
+        return
+    n_states = len(edges) // 2 + 2 if isinstance(edges, (list, tuple)) else 2
+    if not concat or min(concat[0], concat[-1]) < 0 or max(concat[0], concat[-1]) >= n_states:
+        raise HwnasError(f"genotype {cell}_concat {concat} must name states in 0..{n_states - 1} (the cell has "
+                         f"{n_states - 2} nodes), e.g. range(2, {n_states})")
 
 
 def _validate_cell(cell: str, edges: tuple[Edge, ...], concat: tuple[int, ...]) -> None:
@@ -120,15 +136,19 @@ def _validate_cell(cell: str, edges: tuple[Edge, ...], concat: tuple[int, ...]) 
 
 
 def load_genotype(spec: str | Path) -> Genotype:
-    """A genotype from a DARTS string, a genotype JSON file, or a run directory holding genotype.json."""
+    """A genotype from a DARTS string, a published name (DARTS_V1, DARTS_V2), a genotype JSON file, or a run
+    directory holding genotype.json."""
     text = str(spec).strip()
+    if text in PUBLISHED:
+        return PUBLISHED[text]
     if text.startswith("Genotype("):
         return Genotype.parse(text)
     path = Path(text)
     if path.is_dir():
         path = path / "genotype.json"
     if not path.is_file():
-        raise HwnasError(f"--genotype {text!r} is neither a Genotype(...) string nor a JSON file or run directory")
+        raise HwnasError(f"--genotype {text!r} is neither a Genotype(...) string, {' nor '.join(PUBLISHED)}, nor a "
+                         f"JSON file or run directory")
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError:
@@ -198,3 +218,4 @@ DARTS_V2 = Genotype.parse(
     "reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1), ('skip_connect', 2), ('max_pool_3x3', 1), ('max_pool_3x3', 0), "
     "('skip_connect', 2), ('skip_connect', 2), ('max_pool_3x3', 1)], reduce_concat=[2, 3, 4, 5])"
 )
+PUBLISHED = {"DARTS_V1": DARTS_V1, "DARTS_V2": DARTS_V2}  # names --genotype accepts

@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -69,7 +70,11 @@ def main() -> None:
     ap.add_argument("--hypernet", default="linear", choices=["linear", "mlp"])
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--lambdas", type=int, default=8)
-    ap.add_argument("--train-epochs", type=int, default=2, help="from-scratch training of each distinct genotype")
+    ap.add_argument("--train-epochs", type=int, default=4, help="from-scratch training of each distinct genotype")
+    ap.add_argument("--train-seeds", type=int, default=3,
+                    help="seeds per from-scratch training; τ is taken against their mean, and the τ between two "
+                         "seeds is reported as the reference's own noise ceiling")
+    ap.add_argument("--reuse", action="store_true", help="reuse RUN/pareto.csv when it exists (rescoring only)")
     ap.add_argument("--finetune-sweep", default="0,20,60,150",
                     help="fine-tune step counts at which to recompute the inherited accuracy and Kendall τ")
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench")
@@ -83,7 +88,8 @@ def main() -> None:
     if not (run / "checkpoint.pt").is_file():
         times["search_s"] = hwnas("search", "--dataset", args.dataset, *cost, "--hypernet", args.hypernet,
                                   "--out", str(run), "--epochs", str(args.epochs))
-    times["pareto_s"] = hwnas("pareto", str(run), "--lambdas", str(args.lambdas))
+    if not (args.reuse and (run / "pareto.csv").is_file()):
+        times["pareto_s"] = hwnas("pareto", str(run), "--lambdas", str(args.lambdas))
     frame = pd.read_csv(run / "pareto.csv")
     col = next((c for c in frame.columns if c.startswith("predicted_latency_ms[")), "params")
     cost_values = frame[col].to_numpy()
@@ -99,17 +105,26 @@ def main() -> None:
     from hwnas.train import TrainConfig, train_network
 
     cfg = json.loads((run / "config.json").read_text())
-    scratch = []
+    per_seed = []                       # per_seed[s][i]: test accuracy of distinct network i trained with seed s
     t0 = time.perf_counter()
-    for g in distinct["genotype"]:
-        res = train_network(Genotype.parse(g), TrainConfig(dataset=cfg["dataset"], epochs=args.train_epochs,
-                                                           layers=cfg["layers"], channels=cfg["channels"],
-                                                           batch_size=cfg["batch_size"], seed=0))
-        scratch.append(res.test_acc)
-        print(f"scratch {res.test_acc:.4f}", flush=True)
+    for seed in range(args.train_seeds):
+        accs = []
+        for g in distinct["genotype"]:
+            res = train_network(Genotype.parse(g), TrainConfig(dataset=cfg["dataset"], epochs=args.train_epochs,
+                                                               layers=cfg["layers"], channels=cfg["channels"],
+                                                               batch_size=cfg["batch_size"], seed=seed))
+            accs.append(res.test_acc)
+            print(f"scratch seed {seed}: {res.test_acc:.4f}", flush=True)
+        per_seed.append(accs)
     times["scratch_s"] = time.perf_counter() - t0
+    seeds = np.asarray(per_seed).reshape(len(per_seed), len(distinct))
+    scratch = seeds.mean(axis=0).tolist() if len(seeds) else []
+    # the reference's own reproducibility: τ between the rankings two seeds give (the ceiling any estimate can reach)
+    seed_taus = [kendalltau(seeds[a], seeds[b]).statistic
+                 for a in range(len(seeds)) for b in range(a + 1, len(seeds))] if len(scratch) > 1 else []
     tau = kendalltau(distinct["val_acc"].to_numpy(), scratch).statistic if len(scratch) > 1 else float("nan")
-    sweep = finetune_sweep(run, distinct, scratch, [int(k) for k in args.finetune_sweep.split(",") if k])
+    sweep = finetune_sweep(run, distinct, scratch, [int(k) for k in args.finetune_sweep.split(",") if k]) \
+        if scratch else []
     result = {
         "env": env, "args": {k: str(v) for k, v in vars(args).items()}, "cost_column": col,
         "distinct_genotypes": int(len(distinct)), "all_valid": bool(frame["argmax_valid"].all()),
@@ -118,11 +133,14 @@ def main() -> None:
         "lambda_max": json.loads((run / "lambda_max.json").read_text())["lambda_max"],
         "lambda_max_source": json.loads((run / "lambda_max.json").read_text())["lambda_max_source"],
         "rows": frame[["lambda", "val_acc", "relaxed_val_acc", "params", col, "genotype"]].to_dict("records"),
-        "scratch_test_acc": dict(zip(distinct["genotype"], scratch)), "kendall_tau": tau,
+        "scratch_test_acc": dict(zip(distinct["genotype"], scratch)),
+        "scratch_test_acc_per_seed": per_seed, "scratch_seed_std": seeds.std(axis=0, ddof=1).tolist() if len(seeds) > 1 else None,
+        "scratch_epochs": args.train_epochs, "scratch_seed_pair_kendall_tau": seed_taus, "kendall_tau": tau,
         "finetune_sweep": sweep, "times_s": times,
     }
     print(f"distinct {result['distinct_genotypes']}, non-increasing {result['cost_non_increasing']}, "
-          f"end/start {result['cost_ratio_end_to_start']:.3f}, Kendall τ {tau:.3f}")
+          f"end/start {result['cost_ratio_end_to_start']:.3f}, Kendall τ {tau:.3f} "
+          f"(seed against seed: {', '.join(f'{t:.2f}' for t in seed_taus)})")
     save(name, result)
 
 

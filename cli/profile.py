@@ -34,6 +34,18 @@ ExporterOpt = Annotated[str, typer.Option(help="ONNX exporter for ort-*/mobile*/
 
 @contextmanager
 def _bar(label: str):
+    """A live bar on a terminal; in a log, a line at every tenth of the work (and at the end)."""
+    if not console.is_terminal:
+        state = {"shown": -1}
+
+        def line(done: int, total: int, text: str | None = None) -> None:
+            tenth = 10 * done // max(total, 1)
+            if tenth > state["shown"] or done == total:
+                state["shown"] = tenth
+                console.print(f"{label}: {done}/{total}" + (f" ({text})" if text else ""), highlight=False)
+
+        yield line
+        return
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), console=console, transient=False) as progress:
         task = progress.add_task(label, total=None)

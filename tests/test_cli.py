@@ -39,6 +39,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
                                        "--data-dir", str(tmp_path)]), "--download")
     _fails_cleanly(runner.invoke(app, ["train", "--genotype", "Genotype(normal=[", "--epochs", "0"]), "cannot parse")
     _fails_cleanly(runner.invoke(app, ["search", "--out", str(tmp_path / "d"), "--resume"]), "no config.json")
-    _fails_cleanly(runner.invoke(app, ["search", "--out", str(tmp_path / "e"), "--device", "cuda:0"])
-                   if not __import__("torch").cuda.is_available() else runner.invoke(app, ["search", "--out",
-                   str(tmp_path / "e"), "--arch-grad", "x"]), "")
+    _fails_cleanly(runner.invoke(app, ["search", "--out", str(tmp_path / "f"), "--arch-grad", "x"]), "--arch-grad")
+    if not __import__("torch").cuda.is_available():
+        _fails_cleanly(runner.invoke(app, ["search", "--out", str(tmp_path / "e"), "--device", "cuda:0"]),
+                       "asked for CUDA", "sees no GPU")

@@ -92,12 +92,22 @@ def test_functional_call_with_substituted_params() -> None:
 
 
 def test_hard_indices_use_per_edge_path() -> None:
+    """A hard sample evaluates w[i]·op_i on each edge: the same as the full soft mixture (the reference
+    path, no indices) with every other op's weight set to 0 — values and gradients to w."""
     ref, fused = _pair(3, seed=6)
     x = torch.randn(4, 1, 8, 8, dtype=torch.float64)
-    wn, wr = _weights("softmax", seed=7)
-    idx_n, idx_r = wn.argmax(-1).tolist(), wr.argmax(-1).tolist()
-    with torch.no_grad():
-        _close(ref(x, wn, wr, idx_n, idx_r), fused(x, wn, wr, idx_n, idx_r))
+    g = torch.Generator().manual_seed(7)
+    wn, wr = (torch.randn(14, 8, generator=g, dtype=torch.float64).softmax(-1).requires_grad_() for _ in range(2))
+    idx_n, idx_r = (torch.randint(1, 8, (14,), generator=g).tolist() for _ in range(2))  # any op, not the argmax
+    hard = fused(x, wn, wr, idx_n, idx_r)
+    grads_hard = torch.autograd.grad(hard.square().sum(), [wn, wr])
+    mask_n, mask_r = (torch.nn.functional.one_hot(torch.tensor(i), 8).double() for i in (idx_n, idx_r))
+    soft = ref(x, wn * mask_n, wr * mask_r)
+    grads_soft = torch.autograd.grad(soft.square().sum(), [wn, wr])
+    _close(hard, soft)
+    for a, b in zip(grads_hard, grads_soft):
+        _close(a, b)
+        assert (a[(mask_n if a is grads_hard[0] else mask_r) == 0] == 0).all()  # only the sampled op's weight learns
 
 
 def test_flag_leaves_state_dict_unchanged() -> None:

@@ -44,8 +44,12 @@ def test_predict_is_the_hand_computed_sum():
     assert t.predict(g) == pytest.approx(1 + 3 * 15 + 1)
     none_g = Genotype.from_dict({**g.to_dict(), "normal": [["none", 0], *g.to_dict()["normal"][1:]]})
     assert t.predict(none_g) == pytest.approx(1 + 3 * 15 + 1 - 1)  # `none` costs 0 (one normal cell here)
-    t2 = synthetic()
-    by_hand = sum(t2.lookup(k) for k in dk.genotype_keys(TINY, g))
+    # op-dependent costs, counted from the genotype's lists (not from the key walk predict uses):
+    # 3 cells = 1 normal + 2 reduction (at 1/3 and 2/3), every fixed key 1 ms
+    cost = {op: 10.0 ** i for i, op in enumerate(p for p in PRIMITIVES if p != "none")}
+    t2 = synthetic(latency=lambda k: cost.get(k.op, 1.0))
+    fixed = 1 + 1 + 3 * (2 + 4 + 1)  # stem, head; per cell 2 preprocess, 4 adds, 1 concat
+    by_hand = fixed + sum(cost[op] for op, _ in g.normal) + 2 * sum(cost[op] for op, _ in g.reduce)
     assert t2.predict(g) == pytest.approx(by_hand)
 
 

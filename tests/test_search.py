@@ -61,12 +61,22 @@ def test_second_order_reduces_to_first_order_at_zero_xi():
 
 
 def test_softmax_and_sigmoid_relaxations():
-    a = torch.randn(14, 8)
+    """Against formulas written out in numpy (not torch's own softmax/sigmoid)."""
+    import numpy as np
+
+    a = torch.randn(14, 8, dtype=torch.float64)
+    e = np.exp(a.numpy() - a.numpy().max(-1, keepdims=True))
     w, idx = relax(a, RelaxConfig("softmax"))
-    torch.testing.assert_close(w.sum(-1), torch.ones(14))
+    np.testing.assert_allclose(w.numpy(), e / e.sum(-1, keepdims=True), rtol=1e-12)
     assert idx is None
-    w, _ = relax(a, RelaxConfig("sigmoid"))
-    torch.testing.assert_close(w, torch.sigmoid(a))
+    w, idx = relax(a, RelaxConfig("sigmoid"))
+    np.testing.assert_allclose(w.numpy(), 1.0 / (1.0 + np.exp(-a.numpy())), rtol=1e-12)
+    assert idx is None and not torch.allclose(w.sum(-1), torch.ones(14, dtype=torch.float64))
+    # sigmoid weights are independent per op: moving one logit moves only its own weight
+    b = a.clone()
+    b[3, 5] += 2.0
+    moved = relax(b, RelaxConfig("sigmoid"))[0] != w
+    assert moved.sum() == 1 and moved[3, 5]
 
 
 def test_gumbel_hard_is_one_hot_with_straight_through_gradient():

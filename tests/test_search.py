@@ -186,3 +186,21 @@ def test_bad_search_config_is_a_clear_error():
 def test_search_runs_on_real_mnist(tmp_path):
     res = run_search(_tiny(dataset=f"idx:{MNIST}", epochs=1, max_steps_per_epoch=2), tmp_path / "run")
     assert res.metrics[0]["steps"] == 2 and len(res.genotype.reduce) == 8
+
+
+@pytest.mark.parametrize("arch_grad", ["first", "second", "hyper-linear"])
+def test_arch_steps_leave_bn_statistics_to_the_weight_step(arch_grad):
+    """Issue #16.3: only the weight step's forward on a training batch may move BN running statistics;
+    the α passes (validation batch, w′, w±) used to move them up to four more times per step."""
+    from hwnas.evaluation import RunningStats
+    from hwnas.search.loop import Search
+
+    s = Search(_tiny(arch_grad=arch_grad, epochs=1))
+    s.net.train()
+    bns = [m for m in s.net.modules() if isinstance(m, torch.nn.BatchNorm2d) and m.track_running_stats]
+    before = [int(m.num_batches_tracked) for m in bns]
+    (xt, yt), (xv, yv) = next(iter(s.train_loader)), next(iter(s.arch_loader))
+    s.step(xt, yt, xv, yv, RunningStats())
+    after = [int(m.num_batches_tracked) for m in bns]
+    # every BN that the weight step reaches counts exactly one batch, none counts the α passes
+    assert max(a - b for a, b in zip(after, before)) == 1

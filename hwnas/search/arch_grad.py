@@ -17,13 +17,36 @@
 
 Each function writes α's gradient into `.grad` and returns the validation loss and logits
 that it computed (for metrics without an extra forward pass).
+
+The supernet runs its α passes in train mode (batch statistics, as DARTS does), which would
+also move the BN running statistics — with the validation batch and the w′, w± passes, up to
+four times per step — and the eval-mode validation accuracy reads those statistics. The search
+loop therefore runs every α step inside `bn_stats_kept`: only weight steps on training batches
+update them.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
+from torch import nn
 
 from hwnas.config import ARCH_GRADS  # noqa: F401  (its home; imported from here too)
 from hwnas.search.objective import SearchObjective
+
+
+@contextmanager
+def bn_stats_kept(net: nn.Module) -> Iterator[None]:
+    """Run a block with the BN running statistics (mean, variance, batch count) restored afterwards."""
+    saved = [(b, b.detach().clone()) for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+             for b in (m.running_mean, m.running_var, m.num_batches_tracked) if b is not None]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, value in saved:
+                b.copy_(value)
 
 
 def _arch_params(obj: SearchObjective) -> list[torch.Tensor]:

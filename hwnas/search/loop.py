@@ -21,7 +21,7 @@ from hwnas.evaluation import RunningStats, batch_statistics, evaluate
 from hwnas.runs import RunDir
 from hwnas.runtime import autocast_dtype, memory_format, resolve_device
 from hwnas.latency.space import SpaceConfig
-from hwnas.search.arch_grad import first_order, second_order
+from hwnas.search.arch_grad import bn_stats_kept, first_order, second_order
 from hwnas.search.control import LambdaSchedule, build_arch, build_cost, estimate_lambda_max
 from hwnas.search.hyperdarts import (HYPER_GRADS, best_response_params, build_best_response, hyper_arch_grad,
                                      hyper_weight_loss)
@@ -239,15 +239,16 @@ class Search:
         self.a_opt.zero_grad(set_to_none=True)
         self.w_opt.zero_grad(set_to_none=True)
         one_level = cfg.arch_grad == "one-level" and update_arch
-        if update_arch and cfg.arch_grad == "first":
-            first_order(self.obj, xv, yv)
-            self.a_opt.step()
-        elif update_arch and cfg.arch_grad == "second":
-            second_order(self.obj, xt, yt, xv, yv, xi=self.sched.get_last_lr()[0])
-            self.a_opt.step()
-        elif update_arch and self.hyper is not None:
-            hyper_arch_grad(self.obj, self.hyper, xv, yv)
-            self.a_opt.step()
+        with bn_stats_kept(self.net):  # α passes must not move the BN statistics eval mode reads
+            if update_arch and cfg.arch_grad == "first":
+                first_order(self.obj, xv, yv)
+                self.a_opt.step()
+            elif update_arch and cfg.arch_grad == "second":
+                second_order(self.obj, xt, yt, xv, yv, xi=self.sched.get_last_lr()[0])
+                self.a_opt.step()
+            elif update_arch and self.hyper is not None:
+                hyper_arch_grad(self.obj, self.hyper, xv, yv)
+                self.a_opt.step()
         if self.hyper is not None:  # w and φ on L_train(w_φ(α̃), α̃), α̃ around the current α
             self.hyper_opt.zero_grad(set_to_none=True)
             loss, logits = hyper_weight_loss(self.obj, self.hyper, xt, yt, cfg.hyper_sigma, self.hyper_gen)

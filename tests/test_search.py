@@ -204,3 +204,17 @@ def test_arch_steps_leave_bn_statistics_to_the_weight_step(arch_grad):
     after = [int(m.num_batches_tracked) for m in bns]
     # every BN that the weight step reaches counts exactly one batch, none counts the α passes
     assert max(a - b for a, b in zip(after, before)) == 1
+
+
+@pytest.mark.parametrize("arch_grad", ["one-level", "first"])
+def test_evaluation_samples_are_never_trained_on(arch_grad):
+    """Issue #16.2: a one-level search evaluated (val_acc, Λ's L̄ and S) on samples of its training loader."""
+    from hwnas.search.loop import Search
+
+    s = Search(_tiny(arch_grad=arch_grad, epochs=1))
+    def rows(t):
+        return {tuple(r.flatten().tolist()) for r in t.float().cpu()}
+    trained = rows(s.train_loader.x)
+    held = rows(s.eval_loader.x)
+    # digits holds a few exact duplicate images; none of the evaluation rows may be a training row beyond them
+    assert len(held & trained) <= 2 and len(s.eval_loader.x) >= 0.15 * (len(s.train_loader.x) + len(s.eval_loader.x))

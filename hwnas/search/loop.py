@@ -52,6 +52,19 @@ class SearchResult:
     run: RunDir
 
 
+ONE_LEVEL_HELD_OUT = 0.2  # share of the training set a one-level search keeps out for val_acc, S and L̄
+
+
+def one_level_split(x: torch.Tensor, y: torch.Tensor, seed: int):
+    """A one-level search trains w and α on one loss, so it has no architecture split; a held-out
+    part (the tail of the same seeded permutation as `search_split`) still measures val_acc and Λ's
+    L̄ and S on samples the search never trained on (issue #16.2: it used to evaluate on training data)."""
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(x), generator=g).to(x.device)
+    cut = len(x) - max(1, round(ONE_LEVEL_HELD_OUT * len(x)))
+    return (x[perm[:cut]], y[perm[:cut]]), (x[perm[cut:]], y[perm[cut:]])
+
+
 class Search:
     """Everything a search holds, built from a config; `state_dict` is the whole of its state."""
 
@@ -64,8 +77,9 @@ class Search:
         aug = default_augment(info) if cfg.augment else None
         cl = memory_format(self.device, cfg.channels_last) == torch.channels_last
         kw = dict(device=self.device, channels_last=cl)
-        if cfg.arch_grad == "one-level":  # one loss on all training data, no split
-            self.train_loader = DeviceLoader(splits.x_train, splits.y_train, info, cfg.batch_size, shuffle=True,
+        if cfg.arch_grad == "one-level":  # one loss on the training data, less a held-out part for evaluation
+            (xw, yw), (xa, ya) = one_level_split(splits.x_train, splits.y_train, cfg.seed)
+            self.train_loader = DeviceLoader(xw, yw, info, cfg.batch_size, shuffle=True,
                                              augment=aug, drop_last=True, generator_seed=cfg.seed * 1000 + 1, **kw)
             self.arch_loader = None
         else:

@@ -16,10 +16,12 @@ only, never in-sample):
   (stem, preprocessing, glue, head) keep scale 1; the intercept absorbs their bias.
 
 The stored prediction is whichever of the three — the plain sum included — has the lowest
-held-out MAPE among those that rank the networks at least as well as the plain sum (held-out
-Spearman ρ not below the sum's): a correction never makes ranking worse. A fit is refitted on
-all samples and stored in the sidecar, where `LatencyTable.predict` applies it; choosing the
-plain sum stores no correction. (The sum has no parameters, so its figures are held-out too.)
+held-out MAPE among those that cannot rank the networks worse than the plain sum: the sum
+itself, the linear fit when its slope is positive (a monotone map of the sum: the same ranking,
+exactly), and the per-kind fit when its held-out Spearman ρ is not below the sum's. A fit is
+refitted on all samples and stored in the sidecar, where `LatencyTable.predict` applies it;
+choosing the plain sum stores no correction. (The sum has no parameters, so its figures are
+held-out too.)
 """
 from __future__ import annotations
 
@@ -124,13 +126,18 @@ def check_device(table: LatencyTable, backend) -> None:
                          f"calibrate where the table was measured")
 
 
-def choose(figures: dict[str, dict]) -> str:
-    """The prediction with the lowest held-out MAPE among those whose Spearman ρ is not below the
-    plain sum's ('sum' itself is always a candidate)."""
+def choose(figures: dict[str, dict], linear_slope: float | None = None) -> str:
+    """The prediction with the lowest held-out MAPE among those that cannot rank worse than the plain
+    sum: 'sum'; 'linear' when `linear_slope` > 0 (it ranks exactly as the sum; its held-out ρ differs
+    only by fold-to-fold refits); any other fit whose held-out ρ is not below the sum's."""
     floor = figures["sum"]["spearman"]
-    ok = [n for n, f in figures.items()
-          if n == "sum" or not (f["spearman"] < floor - 1e-12)]  # NaN ρ (constant predictions) never excludes
-    return min(ok, key=lambda n: figures[n]["mape_pct"])
+
+    def ranks_no_worse(name: str) -> bool:
+        if name == "sum" or (name == "linear" and linear_slope is not None):
+            return name == "sum" or linear_slope > 0
+        return not (figures[name]["spearman"] < floor - 1e-12)  # a NaN ρ (constant predictions) never excludes
+
+    return min([n for n in figures if ranks_no_worse(n)], key=lambda n: figures[n]["mape_pct"])
 
 
 @dataclass
@@ -169,7 +176,7 @@ def calibrate(table: LatencyTable, samples: int = 50, seed: int = 0, folds: int 
         figures[name] = metrics(held_out, y)
         for r, p in zip(rows, held_out):
             r[f"{name}_cv_ms"] = float(p)
-    chosen = choose(figures)
+    chosen = choose(figures, linear_slope=fit_linear(parts, y)["default_scale"])
     correction = FITS[chosen](parts, y) if chosen in FITS else None
     table.meta["calibration"] = {"correction": correction, "chosen": chosen, "figures": figures,
                                  "samples": samples, "seed": seed, "folds": folds,

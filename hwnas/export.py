@@ -124,10 +124,14 @@ def export_genotype(genotype: Genotype, cfg: NetworkConfig, input_hw: tuple[int,
     torch.manual_seed(0)
     model = DiscreteNetwork(genotype, cfg)
     if weights is not None:
+        from hwnas.runs import load_torch_file
+
+        state = load_torch_file(weights, "a weights file (model.pt from hwnas train --out)", "weights file",
+                                map_location="cpu")
         try:
-            model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-        except (OSError, RuntimeError) as e:
-            raise HwnasError(f"--weights {weights}: {str(e).splitlines()[0]}") from None
+            model.load_state_dict(state)
+        except (RuntimeError, TypeError, AttributeError) as e:  # another network's weights, or not a state dict
+            raise HwnasError(f"--weights {weights} does not fit this network: {str(e).splitlines()[0]}") from None
     extra = {"genotype": str(genotype),
              "weights": str(weights) if weights else "freshly initialised (architecture and latency only)",
              **(extra or {})}

@@ -189,6 +189,18 @@ def test_checkpoint_not_ours_is_named_so(tmp_path, make, fragment):
         assert internal not in result.output
 
 
+@pytest.mark.parametrize("make, fragment", [(_evil, "is not a weights file"), (_truncated, "corrupt weights file"),
+                                            (_foreign, "does not fit this network")])
+def test_export_weights_not_ours_is_named_so(tmp_path, make, fragment):
+    make(tmp_path / "model.pt")
+    result = runner.invoke(app, ["export", "--genotype", "DARTS_V2", "--layers", "3", "--channels", "4",
+                                 "--weights", str(tmp_path / "model.pt"), "--out", str(tmp_path / "m.onnx")])
+    fails_cleanly(result, fragment)
+    for internal in ("weights_only", "central directory", "this ran"):
+        assert internal not in result.output
+    assert not (tmp_path / "m.onnx").exists()
+
+
 # 8. option errors print before torch (and the data) are loaded
 @pytest.mark.parametrize("args", [
     ["search", "--out", "r", "--arch-grad", "bogus"], ["search", "--out", "r", "--lambda-max", "nan"],

@@ -122,19 +122,19 @@ def profile(
     console.print(f"{len(table)} keys in {out} ({counts['measured']} measured now, {counts['skipped']} already there)"
                   f"; device: {table.meta['device']}; one session call costs {table.call_overhead_ms * 1e3:.1f} µs "
                   f"(taken off each key, paid once per network)", highlight=False)
-    _warn_noisy(table.frame, f"{out}")
+    if "noisy" in table.frame.columns:  # tables made before the timing rule recorded it have no flags
+        noisy = table.frame["noisy"].astype(str).str.lower().isin(("true", "1"))
+        _warn_noisy(list(zip(noisy, table.frame["spread"])), str(out))
 
 
-def _warn_noisy(frame, where: str) -> None:
-    """Say so when timings did not settle: a prediction cannot be better than the timings it sums."""
-    if "noisy" not in frame.columns:
-        return
-    noisy = frame["noisy"].astype(str).str.lower().isin(("true", "1"))
-    if noisy.any():
-        worst = frame.loc[noisy, "spread"].max() if "spread" in frame.columns else float("nan")
-        console.print(f"[yellow]warning:[/] {int(noisy.sum())} of {len(frame)} timings in {where} did not settle "
-                      f"(block medians spread up to {100 * worst:.0f} %): the machine is busy; rerun on a quiet "
-                      f"machine or raise --budget", highlight=False)
+def _warn_noisy(timings: list[tuple[bool, float]], where: str) -> None:
+    """Say so when timings (noisy flag, spread) did not settle: a prediction cannot be better than the
+    timings it sums."""
+    spreads = [spread for noisy, spread in timings if noisy]
+    if spreads:
+        console.print(f"[yellow]warning:[/] {len(spreads)} of {len(timings)} timings in {where} did not settle "
+                      f"(block medians spread up to {100 * max(spreads):.0f} %): the machine is busy; rerun on a "
+                      f"quiet machine or raise --budget", highlight=False)
 
 
 @profile_app.command("bundle")
@@ -211,10 +211,7 @@ def calibrate(
     what = "no correction: the per-op sum predicts best" if cal.correction is None else f"correction ({cal.chosen})"
     console.print(f"{what} (lowest held-out MAPE that ranks no worse than the sum), stored in {table.name}.json; "
                   f"figures in {report}, plot {png}", highlight=False)
-    import pandas as pd
-
-    _warn_noisy(pd.DataFrame([{"noisy": r.get("noisy", False), "spread": r.get("spread", 0.0)} for r in cal.samples]),
-                f"{samples} whole networks")
+    _warn_noisy([(r["noisy"], r["spread"]) for r in cal.samples], f"{samples} whole networks")
 
 
 @user_errors
@@ -233,12 +230,12 @@ def measure(
     from hwnas.latency.table import LatencyTable
 
     lut = LatencyTable.load(table) if table is not None else None
-    cfg, b = measurement(lut, device, threads, batch if batch is not None or lut is not None else 1)
+    cfg, b = measurement(lut, device, threads, batch if lut is not None else batch or 1)
     r = measure_onnx_file(model, cfg, b)
     console.print(f"{model}: {r['p50_ms']:.4f} ms median (p10 {r['p10_ms']:.4f}, p90 {r['p90_ms']:.4f}) on "
                   f"{r['backend']}, {r['threads']} thread(s), batch {r['batch']}, input {'x'.join(map(str, r['input_shape']))}"
                   f", graph optimisation {cfg.graph_opt}; {r['device']}", highlight=False)
-    _warn_noisy(__import__("pandas").DataFrame([{"noisy": r["noisy"], "spread": r["spread"]}]), str(model))
+    _warn_noisy([(r["noisy"], r["spread"])], str(model))
 
 
 def register(app: typer.Typer) -> None:

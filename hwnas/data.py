@@ -243,10 +243,24 @@ def search_split(x: torch.Tensor, y: torch.Tensor, seed: int):
 
     Returns ``((x_w, y_w), (x_a, y_a))``: the weights half and the architecture half
     (the latter gets the extra sample when N is odd)."""
+    return _seeded_cut(x, y, seed, len(x) // 2)
+
+
+ONE_LEVEL_HELD_OUT = 0.2  # share of the training set a one-level search keeps out for val_acc, S and L̄
+
+
+def one_level_split(x: torch.Tensor, y: torch.Tensor, seed: int):
+    """A one-level search trains w and α on one loss, so it has no architecture split; a held-out
+    part (the tail of the same seeded permutation as `search_split`) still measures val_acc and Λ's
+    L̄ and S on samples the search never trained on (issue #16.2: it used to evaluate on training data)."""
+    return _seeded_cut(x, y, seed, len(x) - max(1, round(ONE_LEVEL_HELD_OUT * len(x))))
+
+
+def _seeded_cut(x: torch.Tensor, y: torch.Tensor, seed: int, cut: int):
+    """A seeded permutation of (x, y), cut after `cut` samples."""
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(len(x), generator=g).to(x.device)
-    w, a = perm[: len(x) // 2], perm[len(x) // 2 :]
-    return (x[w], y[w]), (x[a], y[a])
+    return (x[perm[:cut]], y[perm[:cut]]), (x[perm[cut:]], y[perm[cut:]])
 
 
 @dataclass(frozen=True)

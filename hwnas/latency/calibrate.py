@@ -133,8 +133,10 @@ def choose(figures: dict[str, dict], linear_slope: float | None = None) -> str:
     floor = figures["sum"]["spearman"]
 
     def ranks_no_worse(name: str) -> bool:
-        if name == "sum" or (name == "linear" and linear_slope is not None):
-            return name == "sum" or linear_slope > 0
+        if name == "sum":
+            return True
+        if name == "linear" and linear_slope is not None:
+            return linear_slope > 0
         return not (figures[name]["spearman"] < floor - 1e-12)  # a NaN ρ (constant predictions) never excludes
 
     return min([n for n in figures if ranks_no_worse(n)], key=lambda n: figures[n]["mape_pct"])
@@ -176,8 +178,9 @@ def calibrate(table: LatencyTable, samples: int = 50, seed: int = 0, folds: int 
         figures[name] = metrics(held_out, y)
         for r, p in zip(rows, held_out):
             r[f"{name}_cv_ms"] = float(p)
-    chosen = choose(figures, linear_slope=fit_linear(parts, y)["default_scale"])
-    correction = FITS[chosen](parts, y) if chosen in FITS else None
+    linear = fit_linear(parts, y)
+    chosen = choose(figures, linear_slope=linear["default_scale"])
+    correction = linear if chosen == "linear" else FITS[chosen](parts, y) if chosen in FITS else None
     table.meta["calibration"] = {"correction": correction, "chosen": chosen, "figures": figures,
                                  "samples": samples, "seed": seed, "folds": folds,
                                  "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

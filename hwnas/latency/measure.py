@@ -43,9 +43,8 @@ def measurement(table=None, device: str | None = None, threads: int | None = Non
                                  f"only comparable at the same {name} (drop --{name})")
         return cfg, table_batch
     device = device or "ort-cpu"
-    threads, default_batch = resolve(device, threads, batch)
-    return BackendConfig(device, threads, timing=TimingConfig(budget_s=NETWORK_BUDGET_S)), batch or (
-        1 if device in ("mobile", "mobile-int8") else default_batch)
+    threads, batch = resolve(device, threads, batch)
+    return BackendConfig(device, threads, timing=TimingConfig(budget_s=NETWORK_BUDGET_S)), batch
 
 
 def _report(cfg: BackendConfig, batch: int, stats: TimingStats, backend) -> dict:

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from hwnas.config import SearchConfig  # its home; imported from here too
-from hwnas.data import DeviceLoader, default_augment, load_dataset, search_split
+from hwnas.data import DeviceLoader, default_augment, load_dataset, one_level_split, search_split
 from hwnas.errors import HwnasError
 from hwnas.evaluation import RunningStats, batch_statistics, evaluate
 from hwnas.runs import RunDir
@@ -52,19 +52,6 @@ class SearchResult:
     run: RunDir
 
 
-ONE_LEVEL_HELD_OUT = 0.2  # share of the training set a one-level search keeps out for val_acc, S and L̄
-
-
-def one_level_split(x: torch.Tensor, y: torch.Tensor, seed: int):
-    """A one-level search trains w and α on one loss, so it has no architecture split; a held-out
-    part (the tail of the same seeded permutation as `search_split`) still measures val_acc and Λ's
-    L̄ and S on samples the search never trained on (issue #16.2: it used to evaluate on training data)."""
-    g = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(len(x), generator=g).to(x.device)
-    cut = len(x) - max(1, round(ONE_LEVEL_HELD_OUT * len(x)))
-    return (x[perm[:cut]], y[perm[:cut]]), (x[perm[cut:]], y[perm[cut:]])
-
-
 class Search:
     """Everything a search holds, built from a config; `state_dict` is the whole of its state."""
 
@@ -73,20 +60,16 @@ class Search:
         self.device = resolve_device(cfg.device)
         splits = load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
         info = splits.info
-        (xw, yw), (xa, ya) = search_split(splits.x_train, splits.y_train, cfg.seed)
+        one_level = cfg.arch_grad == "one-level"  # one loss on the training data, less a held-out part
+        (xw, yw), (xa, ya) = (one_level_split if one_level else search_split)(splits.x_train, splits.y_train, cfg.seed)
         aug = default_augment(info) if cfg.augment else None
         cl = memory_format(self.device, cfg.channels_last) == torch.channels_last
         kw = dict(device=self.device, channels_last=cl)
-        if cfg.arch_grad == "one-level":  # one loss on the training data, less a held-out part for evaluation
-            (xw, yw), (xa, ya) = one_level_split(splits.x_train, splits.y_train, cfg.seed)
-            self.train_loader = DeviceLoader(xw, yw, info, cfg.batch_size, shuffle=True,
-                                             augment=aug, drop_last=True, generator_seed=cfg.seed * 1000 + 1, **kw)
-            self.arch_loader = None
-        else:
-            self.train_loader = DeviceLoader(xw, yw, info, cfg.batch_size, shuffle=True, augment=aug,
-                                             drop_last=True, generator_seed=cfg.seed * 1000 + 1, **kw)
-            self.arch_loader = DeviceLoader(xa, ya, info, cfg.batch_size, shuffle=True, augment=aug,
-                                            drop_last=True, generator_seed=cfg.seed * 1000 + 2, **kw)
+        self.train_loader = DeviceLoader(xw, yw, info, cfg.batch_size, shuffle=True, augment=aug,
+                                         drop_last=True, generator_seed=cfg.seed * 1000 + 1, **kw)
+        self.arch_loader = None if one_level else DeviceLoader(xa, ya, info, cfg.batch_size, shuffle=True,
+                                                               augment=aug, drop_last=True,
+                                                               generator_seed=cfg.seed * 1000 + 2, **kw)
         if len(self.train_loader) == 0:
             raise HwnasError(f"--batch-size {cfg.batch_size} is larger than the search split "
                              f"({len(xw)} samples); use a smaller batch")

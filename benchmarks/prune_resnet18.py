@@ -78,8 +78,8 @@ def _trained_by(weights: str) -> dict | None:
 def main() -> None:
     from hwnas.export import check_onnx, export_onnx_dynamic
     from hwnas.latency.table import LatencyTable
-    from hwnas.search.prune import PruneConfig
-    from hwnas.search.prune_run import load_pruned, run_prune
+    from hwnas.prune.prune import PruneConfig
+    from hwnas.prune.prune_run import load_pruned, run_prune
     from hwnas.spaces.gated_resnet import GateSet, materialise
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

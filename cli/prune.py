@@ -72,7 +72,7 @@ def prune(
         raise HwnasError(f"--weights {weights!r}: no such file; pass a state dict PATH, 'imagenet' or 'train'")
     if not resume:
         RunDir.check_new(out)
-    from hwnas.search.prune_run import run_prune
+    from hwnas.prune.prune_run import run_prune
 
     result = run_prune(cfg, out, resume=resume, progress=_progress,
                        say=lambda s: console.print(escape(s), highlight=False))
@@ -105,7 +105,7 @@ def is_prune_run(run: Path) -> bool:
 
 def export_prune_run(run: Path, lam: float | None, out: Path, tables: list, threads: int | None) -> None:
     """`hwnas export RUN --lambda X` for a prune run: the materialised sub-network, checked and re-measured."""
-    from hwnas.search.prune_run import export_pruned
+    from hwnas.prune.prune_run import export_pruned
 
     if lam is None:
         raise HwnasError(f"{run} is a prune run: pass --lambda X (0 ≤ X ≤ Λ, see its pareto.csv)")

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from hwnas.latency import resnet_keys as rk
 from hwnas.latency.space import SpaceConfig
-from hwnas.search.gate_hypernet import intact_logits
+from hwnas.prune.gate_hypernet import intact_logits
 from tests.cli_helpers import fails_cleanly, ok
 from tests.test_latency_table import synthetic
 
@@ -146,8 +146,8 @@ def test_finetuned_prune_resumes_to_the_uninterrupted_result(prune_run, tmp_path
 
     import pandas as pd
 
-    from hwnas.search.prune import PruneConfig
-    from hwnas.search.prune_run import run_prune
+    from hwnas.prune.prune import PruneConfig
+    from hwnas.prune.prune_run import run_prune
 
     root, _, _ = prune_run
     cfg = PruneConfig(weights=str(root / "w.pt"), dataset="digits", table=str(root / "t.csv"), epochs=2,

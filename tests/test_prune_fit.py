@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from hwnas.export import check_onnx, export_onnx_dynamic
-from hwnas.search.gate_cost import GateCost
-from hwnas.search.gate_hypernet import GateHypernet, argmax_gates
-from hwnas.search.prune_lambda import resolve_lambda_max, summarise_empirical, theorem_lambda_max, valid_gate_sets
+from hwnas.prune.gate_cost import GateCost
+from hwnas.prune.gate_hypernet import GateHypernet, argmax_gates
+from hwnas.prune.prune_lambda import resolve_lambda_max, summarise_empirical, theorem_lambda_max, valid_gate_sets
 from hwnas.spaces import gated_resnet as gr
 from tests.test_latency_table import synthetic
 from tests.test_prune_gates import SPACE, trained_like, x_batch
@@ -88,7 +88,7 @@ def test_materialised_onnx_matches_pytorch_at_batch_1_and_5(tmp_path, gates):
 
 
 def test_hypernet_input_scales():
-    from hwnas.search.gate_hypernet import hypernet_input
+    from hwnas.prune.gate_hypernet import hypernet_input
 
     assert hypernet_input(0.37, "uniform") == 0.37
     assert hypernet_input(1.0, "log-uniform") == pytest.approx(1.0)

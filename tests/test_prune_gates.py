@@ -7,7 +7,7 @@ import torch
 from hwnas.errors import HwnasError
 from hwnas.latency import resnet_keys as rk
 from hwnas.latency.space import SpaceConfig
-from hwnas.search.gate_cost import GateCost
+from hwnas.prune.gate_cost import GateCost
 from hwnas.spaces import gated_resnet as gr
 from tests.test_latency_table import synthetic
 

@@ -84,7 +84,7 @@ def test_failed_start_leaves_no_run(tmp_path, args, fragment):
     (["train", "--genotype", "DARTS_V2", "--out", "{tmp}/t"], "hwnas.train.train_network",
      "hwnas train --out {tmp}/t --resume"),
     (["train", "--genotype", "DARTS_V2"], "hwnas.train.train_network", "nothing was saved"),
-    (["prune", "--table", "t.csv", "--out", "{tmp}/p"], "hwnas.search.prune_run.run_prune", "--resume"),
+    (["prune", "--table", "t.csv", "--out", "{tmp}/p"], "hwnas.prune.prune_run.run_prune", "--resume"),
 ])
 def test_interrupt_message_fits_the_command(tmp_path, monkeypatch, args, target, said):
     module, name = target.rsplit(".", 1)

@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from hwnas.search.gate_cost import GateCost
-from hwnas.search.gate_hypernet import FixedGates, argmax_gates
+from hwnas.prune.gate_cost import GateCost
+from hwnas.prune.gate_hypernet import FixedGates, argmax_gates
 from hwnas.search.lambda_max import LambdaMax, architecture_loss, label_entropy, lambda_max, summarise_losses
-from hwnas.search.prune import GateFit
+from hwnas.prune.prune import GateFit
 from hwnas.search.relax import RelaxConfig, temperature
 from hwnas.spaces.gated_resnet import BLOCKS, PROJECTIONS, GatedResNet18, GateSet, materialise
 

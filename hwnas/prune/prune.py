@@ -4,7 +4,7 @@
    (`imagenet`, adapted to the dataset by `pretrain_epochs` of fine-tuning) or one trained
    here (`train`) on the weights half of the train split (`hwnas.data.search_split`). Its
    inner channels are put in importance order once (`reorder_by_importance`, exact).
-2. Λ: Theorem 1 and the empirical fixed-λ approximation (`hwnas.search.prune_lambda`).
+2. Λ: Theorem 1 and the empirical fixed-λ approximation (`hwnas.prune.prune_lambda`).
 3. Phase 1: the λ-hypernet is initialised to the intact network at λ = 0 (`gate_hypernet`);
    the gated network at λ = 0 is checked to have exactly the pretrained accuracy.
 4. Phase 2: each step samples λ ∈ [0, Λ], γ = Gumbel-softmax(G(λ/Λ)) and minimises
@@ -26,8 +26,8 @@ from torch import nn
 from hwnas.config import PRUNE_HYPERNETS, PRUNE_MODELS as MODELS, PruneConfig  # noqa: F401  (their home)
 from hwnas.data import DeviceLoader, Splits, default_augment, load_dataset, search_split
 from hwnas.errors import HwnasError
-from hwnas.search.gate_cost import GateCost
-from hwnas.search.gate_hypernet import GateHypernet, argmax_gates, hypernet_input
+from hwnas.prune.gate_cost import GateCost
+from hwnas.prune.gate_hypernet import GateHypernet, argmax_gates, hypernet_input
 from hwnas.search.hypernet import sample_lambda
 from hwnas.search.relax import RelaxConfig, relax, sample_gumbel, temperature
 from hwnas.spaces.gated_resnet import GatedResNet18, GateSet, reorder_by_importance

@@ -24,10 +24,10 @@ from hwnas.errors import HwnasError
 from hwnas.evaluation import evaluate
 from hwnas.runs import CONFIG, RunDir, atomic_write
 from hwnas.runtime import resolve_device
-from hwnas.search.gate_cost import GateCost
-from hwnas.search.gate_hypernet import GateHypernet
-from hwnas.search.prune import PruneConfig, PruneData, Pruner, gates_at, pretrained_model
-from hwnas.search.prune_lambda import empirical_lambda_max, lambda_grid, theorem_lambda_max
+from hwnas.prune.gate_cost import GateCost
+from hwnas.prune.gate_hypernet import GateHypernet
+from hwnas.prune.prune import PruneConfig, PruneData, Pruner, gates_at, pretrained_model
+from hwnas.prune.prune_lambda import empirical_lambda_max, lambda_grid, theorem_lambda_max
 from hwnas.spaces.gated_resnet import BLOCKS, PROJECTIONS, GatedResNet18, GateSet, materialise
 from hwnas.spaces.network import count_flops, count_parameters
 

@@ -31,7 +31,27 @@ def test_expected_cost_matches_brute_force_enumeration():
             cost = sum(T[:, l, e, (a_r if reduction[l] else a_n)[e]] for l in range(len(reduction)) for e in range(E))
             brute += p * cost
     torch.testing.assert_close(model.expected(w_n, w_r), brute)
-    assert torch.allclose(model.max_cost(), T.amax(3).sum((1, 2)))
+
+
+def test_max_cost_is_the_dearest_architecture_by_enumeration():
+    """Tᵀ1 = the largest cost of any discrete architecture (both normal cells share one op per edge), found
+    by pricing every architecture from T's entries; here the dearest op of an edge differs between the two
+    normal cells, so Σ_l Σ_e max_o T (per-cell maxima) is no architecture's cost."""
+    torch.manual_seed(0)
+    D, E, O = 2, 3, 3
+    reduction = [False, True, False]
+    T = torch.rand(D, len(reduction), E, O)
+    T[0, 0, 0] = torch.tensor([0.0, 5.0, 1.0])   # edge 0, target 0: op 1 is dearest in cell 0 ...
+    T[0, 2, 0] = torch.tensor([0.0, 1.0, 4.0])   # ... op 2 in cell 2: together 6 (op 1) or 5 (op 2), never 9
+    model = CostModel(T, reduction, ["a", "b"], ["ms", "ms"])
+    best = torch.zeros(D)
+    for a_n in itertools.product(range(O), repeat=E):
+        for a_r in itertools.product(range(O), repeat=E):
+            cost = torch.tensor([sum(float(T[d, l, e, (a_r if reduction[l] else a_n)[e]])
+                                     for l in range(len(reduction)) for e in range(E)) for d in range(D)])
+            best = torch.maximum(best, cost)
+    torch.testing.assert_close(model.max_cost(), best)
+    assert float(T.amax(3).sum((1, 2))[0]) > float(best[0]) + 2.9   # the per-cell sum overstates it by 3
 
 
 def test_expected_cost_is_differentiable_in_alpha():
@@ -173,3 +193,51 @@ def test_batch_statistics_evaluation_leaves_no_trace():
     assert not net.training
     for k, v in net.state_dict().items():
         assert torch.equal(v, before[k]), k
+
+
+def test_prune_theorem_parts_come_from_the_evaluated_samples():
+    """L̄ is the best constant predictor's loss on the samples S is measured on (issue #16.4), not on the
+    whole validation split handed in beside them."""
+    from hwnas.latency import resnet_keys as rk
+    from hwnas.prune.gate_cost import GateCost
+    from hwnas.prune.prune_lambda import theorem_lambda_max
+    from tests.test_latency_table import synthetic
+
+    space = SpaceConfig(space="resnet18", input_h=16, input_w=16, in_channels=3, batch=1)
+    torch.manual_seed(0)
+    model = rk.torchvision_resnet18(space).eval()
+    with torch.no_grad():
+        model.fc.weight.zero_()
+        model.fc.bias.zero_()   # every sub-network predicts uniformly: loss ln 10 on any label
+    y_val = torch.arange(10).repeat(4)                   # the split: ten balanced classes, entropy ln 10
+    y_eval = torch.tensor([3, 3, 3, 7])                  # the samples evaluated: frequencies 3/4, 1/4
+    x_eval = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    rec = theorem_lambda_max(model, GateCost.from_table(synthetic(space), space), lambda: iter([(x_eval, y_eval)]),
+                             y_val, 10, samples=3, seed=0)
+    constant = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))   # cross-entropy of the frequencies on y_eval
+    assert rec["label_entropy"] == pytest.approx(constant, abs=1e-12)
+    assert rec["worst_valid_loss"] == pytest.approx(math.log(10), abs=1e-5)
+
+
+def test_search_theorem_parts_come_from_the_evaluated_batches():
+    """The search's Λ estimate: L̄ on the `eval_batches` batches every architecture is evaluated on, even when
+    the validation loader offers more."""
+    from hwnas.search.control import ControlConfig, estimate_lambda_max
+    from hwnas.search.objective import ArchParams, SearchObjective
+    from hwnas.search.relax import RelaxConfig
+    from hwnas.spaces.supernet import Supernet, SupernetConfig
+
+    net_cfg = SupernetConfig(channels=4, layers=3, in_channels=1)
+    torch.manual_seed(0)
+    obj = SearchObjective(Supernet(net_cfg), ArchParams(net_cfg.n_edges, net_cfg.n_ops), RelaxConfig())
+    space = SpaceConfig(input_h=8, input_w=8, in_channels=1, channels=4, layers=3, batch=1)
+    cost = CostModel.complexity("params", space)
+    g = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(8, 1, 8, 8, generator=g), torch.tensor([0, 0, 0, 0, 0, 0, 1, 2])),
+               (torch.randn(8, 1, 8, 8, generator=g), torch.arange(8))]
+    y_all = torch.cat([y for _, y in batches])
+    rec = estimate_lambda_max(obj, cost, lambda: iter(batches), y_all, 10,
+                              ControlConfig(cost="params", hypernet="linear", samples=2, eval_batches=1), seed=0)
+    p = torch.tensor([6 / 8, 1 / 8, 1 / 8], dtype=torch.float64)
+    assert rec["label_entropy"] == pytest.approx(float(-(p * p.log()).sum()), abs=1e-12)
+    assert rec["label_entropy"] != pytest.approx(label_entropy(y_all, 10))

@@ -49,10 +49,13 @@ class CostModel(nn.Module):
         return (self.T_normal * w_normal).sum((1, 2)) + (self.T_reduce * w_reduce).sum((1, 2))
 
     def max_cost(self) -> torch.Tensor:
-        """(D,) the largest cost any architecture of the space can have: Σ_l Σ_e max_o T. This is
-        the bound on how much breaking a network can save, the `Tᵀ1` of Theorem 1 here (with
-        one op per edge; a 0/1 gate per op, as in pruning, would make it Σ over all ops)."""
-        return self.T.amax(dim=3).sum((1, 2))
+        """(D,) the largest cost any architecture of the space can have: Σ_e max_o T_normal[e, o] +
+        Σ_e max_o T_reduce[e, o] (all normal cells share one op per edge, so the max is taken after
+        summing over them; Σ_l Σ_e max_o T would count, on an edge whose dearest op differs between
+        cells, ops no single architecture holds together). This is the bound on how much breaking a
+        network can save, the `Tᵀ1` of Theorem 1 here (with one op per edge; a 0/1 gate per op, as
+        in pruning, would make it Σ over all ops)."""
+        return self.T_normal.amax(dim=2).sum(1) + self.T_reduce.amax(dim=2).sum(1)
 
     @classmethod
     def from_tables(cls, tables: list, space: SpaceConfig, corrected: bool = True) -> CostModel:

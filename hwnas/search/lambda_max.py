@@ -98,6 +98,18 @@ def architecture_loss(logits_fn: Callable[[torch.Tensor], torch.Tensor],
     return total / max(count, 1)
 
 
+def losses_and_label_entropy(logits_fns: Iterable[Callable[[torch.Tensor], torch.Tensor]],
+                             batches: Iterable[tuple[torch.Tensor, torch.Tensor]], num_classes: int | None = None
+                             ) -> tuple[list[float], float]:
+    """Each architecture's mean loss and L̄, all on the very same samples: Theorem 1 compares S with L̄,
+    so L̄ must be the best constant predictor's loss on the samples S is measured on, not on a larger
+    split. `batches` is read once (an iterator is fine) and reused for every architecture."""
+    batches = list(batches)
+    losses = [architecture_loss(f, batches) for f in logits_fns]
+    labels = torch.cat([y for _, y in batches]) if batches else torch.zeros(0, dtype=torch.long)
+    return losses, label_entropy(labels, num_classes)
+
+
 @dataclass(frozen=True)
 class LambdaMax:
     """Λ per cost target and its parts, as written to lambda_max.json."""

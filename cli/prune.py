@@ -88,7 +88,7 @@ def prune(
         view.add_column(c.replace("predicted_latency_ms", "ms"), justify="right")
     for _, row in result.pareto.iterrows():
         view.add_row(*(f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c]) for c in cols),
-                     "●" if row["pareto_optimal"] else ("broken" if not row["valid"] else ""))
+                     "●" if row["pareto_optimal"] else "")
     console.print(view)
     console.print(f"run written to {out}/ (pareto.csv, lambda_max.json, plots/); export one with: hwnas export {out} "
                   f"--lambda X --out model.onnx", highlight=False)

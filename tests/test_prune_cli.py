@@ -1,6 +1,7 @@
 """`hwnas prune` and `hwnas export` of a prune run, through typer's CliRunner, on digits (8×8) with a
-synthetic resnet18 table and a saved (untrained) ResNet18: the whole pipeline at toy size."""
+synthetic resnet18 table and a ResNet18 trained here for 4 epochs: the whole pipeline at toy size."""
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -19,13 +20,27 @@ TINY = ["--epochs", "1", "--max-steps", "2", "--batch-size", "16", "--lambda-sam
         "--empirical-points", "2", "--empirical-steps", "1", "--pareto-points", "3", "--device", "cpu"]
 
 
+def trained_digits_resnet18(path, epochs=4):
+    """A ResNet18 trained on the weights half of digits' train split (what `hwnas prune` holds the validation
+    half out from): about 94 % test accuracy after 4 epochs, well clear of chance."""
+    from hwnas.data import Splits, load_dataset, search_split
+    from hwnas.train import TrainConfig, train_network
+
+    s = load_dataset("digits", None, False)
+    (xw, yw), _ = search_split(s.x_train, s.y_train, 0)
+    r = train_network(None, TrainConfig(model="resnet18", dataset="digits", epochs=epochs, batch_size=32, lr=0.05,
+                                        drop_path_prob=0.0, seed=0, device="cpu", amp=False),
+                      splits=Splits(s.info, xw, yw, s.x_test, s.y_test))
+    torch.save(r.model.cpu().state_dict(), path)
+    return r.test_acc
+
+
 @pytest.fixture(scope="module")
 def prune_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("prune")
     synthetic(DIGITS, latency=lambda k: 0.001 * k.c_in * (float(k.op[-4:]) if k.op.startswith("resnet_b") else 0.2)
               ).save(root / "t.csv")
-    torch.manual_seed(0)
-    torch.save(rk.torchvision_resnet18(DIGITS).state_dict(), root / "w.pt")
+    assert trained_digits_resnet18(root / "w.pt") > 0.8
     args = ["prune", "--out", str(root / "run"), "--table", str(root / "t.csv"), "--weights", str(root / "w.pt"),
             "--dataset", "digits", *TINY]
     out = ok(runner.invoke(app, args))
@@ -77,21 +92,37 @@ def test_export_of_a_prune_run(prune_run):
     fails_cleanly(runner.invoke(app, ["export", str(root / "run"), "--out", str(root / "y.onnx")]), "--lambda")
 
 
-def test_invalid_gate_sets_are_never_exported(prune_run, tmp_path):
+def test_every_pareto_lambda_exports(prune_run, tmp_path):
+    """A hypernet whose per-gate argmax breaks layer2.0 (branch and projection shortcut removed) for λ > 0:
+    pareto.csv has no broken row and every one of its λ exports (the old per-gate argmax refused them)."""
     import shutil
 
+    import pandas as pd
+
     root, _, _ = prune_run
-    run = tmp_path / "broken"
+    run = tmp_path / "run"
     shutil.copytree(root / "run", run)
     state = torch.load(run / "checkpoint.pt", weights_only=True)
-    logits = intact_logits(5.0)
-    logits[2 * 5: 3 * 5] = torch.tensor([5.0, 0, 0, 0, 0])   # layer2.0: branch removed ...
-    logits[40:42] = torch.tensor([5.0, 0.0])                 # ... and its projection shortcut too
-    state["hypernet"]["net.b2"] = logits.view_as(state["hypernet"]["net.b2"])
+    b1 = torch.zeros(46)
+    b1[2 * 5: 3 * 5] = torch.tensor([20.0, 0, 0, 0, 0])   # layer2.0: branch removed as λ grows ...
+    b1[40:42] = torch.tensor([10.0, 0.0])                 # ... and its projection shortcut too
+    state["hypernet"]["net.b2"] = intact_logits(3.0).view_as(state["hypernet"]["net.b2"])
+    state["hypernet"]["net.b1"] = b1.view_as(state["hypernet"]["net.b1"])
     torch.save(state, run / "checkpoint.pt")
-    fails_cleanly(runner.invoke(app, ["export", str(run), "--lambda", "0", "--out", str(tmp_path / "b.onnx")]),
-                  "invalid gate set", "layer2.0")
-    assert not (tmp_path / "b.onnx").exists()
+    ok(runner.invoke(app, ["prune", "--out", str(run), "--table", str(root / "t.csv"), "--resume"]))   # a finished run: only pareto.csv is made again, from this hypernet
+    frame = pd.read_csv(run / "pareto.csv")
+    assert frame["valid"].all() and frame["predicted_latency_ms"].notna().all()
+    assert frame["gates"].iloc[-1] != frame["gates"].iloc[0]   # λ = Λ prunes layer2.0 (validly)
+    assert frame["frac[layer2.0]"].iloc[-1] == 0.0 and frame["shortcut[layer2.0]"].iloc[-1] == 1
+    from hwnas.prune.prune_run import load_pruned
+
+    for lam, gates in zip(frame["lambda"], frame["gates"]):   # what export builds at each λ of pareto.csv
+        g = load_pruned(run, float(lam))[2]
+        assert g.is_valid() and g.describe() == gates
+    lam = frame["lambda"].iloc[-1]   # Λ: broken under the per-gate argmax; exported end to end
+    ok(runner.invoke(app, ["export", str(run), "--lambda", repr(float(lam)), "--out", str(tmp_path / "m.onnx")]))
+    report = json.loads((tmp_path / "m.onnx.json").read_text())
+    assert report["gates"] == frame["gates"].iloc[-1] and report["top1_identical"]
 
 
 def test_bad_inputs_are_one_line_errors(tmp_path, prune_run):
@@ -110,6 +141,35 @@ def test_bad_inputs_are_one_line_errors(tmp_path, prune_run):
     torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "bad.pt")
     fails_cleanly(runner.invoke(app, base + ["--out", str(tmp_path / "g"), "--weights", str(tmp_path / "bad.pt"),
                                              *TINY]), "is not a ResNet18")
+    assert not (tmp_path / "g").exists()
+
+
+@pytest.mark.parametrize("case", ["untrained", "100 classes", "3 input channels", "imagenet stem", "not resnet18"])
+def test_bad_starting_points_end_in_one_line(tmp_path, prune_run, case):
+    """A starting network near chance, or weights of another shape: one line naming the problem, exit 2,
+    before any run directory is made."""
+    root, _, _ = prune_run
+    torch.manual_seed(0)
+    if case == "untrained":
+        state, want = rk.torchvision_resnet18(DIGITS).state_dict(), ["near chance", "train it first"]
+    elif case == "100 classes":
+        state, want = rk.torchvision_resnet18(replace(DIGITS, num_classes=100)).state_dict(), ["100 classes"]
+    elif case == "3 input channels":
+        state, want = rk.torchvision_resnet18(replace(DIGITS, in_channels=3)).state_dict(), ["takes 3 input channel"]
+    elif case == "imagenet stem":
+        state, want = rk.torchvision_resnet18(replace(DIGITS, input_h=224, input_w=224)).state_dict(), ["stem", "7×7"]
+    else:
+        from torchvision.models import resnet34
+
+        state = resnet34(num_classes=10).state_dict()
+        state["conv1.weight"] = rk.torchvision_resnet18(DIGITS).state_dict()["conv1.weight"]
+        want = ["is not a ResNet18", "unexpected tensor"]
+    torch.save(state, tmp_path / "w.pt")
+    result = runner.invoke(app, ["prune", "--table", str(root / "t.csv"), "--dataset", "digits", "--out",
+                                 str(tmp_path / "run"), "--weights", str(tmp_path / "w.pt"), *TINY])
+    fails_cleanly(result, *want)
+    assert len([ln for ln in result.output.splitlines() if ln.strip()]) <= 3   # one error line (rich may wrap it)
+    assert not (tmp_path / "run").exists()
     fails_cleanly(runner.invoke(app, ["train", "--model", "resnet18", "--genotype", "x", "--epochs", "0"]),
                   "--model resnet18 without --genotype")
 

@@ -7,7 +7,8 @@ import torch
 
 from hwnas.export import check_onnx, export_onnx_dynamic
 from hwnas.prune.gate_cost import GateCost
-from hwnas.prune.gate_hypernet import GateHypernet, argmax_gates
+from hwnas.prune.gate_hypernet import GateHypernet
+from hwnas.prune.gate_sampling import argmax_gates
 from hwnas.prune.prune_lambda import resolve_lambda_max, summarise_empirical, theorem_lambda_max, valid_gate_sets
 from hwnas.spaces import gated_resnet as gr
 from tests.test_latency_table import synthetic
@@ -95,3 +96,13 @@ def test_hypernet_input_scales():
     assert hypernet_input(0.1, "log-uniform") == pytest.approx(2 / 3)
     assert hypernet_input(1e-3, "log-uniform") == pytest.approx(0.0, abs=1e-12)
     assert hypernet_input(0.0, "log-uniform") == 0.0 and hypernet_input(1e-5, "log-uniform") == 0.0
+
+
+def test_check_start_refuses_networks_near_chance():
+    from hwnas.errors import HwnasError
+    from hwnas.prune.prune import check_start
+
+    y = torch.tensor([0] * 30 + [1] * 10 + [2] * 10)   # chance (the majority class): 60 %
+    with pytest.raises(HwnasError, match=r"at 62\.0 % .*near chance \(60\.0 %; pruning needs ≥ 64\.0 %\)"):
+        check_start(0.62, y, 3, "--weights w.pt")
+    check_start(0.64, y, 3, "--weights w.pt")

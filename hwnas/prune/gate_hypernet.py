@@ -18,7 +18,7 @@ from torch import nn
 
 from hwnas.latency.resnet_keys import BLOCKS
 from hwnas.search.hypernet import make_hypernet
-from hwnas.spaces.gated_resnet import BRANCH_CHOICES, PROJECTIONS, GateSet
+from hwnas.spaces.gated_resnet import BRANCH_CHOICES, PROJECTIONS
 
 N_BRANCH = len(BLOCKS) * len(BRANCH_CHOICES)
 N_LOGITS = N_BRANCH + 2 * len(PROJECTIONS)   # 46
@@ -70,7 +70,3 @@ class FixedGates(nn.Module):
     def forward(self, lam_frac: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         return split_logits(self.logits)
 
-
-def argmax_gates(branch_logits: torch.Tensor, shortcut_logits: torch.Tensor) -> GateSet:
-    """The deterministic gate set of the logits (the most probable choice per gate)."""
-    return GateSet.from_indices(branch_logits.argmax(1).tolist(), shortcut_logits.argmax(1).tolist())

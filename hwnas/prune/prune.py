@@ -3,11 +3,13 @@
 1. The pretrained network: a checkpoint (`weights=PATH`), torchvision's ImageNet weights
    (`imagenet`, adapted to the dataset by `pretrain_epochs` of fine-tuning) or one trained
    here (`train`) on the weights half of the train split (`hwnas.data.search_split`). Its
-   inner channels are put in importance order once (`reorder_by_importance`, exact).
+   inner channels are put in importance order once (`reorder_by_importance`, exact). A network
+   of another shape, or one near chance on the validation half, is refused (`check_start`).
 2. Λ: Theorem 1 and the empirical fixed-λ approximation (`hwnas.prune.prune_lambda`).
 3. Phase 1: the λ-hypernet is initialised to the intact network at λ = 0 (`gate_hypernet`);
    the gated network at λ = 0 is checked to have exactly the pretrained accuracy.
-4. Phase 2: each step samples λ ∈ [0, Λ], γ = Gumbel-softmax(G(λ/Λ)) and minimises
+4. Phase 2: each step samples λ ∈ [0, Λ], γ = Gumbel-softmax(G(λ/Λ)) on Γ_valid (`gate_sampling`:
+   no sample and no derived gate set is broken) and minimises
    L_val(γ) + λ·Tᵀγ on the held-out half of the train split. Weights are frozen (BN in eval
    mode throughout); `finetune` also takes an SGD step on the weights (train half) per step.
 
@@ -27,9 +29,10 @@ from hwnas.config import PRUNE_HYPERNETS, PRUNE_MODELS as MODELS, PruneConfig  #
 from hwnas.data import DeviceLoader, Splits, default_augment, load_dataset, search_split
 from hwnas.errors import HwnasError
 from hwnas.prune.gate_cost import GateCost
-from hwnas.prune.gate_hypernet import GateHypernet, argmax_gates, hypernet_input
+from hwnas.prune.gate_hypernet import GateHypernet, hypernet_input
+from hwnas.prune.gate_sampling import argmax_gates, relax_gates
 from hwnas.search.hypernet import sample_lambda
-from hwnas.search.relax import RelaxConfig, relax, sample_gumbel, temperature
+from hwnas.search.relax import RelaxConfig, temperature
 from hwnas.spaces.gated_resnet import GatedResNet18, GateSet, reorder_by_importance
 
 
@@ -106,15 +109,54 @@ def pretrained_model(cfg: PruneConfig, data: PruneData, on_step=None, on_epoch_e
         source.update(pretrain_epochs=cfg.pretrain_epochs, trained_on="weights half of the train split")
     else:
         model = torchvision_resnet18(space)
-        try:
-            model.load_state_dict(load_state(cfg.weights))
-        except RuntimeError as e:
+        state = load_state(cfg.weights)
+        mismatch = state_mismatch(model.state_dict(), state)
+        if mismatch:
             raise HwnasError(f"--weights {cfg.weights} is not a ResNet18 for {cfg.dataset} "
-                             f"({space.in_channels} channels, {space.num_classes} classes, "
-                             f"{'small' if space.small_stem else 'ImageNet'} stem): "
-                             f"{str(e).splitlines()[0]} …") from None
+                             f"({space.in_channels} input channel(s), {space.num_classes} classes, "
+                             f"{'small' if space.small_stem else 'ImageNet'} stem): {mismatch}")
+        model.load_state_dict(state)
     model = reorder_by_importance(model.eval())
     return model, source
+
+
+def state_mismatch(own: dict, state: dict) -> str:
+    """Why `state` does not fit a network whose state dict is `own` ('' when it fits): classes, input channels,
+    stem, or the first differing tensors, in words."""
+    shapes = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
+    fc, conv = shapes.get("fc.weight"), shapes.get("conv1.weight")
+    if fc is not None and len(fc) == 2 and fc != tuple(own["fc.weight"].shape):
+        return f"its classifier has {fc[0]} classes, the dataset {own['fc.weight'].shape[0]}"
+    if conv is not None and len(conv) == 4 and conv != tuple(own["conv1.weight"].shape):
+        want = tuple(own["conv1.weight"].shape)
+        if conv[1] != want[1]:
+            return f"its first convolution takes {conv[1]} input channel(s), the dataset has {want[1]}"
+        return f"its stem convolution is {conv[2]}×{conv[3]}, this dataset's ResNet18 has {want[2]}×{want[3]}"
+    missing = [k for k in own if k not in shapes]
+    unexpected = [k for k in shapes if k not in own]
+    wrong = [f"{k} {shapes[k]} (needs {tuple(own[k].shape)})" for k in own if k in shapes
+             and shapes[k] != tuple(own[k].shape)]
+    parts = [f"{len(missing)} missing tensor(s) ({', '.join(missing[:3])}{', …' if len(missing) > 3 else ''})"
+             if missing else "",
+             f"{len(unexpected)} unexpected tensor(s) ({', '.join(unexpected[:3])}{', …' if len(unexpected) > 3 else ''})"
+             if unexpected else "",
+             f"{len(wrong)} of another shape ({', '.join(wrong[:2])}{', …' if len(wrong) > 2 else ''})" if wrong else ""]
+    return "; ".join(p for p in parts if p)
+
+
+START_MARGIN = 0.1   # a starting network must be a tenth of the way from chance to 100 % validation accuracy
+
+
+def check_start(val_acc: float, y_val: torch.Tensor, num_classes: int, what: str) -> None:
+    """Refuse a starting network near chance: pruning a network that has learnt nothing finds nothing to keep
+    (every λ > 0 then prunes to the cheapest gate set). Chance is the majority class's share of the labels."""
+    counts = torch.bincount(y_val.cpu(), minlength=num_classes)
+    chance = float(counts.max()) / float(counts.sum())
+    need = chance + START_MARGIN * (1.0 - chance)
+    if val_acc < need:
+        raise HwnasError(f"{what} is at {100 * val_acc:.1f} % validation accuracy, near chance ({100 * chance:.1f} %; "
+                         f"pruning needs ≥ {100 * need:.1f} %): train it first (hwnas train --model resnet18, or "
+                         f"--weights train with more --pretrain-epochs)")
 
 
 @torch.no_grad()
@@ -136,8 +178,7 @@ class GateFit:
         """(objective, cross-entropy, expected cost) of one batch; `lam_input` is what the hypernet sees of λ."""
         device = x.device
         bl, sl = logits_fn(torch.tensor([lam_input], device=device))
-        wb, _ = relax(bl, self.relax_cfg, tau, sample_gumbel(bl.shape, device, bl.dtype, self.generator))
-        ws, _ = relax(sl, self.relax_cfg, tau, sample_gumbel(sl.shape, device, sl.dtype, self.generator))
+        wb, ws = relax_gates(bl, sl, self.relax_cfg, tau, self.generator)
         ce = F.cross_entropy(self.gated(x, wb, ws), y)
         expected = self.cost.expected(wb, ws)
         return ce + lam * expected, ce.detach(), expected.detach()
@@ -214,10 +255,7 @@ class Pruner:
     def _detached_gates(self, lam: float, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
             bl, sl = self.hypernet(torch.tensor([self._input(lam)], device=self.device))
-            g = self.fit.generator
-            wb, _ = relax(bl, self.cfg.relax, tau, sample_gumbel(bl.shape, self.device, bl.dtype, g))
-            ws, _ = relax(sl, self.cfg.relax, tau, sample_gumbel(sl.shape, self.device, sl.dtype, g))
-        return wb, ws
+            return relax_gates(bl, sl, self.cfg.relax, tau, self.fit.generator)
 
     def state_dict(self) -> dict:
         state = {"epoch": self.epoch, "metrics": self.metrics, "hypernet": self.hypernet.state_dict(),

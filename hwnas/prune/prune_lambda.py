@@ -27,8 +27,9 @@ import torch
 from torch import nn
 
 from hwnas.prune.gate_cost import GateCost
-from hwnas.prune.gate_hypernet import FixedGates, argmax_gates
-from hwnas.search.lambda_max import LambdaMax, architecture_loss, label_entropy, lambda_max, summarise_losses
+from hwnas.prune.gate_hypernet import FixedGates
+from hwnas.prune.gate_sampling import argmax_gates
+from hwnas.search.lambda_max import LambdaMax, lambda_max, losses_and_label_entropy, summarise_losses
 from hwnas.prune.prune import GateFit
 from hwnas.search.relax import RelaxConfig, temperature
 from hwnas.spaces.gated_resnet import BLOCKS, PROJECTIONS, GatedResNet18, GateSet, materialise
@@ -55,8 +56,8 @@ def theorem_lambda_max(model: nn.Module, cost: GateCost, eval_batches: Callable[
                        num_classes: int, samples: int, seed: int) -> dict:
     """Λ of Theorem 1 with its parts, and the Λ to train with (the theorem's, or its fallback)."""
     sets, draws = valid_gate_sets(samples, seed)
-    losses = [architecture_loss(materialise(model, g), eval_batches()) for g in sets]
-    l_bar = label_entropy(y_val, num_classes)
+    # L̄ on the samples S is measured on (issue #16.4; `y_val` is no longer read)
+    losses, l_bar = losses_and_label_entropy((materialise(model, g) for g in sets), eval_batches(), num_classes)
     s, bound = max(losses), cost.bound()
     lam = lambda_max(l_bar, s, [bound])[0]
     worst = sets[int(np.argmax(losses))]

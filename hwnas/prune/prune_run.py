@@ -26,7 +26,7 @@ from hwnas.runs import CONFIG, RunDir, atomic_write
 from hwnas.runtime import resolve_device
 from hwnas.prune.gate_cost import GateCost
 from hwnas.prune.gate_hypernet import GateHypernet
-from hwnas.prune.prune import PruneConfig, PruneData, Pruner, gates_at, pretrained_model
+from hwnas.prune.prune import PruneConfig, PruneData, Pruner, check_start, gates_at, pretrained_model
 from hwnas.prune.prune_lambda import empirical_lambda_max, lambda_grid, theorem_lambda_max
 from hwnas.spaces.gated_resnet import BLOCKS, PROJECTIONS, GatedResNet18, GateSet, materialise
 from hwnas.spaces.network import count_flops, count_parameters
@@ -63,10 +63,19 @@ def run_prune(cfg: PruneConfig, out: str | Path, resume: bool = False, progress:
     # Inputs are checked before the run directory is made: a typo must not leave a half-made run behind.
     cost = GateCost.from_table(LatencyTable.load(cfg.table), resnet18_space(cfg.dataset, cfg.data_dir))
     data = PruneData(cfg, device)
-    loaded = pretrained_model(cfg, data) if not resume and cfg.weights not in ("train", "imagenet") else None
+    loaded = None
+    if not resume and cfg.weights not in ("train", "imagenet"):   # a given network is judged before any file is made
+        loaded = pretrained_model(cfg, data)
+        loaded[1]["val_loss"], loaded[1]["val_acc"] = evaluate(loaded[0].to(device), data.eval)
+        check_start(loaded[1]["val_acc"], data.eval.y, data.info.num_classes, f"--weights {cfg.weights}")
     if not resume:
         run = RunDir.create(out, cfg.to_dict())
-    model, pre = _pretrained(run, cfg, data, device, progress, say, loaded)
+    try:
+        model, pre = _pretrained(run, cfg, data, device, progress, say, loaded)
+    except HwnasError as e:
+        if run.file("pretrained.pt").is_file() or resume:
+            raise
+        raise HwnasError(f"{e}; {run.path} holds no usable run: remove it or choose another --out") from None
     lam_rec = _lambda_max(run, cfg, model, cost, data, pre, progress, say)
     pruner = Pruner(cfg, model, cost, lam_rec["lambda_max"][0], data, device)
     state = run.load_checkpoint(map_location=device, keys=_STATE)
@@ -116,7 +125,10 @@ def _pretrained(run: RunDir, cfg: PruneConfig, data: PruneData, device, progress
         with progress("pretrain", cfg.pretrain_epochs) as (step, end):
             model, pre = pretrained_model(cfg, data, on_step=step, on_epoch_end=end)
     model = model.to(device).eval()
-    pre["val_loss"], pre["val_acc"] = evaluate(model, data.eval)
+    if "val_acc" not in pre:
+        pre["val_loss"], pre["val_acc"] = evaluate(model, data.eval)
+        check_start(pre["val_acc"], data.eval.y, data.info.num_classes,
+                    f"the network pretrained here ({cfg.pretrain_epochs} epoch(s), --weights {cfg.weights})")
     pre["test_loss"], pre["test_acc"] = evaluate(model, data.test)
     pre.update(params=count_parameters(model), eval_samples=len(data.eval.x))
     say(f"pretrained: validation accuracy {pre['val_acc']:.4f}, test {pre['test_acc']:.4f}")
@@ -186,10 +198,8 @@ def _agreement(rec: dict) -> str:
 
 @torch.no_grad()
 def gate_accuracy(model, gated: GatedResNet18, gates: GateSet, batches) -> float:
-    """Validation accuracy of a gate set: the materialised network, or (broken) the gated one (constant output)."""
-    if gates.is_valid():
-        return evaluate(materialise(model, gates), batches)[1]
-    return evaluate(lambda x: gated(x, *gates.one_hot(x.device)), batches)[1]
+    """Validation accuracy of a gate set (always in Γ_valid, `gate_sampling`): the materialised network."""
+    return evaluate(materialise(model, gates), batches)[1]
 
 
 def lambda_values(lambda_max: float, n: int, sampling: str) -> list[float]:
@@ -217,26 +227,16 @@ def pareto_table(pruner: Pruner, cost: GateCost, data: PruneData) -> pd.DataFram
     rows, cache = [], {}
     for lam in lambda_values(pruner.lambda_max, cfg.pareto_points, cfg.sampling):
         g = pruner.gates(lam)
-        if g not in cache:
-            entry = {"valid": g.is_valid(), "predicted_latency_ms": float("nan"), "params": np.nan, "flops": np.nan,
-                     "val_loss": np.nan, "val_acc": gate_accuracy(pruner.model, pruner.gated, g, data.eval),
-                     "test_acc": np.nan}
-            if g.is_valid():
-                net = materialise(pruner.model, g)
-                entry["predicted_latency_ms"] = table.predict(g.arch())
-                entry["val_loss"], _ = evaluate(net, data.eval)
-                entry["test_acc"] = evaluate(net, data.test)[1]
-                entry["params"] = count_parameters(net)
-                entry["flops"] = count_flops(net.cpu(), shape)
-            cache[g] = entry
+        if g not in cache:   # g is in Γ_valid by construction (gate_sampling.argmax_gates)
+            net = materialise(pruner.model, g)
+            val_loss, val_acc = evaluate(net, data.eval)
+            cache[g] = {"valid": g.is_valid(), "predicted_latency_ms": table.predict(g.arch()),
+                        "params": count_parameters(net), "flops": count_flops(net.cpu(), shape),
+                        "val_loss": val_loss, "val_acc": val_acc, "test_acc": evaluate(net, data.test)[1]}
         rows.append({"lambda": lam, "lambda_fraction": lam / pruner.lambda_max, "gates": g.describe(),
                      **gate_columns(g), "expected_cost_ms": cost.of(g), **cache[g]})
     frame = pd.DataFrame(rows)
-    ok = frame["valid"].to_numpy(bool)
-    mask = np.zeros(len(frame), dtype=bool)
-    if ok.any():
-        mask[ok] = pareto_mask(frame.loc[ok, "predicted_latency_ms"].to_numpy(), frame.loc[ok, "val_acc"].to_numpy())
-    frame["pareto_optimal"] = mask
+    frame["pareto_optimal"] = pareto_mask(frame["predicted_latency_ms"].to_numpy(), frame["val_acc"].to_numpy())
     return frame
 
 
@@ -264,14 +264,12 @@ def load_pruned(run_dir: str | Path, lam: float):
 def export_pruned(run_dir: str | Path, lam: float, out: str | Path, tables: list | None = None,
                   threads: int | None = None) -> dict:
     """The materialised sub-network of a prune run at λ, exported, checked and re-measured (`export_network`),
-    with the unpruned network measured alike for comparison. Invalid gate sets are never exported."""
+    with the unpruned network measured alike for comparison. Every λ ∈ [0, Λ] gives a valid gate set."""
     from hwnas.export import export_network, export_onnx_dynamic, measure_exported
     from hwnas.latency.table import LatencyTable
     from hwnas.train import resnet18_space
 
     cfg, model, gates, lmax = load_pruned(run_dir, lam)
-    if not gates.is_valid():
-        gates.check_valid()
     if Path(out).exists():
         raise HwnasError(f"{out} exists; choose another --out (exports are never overwritten)")
     tables = [LatencyTable.load(cfg.table)] + list(tables or [])

@@ -62,8 +62,8 @@ def load_torch_file(path: str | Path, what: str, noun: str, map_location=None):
             warnings.simplefilter("ignore")
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        if "weights only" not in str(e).lower() and "weights_only" not in str(e):
-            raise HwnasError(f"{path}: corrupt {noun} (not written by torch.save); remove it (or choose another "
+        if "unsupported global" not in str(e).lower():  # torch wraps every failure as "Weights only load failed"
+            raise HwnasError(f"{path} is not {what}: not a file torch.save wrote; remove it (or choose another "
                              f"path)") from None
         raise HwnasError(f"{path} is not {what}: it holds Python objects beyond tensors and plain data, which hwnas "
                          f"never unpickles; remove it (or choose another path)") from None

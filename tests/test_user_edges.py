@@ -171,12 +171,17 @@ def _truncated(path):
     path.write_bytes(path.read_bytes()[:300])
 
 
+def _garbage(path):
+    path.write_bytes(b"not a checkpoint at all " * 20)
+
+
 def _malicious_zip(path):
     torch.save({"epoch": _Payload()}, path)
 
 
 @pytest.mark.parametrize("make, fragment", [(_evil, "is not an hwnas checkpoint"), (_malicious_zip, "is not an hwnas checkpoint"),
-                                            (_foreign, "is not an hwnas checkpoint"), (_truncated, "corrupt checkpoint")])
+                                            (_foreign, "is not an hwnas checkpoint"), (_truncated, "corrupt checkpoint"),
+                                            (_garbage, "not a file torch.save wrote")])
 def test_checkpoint_not_ours_is_named_so(tmp_path, make, fragment):
     run = tmp_path / "run"
     run.mkdir()
@@ -190,6 +195,7 @@ def test_checkpoint_not_ours_is_named_so(tmp_path, make, fragment):
 
 
 @pytest.mark.parametrize("make, fragment", [(_evil, "is not a weights file"), (_truncated, "corrupt weights file"),
+                                          (_garbage, "not a file torch.save wrote"),
                                             (_foreign, "does not fit this network")])
 def test_export_weights_not_ours_is_named_so(tmp_path, make, fragment):
     make(tmp_path / "model.pt")

@@ -44,13 +44,34 @@ def test_predict_is_the_hand_computed_sum():
     assert t.predict(g) == pytest.approx(1 + 3 * 15 + 1)
     none_g = Genotype.from_dict({**g.to_dict(), "normal": [["none", 0], *g.to_dict()["normal"][1:]]})
     assert t.predict(none_g) == pytest.approx(1 + 3 * 15 + 1 - 1)  # `none` costs 0 (one normal cell here)
-    # op-dependent costs, counted from the genotype's lists (not from the key walk predict uses):
-    # 3 cells = 1 normal + 2 reduction (at 1/3 and 2/3), every fixed key 1 ms
+
+
+
+@pytest.mark.parametrize("seed", [None, 1, 2, 3])
+def test_predict_prices_each_op_at_its_position(seed):
+    """Op costs that depend on the op, its channels, its input resolution and its stride, summed by hand from
+    the genotype's lists and the DARTS geometry written out here (8×8 input, C = 4, 3 cells: normal at
+    C 4 / 8×8, reductions at C 8 / 8×8 and C 16 / 4×4; a reduction's edges from its two inputs have stride 2
+    at the input resolution, the rest stride 1 at half of it) — not from the key walk `predict` uses."""
+    g = DARTS_V2 if seed is None else random_genotype(random.Random(seed))
     cost = {op: 10.0 ** i for i, op in enumerate(p for p in PRIMITIVES if p != "none")}
-    t2 = synthetic(latency=lambda k: cost.get(k.op, 1.0))
-    fixed = 1 + 1 + 3 * (2 + 4 + 1)  # stem, head; per cell 2 preprocess, 4 adds, 1 concat
-    by_hand = fixed + sum(cost[op] for op, _ in g.normal) + 2 * sum(cost[op] for op, _ in g.reduce)
-    assert t2.predict(g) == pytest.approx(by_hand)
+
+    def latency(k):  # every fixed key (stem, preprocessing, adds, concat, head) 1 ms
+        return cost[k.op] * k.c_in * k.h * (3.0 if k.stride == 2 else 1.0) if k.op in cost else 1.0
+
+    t = synthetic(latency=latency)
+    fixed = 1 + 1 + 3 * (2 + 4 + 1)   # stem, head; per cell 2 preprocess, 4 adds, 1 concat
+    cells = [("normal", 4, 8), ("reduce", 8, 8), ("reduce", 16, 4)]   # (cell type, C, input resolution)
+    by_hand = fixed
+    for kind, c, h in cells:
+        for op, j in (g.normal if kind == "normal" else g.reduce):
+            if op == "none":
+                continue
+            if kind == "reduce" and j < 2:
+                by_hand += cost[op] * c * h * 3.0
+            else:
+                by_hand += cost[op] * c * (h // 2 if kind == "reduce" else h)
+    assert t.predict(g) == pytest.approx(by_hand, rel=1e-12)
 
 
 def test_correction_is_applied_per_kind():

@@ -16,39 +16,155 @@ from hwnas.spaces.supernet import Supernet, SupernetConfig
 MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist-t10k"
 
 
-def _tiny_objective():
+def _tiny_objective(dtype=torch.double, relax_cfg=None, arch=None, cost=None):
     torch.manual_seed(0)
     cfg = SupernetConfig(channels=4, layers=3, in_channels=1, steps=2, multiplier=2)
-    net = Supernet(cfg).double()
-    arch = ArchParams(cfg.n_edges, cfg.n_ops).double()
-    with torch.no_grad():
-        arch.normal.normal_(0, 0.5)
-        arch.reduce.normal_(0, 0.5)
-    data = [(torch.randn(8, 1, 8, 8, dtype=torch.double), torch.randint(0, 10, (8,))) for _ in range(2)]
-    return SearchObjective(net, arch, RelaxConfig()), data
+    net = Supernet(cfg).to(dtype)
+    if arch is None:
+        arch = ArchParams(cfg.n_edges, cfg.n_ops)
+        with torch.no_grad():
+            arch.normal.normal_(0, 0.5)
+            arch.reduce.normal_(0, 0.5)
+    data = [(torch.randn(8, 1, 8, 8, dtype=torch.double).to(dtype), torch.randint(0, 10, (8,))) for _ in range(2)]
+    return SearchObjective(net, arch.to(dtype), relax_cfg or RelaxConfig(), cost=cost), data
 
 
-def _exact_unrolled_grad(obj, xt, yt, xv, yv, xi):
-    """d/dα L_val(w − ξ ∇w L_train(w, α), α) by autograd through the unrolled step (exact Hessian)."""
+def _flat(ts):
+    return torch.cat([t.flatten() for t in ts])
+
+
+def _exact_unrolled_grad(obj, xt, yt, xv, yv, xi, seed=None):
+    """d/dθ [L_val(w − ξ ∇w L_train(w, α(θ)), α(θ)) + penalty] by autograd through the unrolled step (the
+    exact Hessian, no Hessian-vector product written out); θ: α, or a λ-hypernet's parameters. With `seed`,
+    the relaxation's noise is drawn from that seed, as `second_order` will draw it."""
+    params = [p for p in obj.arch.parameters() if p.requires_grad]
+    if seed is not None:
+        obj.generator = torch.Generator().manual_seed(seed)
+    ra = obj.sample()
+    names, ws = zip(*obj.net.named_parameters())
+    loss_t, _ = obj.loss(xt, yt, ra)
+    g = torch.autograd.grad(loss_t, ws, create_graph=True, allow_unused=True)  # hard: unsampled ops unused
+    unrolled = {n: w if gi is None else w - xi * gi for n, w, gi in zip(names, ws, g)}
+    loss_v, _ = obj.loss(xv, yv, obj.sample(like=ra), params=unrolled)
+    grads = torch.autograd.grad(loss_v + obj.penalty(), params, allow_unused=True)
+    return _flat([torch.zeros_like(p) if gi is None else gi for p, gi in zip(params, grads)])
+
+
+def _second_order_grad(obj, xt, yt, xv, yv, xi, seed=None, **kw):
+    params = [p for p in obj.arch.parameters() if p.requires_grad]
+    obj.arch.zero_grad()
+    if seed is not None:
+        obj.generator = torch.Generator().manual_seed(seed)
+    second_order(obj, xt, yt, xv, yv, xi=xi, **kw)
+    return _flat([torch.zeros_like(p) if p.grad is None else p.grad for p in params])
+
+
+def _first_order_at_unrolled(obj, xt, yt, xv, yv, xi):
+    """∇α L_val(w′) with w′ = w − ξ∇w L_train held fixed, and v = ∇w′ L_val(w′)."""
     names, ws = zip(*obj.net.named_parameters())
     loss_t, _ = obj.loss(xt, yt)
-    g = torch.autograd.grad(loss_t, ws, create_graph=True)
-    unrolled = {n: w - xi * gi for n, w, gi in zip(names, ws, g)}
-    loss_v, _ = obj.loss(xv, yv, params=unrolled)
-    return torch.cat([t.flatten() for t in torch.autograd.grad(loss_v, [obj.arch.normal, obj.arch.reduce])])
+    g = torch.autograd.grad(loss_t, ws)
+    w1 = {n: (w - xi * gi).detach().requires_grad_() for n, w, gi in zip(names, ws, g)}
+    loss, _ = obj.loss(xv, yv, params=w1)
+    out = torch.autograd.grad(loss, [obj.arch.normal, obj.arch.reduce, *w1.values()])
+    return _flat(out[:2]), [t.detach() for t in out[2:]]
 
 
-def test_second_order_gradient_matches_exact_autograd_hessian():
+def _kink_flips(obj, x, y, d_w, eps):
+    """ReLU signs and max-pool argmaxes that differ between the passes at w + ε·v and w − ε·v."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Record(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.log = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if str(func).startswith("aten.relu"):
+                self.log.append(args[0] > 0)
+            elif str(func).startswith("aten.max_pool2d_with_indices.default"):
+                self.log.append(out[1].clone())
+            return out
+
+    logs = []
+    for sign in (1.0, -1.0):
+        with torch.no_grad(), Record() as rec:
+            obj.loss(x, y, params={n: w + sign * eps * d for (n, w), d in zip(obj.net.named_parameters(), d_w)})
+        logs.append(rec.log)
+    return int(sum((a != b).sum() for a, b in zip(*logs)))
+
+
+def test_second_order_default_is_the_exact_hypergradient():
     obj, ((xt, yt), (xv, yv)) = _tiny_objective()
     exact = _exact_unrolled_grad(obj, xt, yt, xv, yv, xi=0.1)
-    second_order(obj, xt, yt, xv, yv, xi=0.1, fd_scale=1e-6)
-    approx = torch.cat([obj.arch.normal.grad.flatten(), obj.arch.reduce.grad.flatten()])
-    torch.testing.assert_close(approx, exact, rtol=1e-6, atol=1e-8)
-    # and the Hessian term matters: the first-order gradient alone is measurably different
-    obj.arch.zero_grad()
-    loss, _ = obj.loss(xv, yv)
-    first = torch.cat([t.flatten() for t in torch.autograd.grad(loss, [obj.arch.normal, obj.arch.reduce])])
-    assert (first - exact).abs().max() > 1e-4
+    first, _ = _first_order_at_unrolled(obj, xt, yt, xv, yv, xi=0.1)
+    got = _second_order_grad(obj, xt, yt, xv, yv, xi=0.1)
+    torch.testing.assert_close(got, exact, rtol=1e-10, atol=1e-12)
+    assert (first - exact).abs().max() > 1e-3   # the Hessian term matters here
+    # float32 (what a search runs): the same to float32 rounding
+    obj32, ((xt, yt), (xv, yv)) = _tiny_objective(torch.float32)
+    got32 = _second_order_grad(obj32, xt, yt, xv, yv, xi=0.1).double()
+    assert float((got32 - exact).norm() / (exact - first).norm()) < 1e-3
+
+
+@pytest.mark.parametrize("fd_scale", [1e-5, 1e-6, 1e-7])
+def test_finite_difference_converges_where_no_kink_is_crossed(fd_scale):
+    """DARTS's central difference is the exact term up to O(ε²) and rounding when no ReLU sign or max-pool
+    argmax differs between w⁺ and w⁻."""
+    obj, ((xt, yt), (xv, yv)) = _tiny_objective()
+    exact = _exact_unrolled_grad(obj, xt, yt, xv, yv, xi=0.1)
+    first, d_w = _first_order_at_unrolled(obj, xt, yt, xv, yv, xi=0.1)
+    assert _kink_flips(obj, xt, yt, d_w, fd_scale / float(_flat(d_w).norm())) == 0
+    fd = _second_order_grad(obj, xt, yt, xv, yv, xi=0.1, fd_scale=fd_scale)
+    assert float((fd - exact).norm() / (exact - first).norm()) < 1e-6
+
+
+@pytest.mark.parametrize("fd_scale", [1e-1, 1e-2, 1e-3])
+def test_finite_difference_is_wrong_where_kinks_are_crossed(fd_scale):
+    """At DARTS's 0.01 and its neighbours, ReLU signs and max-pool argmaxes flip between w⁺ and w⁻ (in
+    proportion to ε) and each flip is a jump in ∇α L_train that the difference divides by 2ε: the Hessian
+    term comes out wrong by more than its own size — why `second_order` defaults to the exact product."""
+    obj, ((xt, yt), (xv, yv)) = _tiny_objective()
+    exact = _exact_unrolled_grad(obj, xt, yt, xv, yv, xi=0.1)
+    first, d_w = _first_order_at_unrolled(obj, xt, yt, xv, yv, xi=0.1)
+    assert _kink_flips(obj, xt, yt, d_w, fd_scale / float(_flat(d_w).norm())) > 10
+    fd = _second_order_grad(obj, xt, yt, xv, yv, xi=0.1, fd_scale=fd_scale)
+    assert float((fd - exact).norm() / (exact - first).norm()) > 1.0
+
+
+@pytest.mark.parametrize("relax_cfg", [RelaxConfig("gumbel"), RelaxConfig("gumbel", hard=True), RelaxConfig("sigmoid")],
+                         ids=["gumbel", "gumbel-hard", "sigmoid"])
+def test_second_order_with_noise_is_exact_for_its_draw(relax_cfg):
+    """One Gumbel draw for every pass: the gradient is the exact unrolled gradient at that draw."""
+    obj, ((xt, yt), (xv, yv)) = _tiny_objective(relax_cfg=relax_cfg)
+    exact = _exact_unrolled_grad(obj, xt, yt, xv, yv, xi=0.1, seed=3)
+    got = _second_order_grad(obj, xt, yt, xv, yv, xi=0.1, seed=3)
+    torch.testing.assert_close(got, exact, rtol=1e-10, atol=1e-12)
+    if relax_cfg.kind == "gumbel":   # and it is that draw's: another draw gives another gradient
+        assert (_second_order_grad(obj, xt, yt, xv, yv, xi=0.1, seed=4) - exact).abs().max() > 1e-6
+
+
+@pytest.mark.parametrize("kind", ["linear", "mlp"])
+def test_second_order_through_a_lambda_hypernet_with_a_cost(kind):
+    """θ = the hypernet's parameters; the penalty λ·Tᵀγ (two targets) adds its own gradient."""
+    from hwnas.search.cost import CostModel
+    from hwnas.search.hypernet import make_hypernet
+
+    g = torch.Generator().manual_seed(0)
+    hyper = make_hypernet(kind, 5, 8, 2, g)
+    with torch.no_grad():
+        for p in hyper.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    cost = CostModel(torch.rand(2, 3, 5, 8, generator=g), [False, True, False], ["a", "b"], ["ms", "ms"]).double()
+    obj, ((xt, yt), (xv, yv)) = _tiny_objective(relax_cfg=RelaxConfig("gumbel"), arch=hyper, cost=cost)
+    obj.lam = torch.tensor([0.2, 0.5], dtype=torch.double)
+    obj.lam_input = torch.tensor([0.4, 0.25], dtype=torch.double)
+    exact = _exact_unrolled_grad(obj, xt, yt, xv, yv, xi=0.1, seed=5)
+    got = _second_order_grad(obj, xt, yt, xv, yv, xi=0.1, seed=5)
+    torch.testing.assert_close(got, exact, rtol=1e-10, atol=1e-12)
+    obj.lam = None   # without the cost the gradient changes: the penalty's part is in it
+    assert (_second_order_grad(obj, xt, yt, xv, yv, xi=0.1, seed=5) - exact).abs().max() > 1e-6
 
 
 def test_second_order_reduces_to_first_order_at_zero_xi():

@@ -56,7 +56,7 @@ def search(
                                             "evaluates one op per edge (much cheaper)")] = False,
     tau_start: Annotated[float, typer.Option(help="Gumbel temperature at the start")] = 5.0,
     tau_end: Annotated[float, typer.Option(help="Gumbel temperature at the end (exponential annealing)")] = 0.5,
-    arch_grad: Annotated[str, typer.Option(help="first, second (unrolled, finite-difference Hessian), one-level, "
+    arch_grad: Annotated[str, typer.Option(help="first, second (unrolled, exact Hessian-vector product), one-level, "
                                                 "hyper-linear / hyper-mlp (HyperDARTS: a learnt best-response "
                                                 "hypernetwork w_φ(α), exact gradient through it)")] = "first",
     epochs: Annotated[int, typer.Option(help="search epochs")] = 10,

@@ -2,7 +2,7 @@
 gradient ∇α L_val(w_φ(α), α) is exact through φ (no unrolled step, no finite differences).
 
 DARTS approximates w*(α) = argmin_w L_train(w, α) by one unrolled SGD step and carries that
-error (and the finite-difference Hessian's) into every α update. Here, as in self-tuning
+error (and, with its finite-difference Hessian, that approximation's) into every α update. Here, as in self-tuning
 networks (MacKay et al., 2019), the best response is *learnt*: φ is fitted on the training
 split at architectures drawn around the current α, and α is then stepped on the validation
 split through w_φ(α) by plain autograd.

@@ -35,14 +35,20 @@ def prune(
     dataset: Annotated[str, typer.Option(help="digits, idx:DIR, mnist, fashion-mnist, cifar10, cifar100")] = "digits",
     data_dir: Annotated[Path | None, typer.Option(help="where torchvision datasets live")] = None,
     download: Annotated[bool, typer.Option(help="download a torchvision dataset")] = False,
-    lambda_max: Annotated[str, typer.Option(help="Λ: 'auto' (Theorem 1, with a recorded fallback), 'empirical' (where "
-                                                 "the fixed-λ fits fall to chance) or a number")] = "auto",
+    lambda_max: Annotated[str, typer.Option(help="Λ: 'auto' (--lambda-margin × the λ at which the cheapest valid gate "
+                                                 "set becomes optimal; Theorem 1 recorded), 'empirical' (where the "
+                                                 "fixed-λ fits fall to chance) or a number")] = "auto",
+    lambda_margin: Annotated[float, typer.Option(help="Λ (auto) = this × the λ at which the cheapest valid gate set "
+                                                      "becomes optimal")] = 2.0,
+    phase1_steps: Annotated[int, typer.Option(help="phase 1: most steps at λ = 0 to fit the gates until sampled gate "
+                                                   "sets reproduce the pretrained accuracy (0: start from the init)")] = 200,
     hypernet: Annotated[str, typer.Option(help="λ-hypernet: linear or mlp")] = "linear",
     lambda_sampling: Annotated[str, typer.Option(help="λ per step: uniform or log-uniform over [0, Λ]")] = "uniform",
     epochs: Annotated[int, typer.Option(help="phase-2 epochs (passes over the validation half)")] = 5,
     max_steps: Annotated[int | None, typer.Option(help="cap on phase-2 steps per epoch")] = None,
     batch_size: Annotated[int, typer.Option(help="phase-2 batch size")] = 32,
-    lr: Annotated[float, typer.Option(help="hypernet learning rate (Adam)")] = 0.05,
+    lr: Annotated[float | None, typer.Option(help="hypernet learning rate (Adam; default: 20 / phase-2 steps, "
+                                                  "within [0.01, 0.3])")] = None,
     finetune: Annotated[bool, typer.Option(help="also fine-tune the network's weights (default: frozen)")] = False,
     pretrain_epochs: Annotated[int, typer.Option(help="epochs of training for --weights train|imagenet")] = 3,
     lambda_samples: Annotated[int, typer.Option(help="valid gate sets evaluated for S (Theorem 1)")] = 32,
@@ -67,7 +73,8 @@ def prune(
                       sampling=lambda_sampling, epochs=epochs, steps_per_epoch=max_steps, batch_size=batch_size,
                       lr=lr, finetune=finetune, pretrain_epochs=pretrain_epochs, lambda_samples=lambda_samples,
                       eval_samples=eval_samples, empirical_points=empirical_points, empirical_steps=empirical_steps,
-                      pareto_points=pareto_points, seed=seed, device=device)
+                      pareto_points=pareto_points, seed=seed, device=device, lambda_margin=lambda_margin,
+                      phase1_steps=phase1_steps)
     if not resume and weights not in ("train", "imagenet") and not Path(weights).is_file():
         raise HwnasError(f"--weights {weights!r}: no such file; pass a state dict PATH, 'imagenet' or 'train'")
     if not resume:

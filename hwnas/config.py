@@ -208,10 +208,13 @@ class PruneConfig:
     epochs: int = 5
     steps_per_epoch: int | None = None  # cap on phase-2 steps per epoch (None: one pass over the validation half)
     batch_size: int = 32
-    lr: float = 0.05                    # Adam, hypernet
+    lr: float | None = None             # Adam, hypernet; None: LOGIT_TRAVEL / phase-2 steps (`Pruner.hypernet_lr`)
     finetune: bool = False
     finetune_lr: float = 1e-3           # SGD, weights (with finetune)
-    init_logit: float = 3.0             # phase 1: margin of the "on" choice at λ = 0
+    init_logit: float = 3.0             # phase 1 starts with this margin on the "on" choice at λ = 0 ...
+    phase1_steps: int = 200             # ... and fits λ = 0 until Gumbel samples reproduce the pretrained accuracy
+    phase1_tolerance: float = 0.01      #     within this (mean of the last 10 sampled batches), or this many steps
+    lambda_margin: float = 2.0          # Λ (auto) = margin × the λ at which the cheapest valid gate set becomes optimal
     tau_start: float = 2.0              # Gumbel temperature, annealed exponentially ...
     tau_end: float = 0.5
     hard: bool = True                   # straight-through one-hot gates in the forward pass
@@ -252,7 +255,11 @@ class PruneConfig:
             raise HwnasError(f"{', '.join('--' + b.replace('_', '-') for b in bad)} out of range")
         if self.pareto_points < 2:
             raise HwnasError("--pareto-points must be at least 2")
-        if not (self.lr > 0 and self.finetune_lr > 0 and self.tau_start > 0 and self.tau_end > 0):
+        if self.phase1_steps < 0 or not 0 <= self.phase1_tolerance < 1:
+            raise HwnasError("phase 1 needs steps ≥ 0 and a tolerance in [0, 1)")
+        if not (self.lambda_margin > 0 and math.isfinite(self.lambda_margin)):
+            raise HwnasError(f"--lambda-margin must be a positive number, got {self.lambda_margin}")
+        if not ((self.lr is None or self.lr > 0) and self.finetune_lr > 0 and self.tau_start > 0 and self.tau_end > 0):
             raise HwnasError("learning rates and temperatures must be positive")
 
     @property

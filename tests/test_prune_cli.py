@@ -1,5 +1,6 @@
 """`hwnas prune` and `hwnas export` of a prune run, through typer's CliRunner, on digits (8×8) with a
 synthetic resnet18 table and a ResNet18 trained here for 4 epochs: the whole pipeline at toy size."""
+import itertools
 import json
 from dataclasses import replace
 
@@ -251,3 +252,25 @@ def test_imagenet_shaped_weights_start_a_small_stem_resnet18():
     assert torch.equal(model["layer3.1.conv2.weight"], imagenet["layer3.1.conv2.weight"])
     assert torch.equal(model["layer2.0.downsample.0.weight"], imagenet["layer2.0.downsample.0.weight"])
     assert model["conv1.weight"].shape == (64, 1, 3, 3) and model["fc.weight"].shape == (10, 512)
+
+
+@pytest.mark.slow
+def test_defaults_prune_a_trained_network_along_lambda(prune_run, tmp_path):
+    """A trained network pruned with hwnas prune's defaults (Λ rule, phase 1, hypernet, learning rate; only the
+    amount of work cut): more than one gate set along λ, all valid, predicted latency non-increasing, and the
+    largest λ well below the intact network's latency (issue #12.1: the intact network at every λ before)."""
+    import pandas as pd
+
+    root, _, _ = prune_run
+    out = tmp_path / "d"
+    ok(runner.invoke(app, ["prune", "--out", str(out), "--table", str(root / "t.csv"), "--weights",
+                           str(root / "w.pt"), "--dataset", "digits", "--device", "cpu", "--epochs", "2",
+                           "--max-steps", "40", "--eval-samples", "256", "--empirical-points", "0"]))
+    frame = pd.read_csv(out / "pareto.csv")
+    assert frame["valid"].all()
+    assert frame["gates"].nunique() > 1, frame["gates"].tolist()
+    ms = frame["predicted_latency_ms"].to_numpy()
+    assert all(b <= a + 1e-9 for a, b in itertools.pairwise(ms)), ms
+    assert ms[-1] < 0.7 * ms[0]
+    pre = json.loads((out / "pretrained.json").read_text())
+    assert pre["phase1_steps"] > 0 and pre["gated_lambda0_val_acc"] >= pre["val_acc"] - 0.01

@@ -100,7 +100,7 @@ def test_hypernet_input_scales():
 
 def test_check_start_refuses_networks_near_chance():
     from hwnas.errors import HwnasError
-    from hwnas.prune.prune import check_start
+    from hwnas.prune.start import check_start
 
     y = torch.tensor([0] * 30 + [1] * 10 + [2] * 10)   # chance (the majority class): 60 %
     with pytest.raises(HwnasError, match=r"at 62\.0 % .*near chance \(60\.0 %; pruning needs ≥ 64\.0 %\)"):

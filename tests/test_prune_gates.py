@@ -201,3 +201,13 @@ def test_table_for_another_network_is_refused():
     other = SpaceConfig(space="resnet18", input_h=28, input_w=28, in_channels=1, batch=1)
     with pytest.raises(HwnasError, match="input_h 16 .table. vs 28"):
         GateCost.from_table(table, other)
+
+
+def test_every_kept_width_is_already_a_multiple_of_16():
+    """Issue #12.5 (widths the hardware likes): ResNet18's inner widths (64…512) at the gate fractions
+    (¼, ½, ¾, 1) keep 16…512 channels, all multiples of 16, so rounding to 8 or 16 would change no network."""
+    model = rk.torchvision_resnet18(SPACE)
+    for name in rk.BLOCKS:
+        width = model.get_submodule(name).conv1.out_channels
+        for f in gr.BRANCH_CHOICES[1:]:
+            assert rk.inner_width(f, width) % 16 == 0, (name, f)

@@ -4,10 +4,12 @@ Both give (branch logits (blocks, 5), shortcut logits (projections, 2)) from the
 trade-off λ̃ = λ/Λ (on a log scale with log-uniform λ sampling, `hypernet_input`). The hypernets of the search are reused as they are: their output of
 shape (2, E, 1) with E = 23 is the 46 gate logits, in the order of their constant term b₂.
 
-Phase 1 of Algorithm 1 (`intact_logits`): the constant term is set so that every gate's
-largest logit is "on" (full width, shortcut kept) by a margin `init_logit`, and the
+Phase 1 of Algorithm 1 starts here (`intact_logits`): the constant term is set so that every
+gate's largest logit is "on" (full width, shortcut kept) by a margin `init_logit`, and the
 λ-dependent part starts at zero. At λ = 0 the deterministic gates (argmax) are then the
-intact network, whose outputs are bit-for-bit the pretrained network's.
+intact network, whose outputs are bit-for-bit the pretrained network's; but a Gumbel sample
+is intact only with probability ≈ 0.20 at margin 3, so phase 1 then fits the constant term at
+λ = 0 (`Pruner.phase1`) until sampled gate sets reproduce the pretrained accuracy.
 """
 from __future__ import annotations
 
@@ -57,6 +59,12 @@ class GateHypernet(nn.Module):
 
     def forward(self, lam_frac: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         a, b = self.net(lam_frac.reshape(1))
+        return split_logits(torch.cat([a.flatten(), b.flatten()]))
+
+    def penalty_logits(self, lam_frac: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same logits with only the λ-dependent part in the graph (the search's `penalty_logits`): the cost
+        shapes how the gates move with λ, never the λ = 0 network, which learns from the loss alone."""
+        a, b = self.net.penalty_logits(lam_frac.reshape(1), 0)
         return split_logits(torch.cat([a.flatten(), b.flatten()]))
 
 

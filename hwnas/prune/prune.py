@@ -25,16 +25,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hwnas.config import PRUNE_HYPERNETS, PRUNE_MODELS as MODELS, PruneConfig  # noqa: F401  (their home)
+from hwnas.config import PRUNE_HYPERNETS, PruneConfig  # noqa: F401  (their home)
 from hwnas.data import DeviceLoader, Splits, default_augment, load_dataset, search_split
 from hwnas.errors import HwnasError
 from hwnas.prune.gate_cost import GateCost
 from hwnas.prune.gate_hypernet import GateHypernet, hypernet_input
-from hwnas.prune.gate_sampling import argmax_gates, relax_gates
+from hwnas.prune.gate_sampling import argmax_gates, gate_probabilities, relax_gates
 from hwnas.search.hypernet import sample_lambda
 from hwnas.search.relax import RelaxConfig, temperature
-from hwnas.spaces.gated_resnet import GatedResNet18, GateSet, reorder_by_importance
-
+from hwnas.spaces.gated_resnet import GatedResNet18, GateSet
 
 
 class PruneData:
@@ -66,104 +65,23 @@ class PruneData:
         return Splits(self.info, self.x_w, self.y_w, self.x_test, self.y_test)
 
 
-def _imagenet_state() -> dict:
-    from torchvision.models import ResNet18_Weights
-
-    try:
-        return ResNet18_Weights.IMAGENET1K_V1.get_state_dict(progress=False)
-    except (OSError, RuntimeError, ValueError) as e:  # URLError, HTTPError, SSL, timeouts: not downloadable here
-        raise HwnasError(f"--weights imagenet: torchvision's ResNet18 ImageNet weights could not be downloaded "
-                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); offline, pass "
-                         f"--weights PATH (a state dict) or --weights train") from None
-
-
-def load_state(path: str) -> dict:
-    """A ResNet18 state dict from a file: a plain state dict, or a dict holding one under 'model'/'state_dict'."""
-    from hwnas.runs import load_torch_file
-
-    state = load_torch_file(path, "a state dict (--weights)", "weights file")
-    if isinstance(state, dict):
-        state = state.get("model", state.get("state_dict", state))
-    if not isinstance(state, dict):
-        raise HwnasError(f"--weights {path} does not hold a state dict")
-    return state
-
-
-def pretrained_model(cfg: PruneConfig, data: PruneData, on_step=None, on_epoch_end=None) -> tuple[nn.Module, dict]:
-    """The network to prune (CPU, eval mode, inner channels in importance order) and where it came from."""
-    from hwnas.latency.resnet_keys import torchvision_resnet18
-    from hwnas.train import TrainConfig, resnet18_space, train_network
-
-    space = resnet18_space(cfg.dataset, cfg.data_dir)
-    source: dict = {"weights": cfg.weights}
-    if cfg.weights in ("train", "imagenet"):
-        initial = _imagenet_state() if cfg.weights == "imagenet" else None
-        if cfg.pretrain_epochs == 0:
-            raise HwnasError(f"--weights {cfg.weights} needs --pretrain-epochs ≥ 1")
-        tcfg = TrainConfig(model="resnet18", dataset=cfg.dataset, data_dir=cfg.data_dir, epochs=cfg.pretrain_epochs,
-                           batch_size=cfg.pretrain_batch_size, lr=cfg.pretrain_lr, drop_path_prob=0.0, seed=cfg.seed,
-                           device=cfg.device, amp=False)
-        result = train_network(None, tcfg, splits=data.pretrain_splits(), on_step=on_step, on_epoch_end=on_epoch_end,
-                               initial_state=initial)
-        model = result.model.cpu()
-        source.update(pretrain_epochs=cfg.pretrain_epochs, trained_on="weights half of the train split")
-    else:
-        model = torchvision_resnet18(space)
-        state = load_state(cfg.weights)
-        mismatch = state_mismatch(model.state_dict(), state)
-        if mismatch:
-            raise HwnasError(f"--weights {cfg.weights} is not a ResNet18 for {cfg.dataset} "
-                             f"({space.in_channels} input channel(s), {space.num_classes} classes, "
-                             f"{'small' if space.small_stem else 'ImageNet'} stem): {mismatch}")
-        model.load_state_dict(state)
-    model = reorder_by_importance(model.eval())
-    return model, source
-
-
-def state_mismatch(own: dict, state: dict) -> str:
-    """Why `state` does not fit a network whose state dict is `own` ('' when it fits): classes, input channels,
-    stem, or the first differing tensors, in words."""
-    shapes = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
-    fc, conv = shapes.get("fc.weight"), shapes.get("conv1.weight")
-    if fc is not None and len(fc) == 2 and fc != tuple(own["fc.weight"].shape):
-        return f"its classifier has {fc[0]} classes, the dataset {own['fc.weight'].shape[0]}"
-    if conv is not None and len(conv) == 4 and conv != tuple(own["conv1.weight"].shape):
-        want = tuple(own["conv1.weight"].shape)
-        if conv[1] != want[1]:
-            return f"its first convolution takes {conv[1]} input channel(s), the dataset has {want[1]}"
-        return f"its stem convolution is {conv[2]}×{conv[3]}, this dataset's ResNet18 has {want[2]}×{want[3]}"
-    missing = [k for k in own if k not in shapes]
-    unexpected = [k for k in shapes if k not in own]
-    wrong = [f"{k} {shapes[k]} (needs {tuple(own[k].shape)})" for k in own if k in shapes
-             and shapes[k] != tuple(own[k].shape)]
-    parts = [f"{len(missing)} missing tensor(s) ({', '.join(missing[:3])}{', …' if len(missing) > 3 else ''})"
-             if missing else "",
-             f"{len(unexpected)} unexpected tensor(s) ({', '.join(unexpected[:3])}{', …' if len(unexpected) > 3 else ''})"
-             if unexpected else "",
-             f"{len(wrong)} of another shape ({', '.join(wrong[:2])}{', …' if len(wrong) > 2 else ''})" if wrong else ""]
-    return "; ".join(p for p in parts if p)
-
-
-START_MARGIN = 0.1   # a starting network must be a tenth of the way from chance to 100 % validation accuracy
-
-
-def check_start(val_acc: float, y_val: torch.Tensor, num_classes: int, what: str) -> None:
-    """Refuse a starting network near chance: pruning a network that has learnt nothing finds nothing to keep
-    (every λ > 0 then prunes to the cheapest gate set). Chance is the majority class's share of the labels."""
-    counts = torch.bincount(y_val.cpu(), minlength=num_classes)
-    chance = float(counts.max()) / float(counts.sum())
-    need = chance + START_MARGIN * (1.0 - chance)
-    if val_acc < need:
-        raise HwnasError(f"{what} is at {100 * val_acc:.1f} % validation accuracy, near chance ({100 * chance:.1f} %; "
-                         f"pruning needs ≥ {100 * need:.1f} %): train it first (hwnas train --model resnet18, or "
-                         f"--weights train with more --pretrain-epochs)")
-
-
 @torch.no_grad()
 def gates_at(hypernet: GateHypernet, lam: float, lambda_max: float, sampling: str) -> GateSet:
     """The deterministic gate set of a trained hypernet at λ (argmax of its logits at λ/Λ)."""
     device = next(hypernet.parameters()).device
     return argmax_gates(*hypernet(torch.tensor([hypernet_input(lam / lambda_max, sampling)], device=device)))
+
+
+PHASE1_LR = 0.05      # phase 1 (Adam on b₂): margins grow by about this per step until samples are accurate
+LOGIT_TRAVEL = 20.0   # how far (in logits) Adam may move a gate's λ-slope over phase 2: past the phase-1 margins
+
+
+def hypernet_lr(given: float | None, steps: int) -> float:
+    """The hypernet's Adam learning rate: as given, or LOGIT_TRAVEL / phase-2 steps within [0.01, 0.3]. Adam
+    moves each logit by about its learning rate per step whatever the gradient's size, so a fixed rate lets a
+    short run move no gate past its phase-1 margin (measured: 120 steps at 0.05 left the MNIST ResNet18 intact
+    at λ ≤ Λ/2) and a long one overshoot."""
+    return float(given) if given is not None else min(max(LOGIT_TRAVEL / max(steps, 1), 0.01), 0.3)
 
 
 class GateFit:
@@ -175,12 +93,17 @@ class GateFit:
 
     def loss(self, logits_fn: Callable, x: torch.Tensor, y: torch.Tensor, lam: float, lam_input: float,
              tau: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(objective, cross-entropy, expected cost) of one batch; `lam_input` is what the hypernet sees of λ."""
-        device = x.device
-        bl, sl = logits_fn(torch.tensor([lam_input], device=device))
+        """(objective, cross-entropy, expected cost) of one batch; `lam_input` is what the hypernet sees of λ.
+
+        The cross-entropy is that of one straight-through Gumbel sample; the cost is the exact expectation
+        E[Tᵀγ] under the gates' distribution on Γ_valid (linear in its marginals: no sampling noise), taken
+        through `logits_fn.penalty_logits` where it has one (the hypernet: only its λ-dependent part)."""
+        lam_t = torch.tensor([lam_input], device=x.device)
+        bl, sl = logits_fn(lam_t)
         wb, ws = relax_gates(bl, sl, self.relax_cfg, tau, self.generator)
         ce = F.cross_entropy(self.gated(x, wb, ws), y)
-        expected = self.cost.expected(wb, ws)
+        pen = getattr(logits_fn, "penalty_logits", None)
+        expected = self.cost.expected(*gate_probabilities(*(pen(lam_t) if pen is not None else (bl, sl))))
         return ce + lam * expected, ce.detach(), expected.detach()
 
 
@@ -197,12 +120,50 @@ class Pruner:
         self.cost = cost.to(device)
         gen = torch.Generator().manual_seed(cfg.seed)
         self.hypernet = GateHypernet(cfg.hypernet, cfg.init_logit, gen).to(device)   # phase 1
-        self.opt = torch.optim.Adam(self.hypernet.parameters(), lr=cfg.lr)
+        self.lr = hypernet_lr(cfg.lr, cfg.epochs * self.steps_per_epoch())
+        # Phase 2 moves only the λ-dependent part: the λ = 0 network is phase 1's (b₂). Trained at every λ, b₂
+        # took the loss of the pruned samples at large λ as well (measured: its "full width" margins grew to
+        # 7–13 logits in 120 steps), which the λ-slope then had to undo.
+        self.opt = torch.optim.Adam([p for n, p in self.hypernet.named_parameters() if n != "net.b2"], lr=self.lr)
         self.w_opt = torch.optim.SGD(self.model.parameters(), lr=cfg.finetune_lr, momentum=0.9) if cfg.finetune else None
         self.lam_gen = torch.Generator().manual_seed(cfg.seed * 1000 + 17)
         self.fit = GateFit(self.gated, self.cost, cfg.relax, torch.Generator().manual_seed(cfg.seed * 1000 + 19))
         self.epoch = 0
         self.metrics: list[dict] = []
+
+    def phase1(self, max_steps: int, tolerance: float, window: int = 10) -> dict:
+        """Algorithm 1's phase 1 as a fit: L_val of Gumbel samples at λ = 0 (only the λ = 0 part of the hypernet
+        moves) until the mean accuracy of the last `window` sampled networks is within `tolerance` of the
+        pretrained network's on the same batches, or `max_steps`. The start (`intact_logits`) is intact at the
+        argmax, but its samples are not: a gate that the network cannot lose is made certain here, one it can
+        lose stays uncertain, which is where λ > 0 can move it."""
+        accs, ref = [], []
+        step = 0
+        tau = self.cfg.relax.tau_start
+        batches = iter(self.data.val)
+        opt = torch.optim.Adam([self.hypernet.net.b2], lr=PHASE1_LR)
+        while step < max_steps:
+            x, y = next(batches, (None, None))
+            if x is None:
+                batches = iter(self.data.val)
+                continue
+            bl, sl = self.hypernet(torch.zeros(1, device=self.device))
+            wb, ws = relax_gates(bl, sl, self.cfg.relax, tau, self.fit.generator)
+            logits = self.gated(x, wb, ws)
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(logits, y).backward()
+            opt.step()
+            with torch.no_grad():
+                accs.append(float((logits.argmax(1) == y).float().mean()))
+                ref.append(float((self.gated(x).argmax(1) == y).float().mean()))
+            step += 1
+            if step >= window and sum(accs[-window:]) / window >= sum(ref[-window:]) / window - tolerance:
+                break
+        reached = step > 0 and sum(accs[-window:]) / len(accs[-window:]) >= sum(ref[-window:]) / len(ref[-window:]) \
+            - tolerance
+        return {"phase1_steps": step, "phase1_sampled_acc": sum(accs[-window:]) / max(len(accs[-window:]), 1),
+                "phase1_pretrained_acc_same_batches": sum(ref[-window:]) / max(len(ref[-window:]), 1),
+                "phase1_reached": bool(reached), "phase1_tolerance": tolerance}
 
     def steps_per_epoch(self) -> int:
         n = len(self.data.val)

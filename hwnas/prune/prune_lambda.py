@@ -7,8 +7,11 @@ validation loss among evaluated valid gate sets (the intact network, the smalles
 broken draws rejected), Tᵀ1 = `GateCost.bound()`; Λ = (L̄ − S)/Tᵀ1. A sampled maximum
 under-estimates the supremum, so Λ is if anything over-estimated. With frozen pretrained
 weights many valid sub-networks are worse than a constant predictor (S ≥ L̄), and the theorem
-then guarantees nothing: Λ falls back to L̄/Tᵀ1 (the bound with S = 0, an upper bound on the
-useful range in any case) and the record says so.
+then guarantees nothing. Since every gate set the fit can reach is valid (`gate_sampling`),
+the Λ trained with (`auto`) is rather the end of the useful range: margin × the λ at which the
+cheapest valid gate set becomes optimal among the sampled ones (`cheapest_optimal_lambda`, the
+search's rule, imported). The old fallback L̄/Tᵀ1 sat below that λ (MNIST ResNet18: 0.36 against
+0.40), so every λ it offered kept the intact network. Theorem 1's value is recorded either way.
 
 Empirical (`empirical_lambda_max`), as the paper approximates Λ: fit the gates alone at fixed
 λ on a geometric grid, evaluate the deterministic gate set of each fit: validation accuracy
@@ -20,6 +23,7 @@ empirical` trains the hypernet over [0, empirical Λ] instead of Theorem 1's ran
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Iterable
 
 import numpy as np
@@ -29,8 +33,14 @@ from torch import nn
 from hwnas.prune.gate_cost import GateCost
 from hwnas.prune.gate_hypernet import FixedGates
 from hwnas.prune.gate_sampling import argmax_gates
-from hwnas.search.lambda_max import LambdaMax, lambda_max, losses_and_label_entropy, summarise_losses
 from hwnas.prune.prune import GateFit
+from hwnas.search.lambda_max import (
+    LambdaMax,
+    cheapest_optimal_lambda,
+    lambda_max,
+    losses_and_label_entropy,
+    summarise_losses,
+)
 from hwnas.search.relax import RelaxConfig, temperature
 from hwnas.spaces.gated_resnet import BLOCKS, PROJECTIONS, GatedResNet18, GateSet, materialise
 
@@ -51,29 +61,50 @@ def valid_gate_sets(n: int, seed: int, max_draws: int = 100_000) -> tuple[list[G
     return sets[:n], draws
 
 
+def cheapest_gates(cost: GateCost) -> GateSet:
+    """The cheapest valid gate set under `cost` (the most probable one of logits −T)."""
+    return argmax_gates(-cost.t_branch.cpu(), -cost.t_shortcut.cpu())
+
+
 @torch.no_grad()
 def theorem_lambda_max(model: nn.Module, cost: GateCost, eval_batches: Callable[[], Iterable], y_val: torch.Tensor,
-                       num_classes: int, samples: int, seed: int) -> dict:
-    """Λ of Theorem 1 with its parts, and the Λ to train with (the theorem's, or its fallback)."""
+                       num_classes: int, samples: int, seed: int, margin: float = 2.0) -> dict:
+    """Λ of Theorem 1 with its parts, the λ at which the cheapest valid gate set becomes optimal, and the Λ to
+    train with (`resolve_lambda_max`)."""
     sets, draws = valid_gate_sets(samples, seed)
+    cheap = cheapest_gates(cost)
     # L̄ on the samples S is measured on (issue #16.4; `y_val` is no longer read)
-    losses, l_bar = losses_and_label_entropy((materialise(model, g) for g in sets), eval_batches(), num_classes)
+    losses, l_bar = losses_and_label_entropy((materialise(model, g) for g in [*sets, cheap]), eval_batches(),
+                                             num_classes)
+    l_cheap, losses = losses[-1], losses[:-1]
+    costs = [cost.of(g) for g in sets]
     s, bound = max(losses), cost.bound()
     lam = lambda_max(l_bar, s, [bound])[0]
+    rule = cheapest_optimal_lambda(l_cheap, losses, costs, cost.of(cheap))
     worst = sets[int(np.argmax(losses))]
     rec = LambdaMax([lam], l_bar, s, [bound], [cost.name], len(sets), draws, summarise_losses(losses),
                     f"max validation loss of {len(sets)} valid gate sets (intact, smallest valid, "
                     f"{len(sets) - 2} drawn uniformly per gate, {draws - len(sets) + 2} broken draws rejected) on "
                     f"the frozen pretrained network, materialised").to_dict()
-    used, source = resolve_lambda_max(l_bar, s, bound)
+    used, source = resolve_lambda_max(l_bar, s, bound, rule, margin)
     rec.update(lambda_max=[used], lambda_max_source=source, theorem_lambda_max=lam, worst_valid_gates=worst.describe(),
-               cost_unit=cost.unit)
+               cost_unit=cost.unit, lambda_cheapest_optimal=rule, lambda_margin=margin,
+               cheapest={"gates": cheap.describe(), "loss": l_cheap, "cost": cost.of(cheap)},
+               sampled={"gates": [g.describe() for g in sets], "loss": losses, "cost": costs})
     return rec
 
 
-def resolve_lambda_max(l_bar: float, s: float, bound: float) -> tuple[float, str]:
-    """(Λ to train with, where it comes from): Theorem 1's (L̄ − S)/Tᵀ1 when positive, else L̄/Tᵀ1, said so."""
+def resolve_lambda_max(l_bar: float, s: float, bound: float, rule: float = math.nan,
+                       margin: float = 2.0) -> tuple[float, str]:
+    """(Λ to train with, where it comes from). Every gate set the fit can reach is valid (`gate_sampling`), so
+    Theorem 1 bounds nothing that can happen; the useful range runs from the intact network to the cheapest
+    valid one: margin × the λ at which the cheapest becomes optimal among the sampled sets. Without such a λ
+    (the cheapest is as good as every sample): Theorem 1's (L̄ − S)/Tᵀ1 when positive, else L̄/Tᵀ1, said so."""
     lam = lambda_max(l_bar, s, [bound])[0]
+    if math.isfinite(rule) and rule > 0:
+        return margin * rule, (f"{margin:g} × the λ at which the cheapest valid gate set becomes optimal among the "
+                               f"sampled ones (max (L_c − L_a)/(T_a − T_c) = {rule:.4g}); Theorem 1's (L̄ − S)/Tᵀ1 = "
+                               f"{lam:.4g} is recorded: no gate set the fit can reach is broken, so it bounds nothing")
     if lam > 0:
         return lam, "Theorem 1: (L̄ − S)/Tᵀ1"
     return l_bar / bound, (f"fallback L̄/Tᵀ1: S = {s:.4f} ≥ L̄ = {l_bar:.4f} (some valid sub-network of the frozen "

@@ -22,12 +22,13 @@ import torch
 
 from hwnas.errors import HwnasError
 from hwnas.evaluation import evaluate
-from hwnas.runs import CONFIG, RunDir, atomic_write
-from hwnas.runtime import resolve_device
 from hwnas.prune.gate_cost import GateCost
 from hwnas.prune.gate_hypernet import GateHypernet
-from hwnas.prune.prune import PruneConfig, PruneData, Pruner, check_start, gates_at, pretrained_model
+from hwnas.prune.prune import PruneConfig, PruneData, Pruner, gates_at
 from hwnas.prune.prune_lambda import empirical_lambda_max, lambda_grid, theorem_lambda_max
+from hwnas.prune.start import check_start, pretrained_model
+from hwnas.runs import CONFIG, RunDir, atomic_write
+from hwnas.runtime import resolve_device
 from hwnas.spaces.gated_resnet import BLOCKS, PROJECTIONS, GatedResNet18, GateSet, materialise
 from hwnas.spaces.network import count_flops, count_parameters
 
@@ -82,10 +83,11 @@ def run_prune(cfg: PruneConfig, out: str | Path, resume: bool = False, progress:
     if state is not None:
         pruner.load_state_dict(state)
     elif "gated_lambda0_val_acc" not in pre:
-        _phase1_check(run, pruner, pre)
+        _phase1_check(run, pruner, pre, say)
     if pruner.epoch < cfg.epochs:
         say(f"phase 2: λ ∈ [0, {pruner.lambda_max:.4g}] ({cfg.sampling}), {pruner.steps_per_epoch()} steps of "
-            f"{cfg.batch_size} per epoch, {cfg.hypernet} hypernet, weights {'fine-tuned' if cfg.finetune else 'frozen'}")
+            f"{cfg.batch_size} per epoch, {cfg.hypernet} hypernet (Adam lr {pruner.lr:.3g}), weights "
+            f"{'fine-tuned' if cfg.finetune else 'frozen'}")
     with progress("prune", cfg.epochs, pruner.epoch) as (on_step, on_epoch_end):
         while pruner.epoch < cfg.epochs:
             row = pruner.train_epoch(on_step)
@@ -138,15 +140,23 @@ def _pretrained(run: RunDir, cfg: PruneConfig, data: PruneData, device, progress
     return model, pre
 
 
-def _phase1_check(run: RunDir, pruner: Pruner, pre: dict) -> None:
-    """Phase 1: at λ = 0 the hypernet's gates are the intact network, with exactly the pretrained accuracy."""
+def _phase1_check(run: RunDir, pruner: Pruner, pre: dict, say) -> None:
+    """Phase 1: from the intact start, fit λ = 0 until sampled gate sets reproduce the pretrained accuracy; then
+    the deterministic gates at λ = 0 are checked: the intact network with exactly the pretrained accuracy, or
+    (when the fit found a gate it can lose for free) a pruned one within the tolerance."""
+    cfg = pruner.cfg
+    fit = pruner.phase1(cfg.phase1_steps, cfg.phase1_tolerance) if cfg.phase1_steps else {"phase1_steps": 0}
     gates = pruner.gates(0.0)
     wb, ws = gates.one_hot(pruner.device)
     loss, acc = evaluate(lambda x: pruner.gated(x, wb, ws), pruner.data.eval)
-    if gates != GateSet() or acc != pre["val_acc"]:
+    if (gates == GateSet() and acc != pre["val_acc"]) or acc < pre["val_acc"] - cfg.phase1_tolerance:
         raise RuntimeError(f"phase 1 failed: gates at λ=0 {gates.describe()} give accuracy {acc}, "
                            f"the pretrained network {pre['val_acc']}")
-    pre.update(gated_lambda0_val_acc=acc, gated_lambda0_val_loss=loss, gated_lambda0_gates=gates.describe())
+    if fit["phase1_steps"]:
+        say(f"phase 1: {fit['phase1_steps']} steps at λ = 0; sampled gate sets at {fit['phase1_sampled_acc']:.4f} "
+            f"against the pretrained {fit['phase1_pretrained_acc_same_batches']:.4f} on the same batches"
+            + ("" if fit["phase1_reached"] else f" (not within {cfg.phase1_tolerance:g} after the last step)"))
+    pre.update(gated_lambda0_val_acc=acc, gated_lambda0_val_loss=loss, gated_lambda0_gates=gates.describe(), **fit)
     run.write_json("pretrained.json", pre)
 
 
@@ -158,7 +168,7 @@ def _lambda_max(run: RunDir, cfg: PruneConfig, model, cost: GateCost, data: Prun
     model = model.to(device)
     say(f"Λ: Theorem 1 from {cfg.lambda_samples} valid gate sets on {len(data.eval.x)} validation images")
     rec = theorem_lambda_max(model, cost, lambda: iter(data.eval), data.y_v, data.info.num_classes,
-                             cfg.lambda_samples, cfg.seed)
+                             cfg.lambda_samples, cfg.seed, cfg.lambda_margin)
     if cfg.lambda_max is not None:
         rec.update(lambda_max=[cfg.lambda_max], lambda_max_source="given (--lambda-max)")
     if cfg.empirical_points > 0:

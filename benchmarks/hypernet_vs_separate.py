@@ -63,6 +63,25 @@ def run_epochs(search, tag: str) -> float:
     return time.perf_counter() - t0
 
 
+def reused_separate(args, seed: int, lmax: float) -> dict | None:
+    """The fixed-λ rows and total time of `seed` in --separate-from's result, if it searched at this Λ
+    with the same settings (fractions, epochs, training); else None."""
+    if not args.separate_from:
+        return None
+    import json
+
+    old = json.loads(Path(args.separate_from).read_text())
+    same = ("dataset", "table", "fractions", "epochs", "warmup_epochs", "max_steps", "channels", "layers", "relax",
+            "a_lr", "train_epochs")
+    if any(old["args"].get(k) != getattr(args, k) for k in same):
+        return None
+    runs = [r for r in old["runs"] if r["seed"] == seed and abs(r["lambda_max"]["lambda_max"][0] - lmax) <= 1e-6 * lmax]
+    if not runs:
+        return None
+    rows = [r for r in old["rows"] if r["seed"] == seed and r["method"] == "separate"]
+    return {"rows": rows, "seconds": runs[0]["separate_seconds"]} if len(rows) == len(args.fractions) else None
+
+
 def one_seed(args, seed: int, table) -> tuple[list[dict], dict]:
     from hwnas.search.control import ControlConfig
     from hwnas.search.loop import Search, SearchConfig
@@ -89,6 +108,12 @@ def one_seed(args, seed: int, table) -> tuple[list[dict], dict]:
         rows.append({"seed": seed, "method": "hypernet", "fraction": f, "lambda": f * lmax,
                      **score(hyper, g, table, args.train_epochs, seed)})
     # K separate fixed-λ searches at the hypernet's Λ, each with its own warm-up of the same length.
+    # They do not depend on the hypernet: --separate-from reuses a previous run's when its Λ is this one's.
+    old = reused_separate(args, seed, lmax)
+    if old is not None:
+        print(f"# seed {seed}: the {len(old['rows'])} separate searches reused from {args.separate_from} (same Λ)")
+        return rows + old["rows"], {"seed": seed, "lambda_max": record, "hypernet_seconds": hyper_seconds,
+                                    "separate_seconds": old["seconds"], "separate_reused_from": args.separate_from}
     separate_seconds = []
     for f in args.fractions:
         t0 = time.perf_counter()
@@ -119,7 +144,13 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--lambda-sampling", default="uniform", choices=("uniform", "log-uniform"))
     ap.add_argument("--name", default="hypernet_vs_separate")
+    ap.add_argument("--separate-from", default=None, metavar="JSON",
+                    help="reuse the fixed-λ searches of a previous result where a seed's Λ and the settings match")
+    ap.add_argument("--combine", nargs="+", default=None, metavar="JSON",
+                    help="no search: report the seeds of several results of this script (e.g. one per process) as one")
     args = ap.parse_args()
+    if args.combine:
+        return combine(args)
 
     from hwnas.latency.table import LatencyTable
 
@@ -133,21 +164,48 @@ def main() -> None:
         rows += r
         runs.append(info)
 
-    acc = "trained_test_acc" if args.train_epochs > 0 else "inherited_val_acc"
-    per_fraction = []
-    for f in args.fractions:
-        h = [r for r in rows if r["method"] == "hypernet" and r["fraction"] == f]
-        p = [r for r in rows if r["method"] == "separate" and r["fraction"] == f]
-        per_fraction.append({
+    report(args, env, rows, runs)
+
+
+def summarise(rows: list[dict], fractions: list[float], acc: str) -> list[dict]:
+    """Per fraction, over seeds: means, the accuracy gap (points) with its seed-to-seed sd, the latency ratio."""
+    out = []
+    for f in fractions:
+        h = sorted((r for r in rows if r["method"] == "hypernet" and r["fraction"] == f), key=lambda r: r["seed"])
+        p = sorted((r for r in rows if r["method"] == "separate" and r["fraction"] == f), key=lambda r: r["seed"])
+        gaps = [100 * (a[acc] - b[acc]) for a, b in zip(h, p)]
+        ratios = [a["predicted_latency_ms"] / b["predicted_latency_ms"] for a, b in zip(h, p)]
+        out.append({
             "fraction": f,
             "hypernet_acc_mean": float(np.mean([r[acc] for r in h])), "separate_acc_mean": float(np.mean([r[acc] for r in p])),
-            "acc_gap_points": 100 * float(np.mean([a[acc] - b[acc] for a, b in zip(h, p)])),
+            "acc_gap_points": float(np.mean(gaps)), "acc_gap_sd_points": float(np.std(gaps, ddof=1)) if len(gaps) > 1 else None,
             "hypernet_latency_ms_mean": float(np.mean([r["predicted_latency_ms"] for r in h])),
             "separate_latency_ms_mean": float(np.mean([r["predicted_latency_ms"] for r in p])),
-            "latency_ratio_mean": float(np.mean([a["predicted_latency_ms"] / b["predicted_latency_ms"] for a, b in zip(h, p)])),
+            "latency_ratio_mean": float(np.mean(ratios)), "latency_ratios": ratios,
         })
+    return out
+
+
+def combine(args) -> None:
+    """One report from per-seed results run in parallel processes (same settings, distinct seeds)."""
+    import json
+
+    parts = [json.loads(Path(p).read_text()) for p in args.combine]
+    first = parts[0]["args"]
+    for p, part in zip(args.combine, parts):
+        differ = [k for k, v in first.items() if k not in ("seeds", "name") and part["args"].get(k) != v]
+        if differ:
+            raise SystemExit(f"{p}: settings differ from {args.combine[0]}'s ({', '.join(differ)})")
+    merged = argparse.Namespace(**{**first, "seeds": [s for part in parts for s in part["args"]["seeds"]],
+                                   "name": args.name, "combined_from": args.combine})
+    report(merged, parts[0]["env"], [r for part in parts for r in part["rows"]], [r for part in parts for r in part["runs"]])
+
+
+def report(args, env: dict, rows: list[dict], runs: list[dict]) -> None:
+    acc = "trained_test_acc" if args.train_epochs > 0 else "inherited_val_acc"
+    per_fraction = summarise(rows, args.fractions, acc)
     time_ratio = sum(r["hypernet_seconds"] for r in runs) / sum(r["separate_seconds"] for r in runs)
-    print(f"\n{'λ/Λ':>5} {'hyper acc':>9} {'sep acc':>8} {'gap pts':>8} {'hyper ms':>9} {'sep ms':>8} {'ratio':>6}  ({acc}, mean of {len(args.seeds)} seeds)")
+    print(f"\n{'λ/Λ':>5} {'hyper acc':>9} {'sep acc':>8} {'gap pts':>8} {'hyper ms':>9} {'sep ms':>8} {'ratio':>6}  ({acc}, mean of {len(runs)} seeds)")
     for q in per_fraction:
         print(f"{q['fraction']:5.2f} {q['hypernet_acc_mean']:9.4f} {q['separate_acc_mean']:8.4f} {q['acc_gap_points']:8.2f} "
               f"{q['hypernet_latency_ms_mean']:9.4f} {q['separate_latency_ms_mean']:8.4f} {q['latency_ratio_mean']:6.2f}")

@@ -75,7 +75,8 @@ def search(
     table: Annotated[list[Path] | None, typer.Option(help="latency lookup table (hwnas profile); repeat for several "
                                                           "devices: λ gets one entry per table")] = None,
     cost: Annotated[str, typer.Option(help="what λ·Tᵀγ penalises: none, latency (with --table), params, flops")] = "none",
-    hypernet: Annotated[str, typer.Option(help="none (one fixed --lambda), linear or mlp (one run, every λ in [0, Λ])")] = "none",
+    hypernet: Annotated[str, typer.Option(help="none (one fixed --lambda), linear or mlp (one run, every λ in [0, Λ]; mlp's networks match "
+                                                "separate fixed-λ searches, linear's inherited accuracies rank better)")] = "none",
     lam: Annotated[float, typer.Option("--lambda", help="the fixed λ of a search without hypernet")] = 0.0,
     lambda_max: Annotated[str, typer.Option(help="Λ: 'auto' (Theorem 1, estimated on a briefly trained supernet) "
                                                  "or a number")] = "auto",

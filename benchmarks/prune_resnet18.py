@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import header, save  # noqa: E402
+from _machine import header, save
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = "idx:" + str((ROOT.parent / "shared" / "data" / "mnist-t10k").resolve())
@@ -88,31 +88,31 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="run directory (default: runs/bench-prune-resnet18-<time>)")
     ap.add_argument("--weights", default="train", help="train (default), or a state dict PATH (e.g. a previous "
                                                           "run's pretrained.pt) to skip pretraining")
-    ap.add_argument("--lr", type=float, default=0.08, help="hypernet learning rate (Adam)")
-    ap.add_argument("--init-logit", type=float, default=3.0, help="phase-1 margin of the intact choice")
-    ap.add_argument("--lambda-max", type=float, default=None, help="Λ (default: the empirical one of this run)")
-    ap.add_argument("--empirical-points", type=int, default=6, help="fixed-λ fits (0: none; needs --lambda-max)")
+    ap.add_argument("--lr", type=float, default=None, help="hypernet learning rate (default: hwnas prune's)")
+    ap.add_argument("--init-logit", type=float, default=None, help="phase-1 start margin (default: hwnas prune's)")
+    ap.add_argument("--lambda-max", type=float, default=None, help="Λ (default: hwnas prune's auto rule)")
+    ap.add_argument("--empirical-points", type=int, default=0, help="fixed-λ fits recorded beside Λ (default none)")
     ap.add_argument("--name", default="prune_resnet18", help="results file name (benchmarks/results/NAME.json)")
     ap.add_argument("--epochs", type=int, default=3, help="phase-2 epochs")
     ap.add_argument("--steps", type=int, default=50, help="phase-2 steps per epoch")
+    ap.add_argument("--eval-samples", type=int, default=512, help="validation images per evaluation")
     ap.add_argument("--finetune", action="store_true", help="also train the weights during phase 2")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     env = header()
     ensure_table(Path(args.table))
     q = args.quick
-    # Sized for ~25 minutes on 2 shared cores (a ResNet18 training step of 64 images at 28×28 takes 4–8 s here).
-    # Λ: Theorem 1 is recorded, but with frozen weights it falls back to L̄/Tᵀ1, below the λ at which the
-    # fixed-λ fits start to prune; the hypernet is trained over the empirical range instead (both are saved).
+    # hwnas prune's defaults for everything that decides what is pruned (Λ rule, hypernet, λ sampling, learning
+    # rate, phase 1); only the amount of work is cut to fit 2 shared cores (a ResNet18 step of 32 images at 28×28
+    # takes 1–3 s here): phase-2 steps, evaluation samples.
+    given = {k: v for k, v in (("lr", args.lr), ("init_logit", args.init_logit)) if v is not None}
     cfg = PruneConfig(dataset=args.dataset, table=args.table, weights=args.weights, pretrain_epochs=1,
-                      pretrain_batch_size=64, pretrain_lr=0.05, hypernet="linear", sampling="log-uniform",
-                      lambda_max_from="empirical" if args.lambda_max is None else "theorem",
+                      pretrain_batch_size=64, pretrain_lr=0.05, lambda_max=args.lambda_max,
                       epochs=1 if q else args.epochs, steps_per_epoch=3 if q else args.steps, finetune=args.finetune,
-                      batch_size=16, lr=args.lr, init_logit=args.init_logit, lambda_max=args.lambda_max,
-                      lambda_samples=3 if q else 8, eval_samples=128 if q else 256,
+                      lambda_samples=3 if q else 32, eval_samples=128 if q else args.eval_samples,
                       empirical_points=2 if q else args.empirical_points, empirical_steps=2 if q else 15,
-                      empirical_lr=0.4,
-                      empirical_min=0.01, empirical_max=30.0, pareto_points=4 if q else 9, device="cpu", seed=0)
+                      phase1_steps=5 if q else PruneConfig.phase1_steps, pareto_points=4 if q else 9, device="cpu",
+                      seed=0, **given)
     print(f"# settings: pretrain {cfg.pretrain_epochs} epoch(s) of batch {cfg.pretrain_batch_size}; phase 2 "
           f"{cfg.epochs}×{cfg.steps_per_epoch} steps of batch {cfg.batch_size} ({cfg.hypernet} hypernet, "
           f"{cfg.sampling} λ, weights {'fine-tuned' if cfg.finetune else 'frozen'}); Λ: {cfg.lambda_samples} valid gate sets, {cfg.empirical_points} fixed-λ fits of "

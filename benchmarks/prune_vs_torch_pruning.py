@@ -1,0 +1,187 @@
+"""hwnas prune against Torch-Pruning at equal measured latency (issue #12.4).
+
+From one trained ResNet18 and one finished `hwnas prune` run on it:
+
+- hwnas: the distinct gate sets of the run's pareto.csv (≥ 3 points along λ, intact excluded), materialised;
+- Torch-Pruning (`pip install -e ".[bench]"`): global channel pruning with group-norm (magnitude) importance of
+  the same network, the pruning ratio searched (bisection on measured ORT latency) until each Torch-Pruning
+  network is as fast as the hwnas network it is compared with;
+- the unpruned network, the reference.
+
+Every network, the reference included, is then fine-tuned with the same number of SGD steps on the weights
+half of the train split (what the ResNet18 was trained on) and tested on the test split. Latency is measured
+in ONNX Runtime (batch 1, 1 thread), all networks interleaved (`prune_resnet18.interleaved_latency`). One plot:
+test accuracy against measured latency. Repeat with --seeds for the fine-tuning seeds.
+
+    python benchmarks/prune_vs_torch_pruning.py --run RUN --weights W.pt [--steps 100 --seeds 0 1 2]
+    python benchmarks/prune_vs_torch_pruning.py --run RUN --weights W.pt --quick     # smoke test
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import header, save
+from prune_resnet18 import interleaved_latency
+
+SHAPE = (1, 28, 28)
+
+
+def measured_ms(net, tmp: Path, name: str, rounds: int, runs: int) -> float:
+    from hwnas.export import export_onnx_dynamic
+
+    path = tmp / f"{name}.onnx"
+    export_onnx_dynamic(net.eval(), SHAPE, path)
+    return interleaved_latency({name: path}, SHAPE, threads=1, rounds=rounds, runs=runs)[name]["p50_ms"]
+
+
+def tp_prune(model, ratio: float):
+    """Torch-Pruning: global channel pruning, group magnitude (L2, 'group norm') importance, classifier kept."""
+    import torch
+    import torch_pruning as tp
+
+    net = copy.deepcopy(model).eval()
+    ex = torch.randn(1, *SHAPE)
+    pruner = tp.pruner.MetaPruner(net, ex, importance=tp.importance.GroupMagnitudeImportance(p=2),
+                                  pruning_ratio=ratio, global_pruning=True, ignored_layers=[net.fc])
+    pruner.step()
+    return net
+
+
+def tp_matching(model, target_ms: float, tmp: Path, rounds: int, runs: int, iters: int) -> tuple:
+    """Bisection on the pruning ratio until the Torch-Pruning network's measured latency is the target's."""
+    lo, hi, best = 0.0, 0.95, None
+    for i in range(iters):
+        mid = (lo + hi) / 2
+        net = tp_prune(model, mid)
+        ms = measured_ms(net, tmp, f"tp_search{i}", rounds, runs)
+        if best is None or abs(ms - target_ms) < abs(best[2] - target_ms):
+            best = (net, mid, ms)
+        lo, hi = (mid, hi) if ms > target_ms else (lo, mid)
+    return best
+
+
+def finetune(net, data, steps: int, lr: float, seed: int):
+    """`steps` SGD steps (momentum 0.9, cosine) on the weights half, BN in training mode; eval mode after."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(seed)
+    net = copy.deepcopy(net).train()
+    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=3e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1))
+    data.weights.generator.manual_seed(seed)
+    it, done = iter(data.weights), 0
+    while done < steps:
+        xy = next(it, None)
+        if xy is None:
+            it = iter(data.weights)
+            continue
+        x, y = xy
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(net(x), y).backward()
+        opt.step()
+        sched.step()
+        done += 1
+    return net.eval()
+
+
+def main() -> None:
+    import torch
+
+    from hwnas.evaluation import evaluate
+    from hwnas.prune.prune import PruneData
+    from hwnas.prune.prune_run import load_pruned
+    from hwnas.spaces.gated_resnet import GateSet, materialise
+    from hwnas.spaces.network import count_parameters
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", required=True, help="a finished hwnas prune run (pareto.csv)")
+    ap.add_argument("--steps", type=int, default=100, help="fine-tuning steps for every network")
+    ap.add_argument("--lr", type=float, default=0.01, help="fine-tuning learning rate")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--points", type=int, default=3, help="hwnas networks compared (distinct gate sets)")
+    ap.add_argument("--name", default="prune_vs_torch_pruning")
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    env = header()
+    q = args.quick
+    rounds, runs, iters = (2, 5, 3) if q else (7, 20, 7)
+    steps = 2 if q else args.steps
+    import pandas as pd
+
+    frame = pd.read_csv(Path(args.run) / "pareto.csv")
+    cfg, model, _, _ = load_pruned(args.run, 0.0)
+    distinct = [g for g in dict.fromkeys(frame["gates"]) if g != GateSet().describe()]
+    pick = [distinct[round(i * (len(distinct) - 1) / max(args.points - 1, 1))] for i in range(args.points)] \
+        if len(distinct) > args.points else distinct
+    lams = {g: float(frame.loc[frame["gates"] == g, "lambda"].iloc[0]) for g in pick}
+    data = PruneData(cfg, torch.device("cpu"))
+    nets = {"unpruned": model}
+    for i, g in enumerate(pick):
+        nets[f"hwnas{i}"] = materialise(model, load_pruned(args.run, lams[g])[2])
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        target = {k: measured_ms(n, tmp, k, rounds, runs) for k, n in nets.items() if k != "unpruned"}
+        matched = {}
+        for i, k in enumerate(list(target)):
+            net, ratio, ms = tp_matching(model, target[k], tmp, rounds, runs, iters)
+            nets[f"tp{i}"], matched[f"tp{i}"] = net, {"ratio": ratio, "search_ms": ms, "matches": k}
+            print(f"# {k}: {target[k]:.3f} ms; Torch-Pruning ratio {ratio:.3f} → {ms:.3f} ms", flush=True)
+        paths = {}
+        from hwnas.export import export_onnx_dynamic
+
+        for k, n in nets.items():
+            paths[k] = tmp / f"final_{k}.onnx"
+            export_onnx_dynamic(n.eval(), SHAPE, paths[k])
+        timing = interleaved_latency(paths, SHAPE, threads=1, rounds=rounds + 2, runs=runs)
+    rows = []
+    for seed in args.seeds:
+        for k, n in nets.items():
+            tuned = finetune(n, data, steps, args.lr, seed)
+            acc = evaluate(tuned, data.test)[1]
+            rows.append({"seed": seed, "net": k, "method": k.rstrip("0123456789"), "test_acc": acc,
+                         "test_acc_before_finetune": evaluate(n.eval(), data.test)[1],
+                         "measured_ms": timing[k]["p50_ms"], "params": count_parameters(n),
+                         "gates": next((g for g, j in zip(pick, range(len(pick))) if k == f"hwnas{j}"), None),
+                         **matched.get(k, {})})
+            print(f"seed {seed} {k:9s} {timing[k]['p50_ms']:7.3f} ms  test {acc:.4f} "
+                  f"(before fine-tuning {rows[-1]['test_acc_before_finetune']:.4f})", flush=True)
+    res = pd.DataFrame(rows)
+    mean = res.groupby("net").agg(test_acc=("test_acc", "mean"), measured_ms=("measured_ms", "first")).reset_index()
+    base = mean.loc[mean["net"] == "unpruned"].iloc[0]
+    mean["speedup"] = base["measured_ms"] / mean["measured_ms"]
+    mean["acc_loss_points"] = 100 * (base["test_acc"] - mean["test_acc"])
+    print(mean.to_string(index=False))
+    _plot(res, Path(__file__).resolve().parent / "results" / f"{args.name}{'-quick' if q else ''}.png")
+    save(args.name + ("-quick" if q else ""), {"machine": env, "run": args.run, "steps": steps, "lr": args.lr,
+                                               "seeds": args.seeds, "rows": rows, "mean": mean.to_dict("records"),
+                                               "timing": {k: v["round_medians_ms"] for k, v in timing.items()}})
+
+
+def _plot(res, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method, marker in (("hwnas", "o"), ("tp", "s"), ("unpruned", "*")):
+        sub = res[res["method"] == method]
+        agg = sub.groupby("net").agg(ms=("measured_ms", "first"), acc=("test_acc", "mean"), sd=("test_acc", "std"))
+        ax.errorbar(agg["ms"], 100 * agg["acc"], yerr=100 * agg["sd"].fillna(0), fmt=marker, capsize=3,
+                    label={"tp": "Torch-Pruning (group norm)", "hwnas": "hwnas prune"}.get(method, method))
+    ax.set_xlabel("measured ONNX Runtime latency (ms, batch 1, 1 thread)")
+    ax.set_ylabel("test accuracy after equal fine-tuning (%)")
+    ax.legend()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()

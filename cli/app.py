@@ -12,7 +12,9 @@ from rich.table import Table
 from .common import console, epoch_progress, parse_lambda_max, readable_help, user_errors
 from hwnas.errors import HwnasError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+# rich_markup_mode=None: Click's plain help. Typer's rich boxes put the option help at column 56 of 80 and
+# wrapped it into one-word lines (issue #14.5); the plain help gives it at least half the terminal.
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="hwnas: hardware-aware neural architecture search. Which network should I ship on this "
                        "device, at this latency budget?")
 

@@ -13,6 +13,7 @@ from rich.table import Table
 from .common import console, user_errors
 
 profile_app = typer.Typer(add_completion=False, invoke_without_command=True, no_args_is_help=False,
+                          rich_markup_mode=None,  # plain help, as the main app's
                           help="Measure every op the space can place on a device into a lookup table (CSV + sidecar).")
 
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, ort-cpu, ort-cuda, tensorrt, mobile (1-thread "

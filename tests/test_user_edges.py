@@ -237,9 +237,26 @@ def test_help_has_natural_metavars(cmd):
     out = ok(runner.invoke(app, [*cmd, "--help"]))
     for odd in ("<bool>", "list[", "{run}"):
         assert odd not in out
-    if not cmd:
+    if cmd == ["search"]:  # the description reflowed, not cut where the docstring's lines broke
         assert any("(--table or --cost)" in line for line in out.splitlines())
         assert "L_val+λ·Tᵀγ" in out
+    if not cmd:
+        for name in ("info", "search", "train", "quickstart", "pareto", "export", "calibrate", "measure", "prune",
+                     "profile"):
+            assert any(line.split()[:1] == [name] for line in out.splitlines()), name
+
+
+@pytest.mark.parametrize("width", [80, 120])
+@pytest.mark.parametrize("cmd", [["search"], ["prune"], ["export"], ["profile"], ["train"], ["measure"]])
+def test_help_gives_option_text_at_least_half_the_terminal(cmd, width):
+    """Typer's rich boxes put the help column at 56 of 80 and wrapped it into one- and two-word lines."""
+    out = ok(runner.invoke(app, [*cmd, "--help"], terminal_width=width))
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if "Options" in line)
+    continued = [line for line in lines[start + 1:] if line.strip(" │") and not line.lstrip(" │").startswith("-")]
+    indents = [len(line) - len(line.lstrip(" │")) for line in continued]  # none: every option's help fits one line
+    assert max(indents, default=0) <= width // 2, max(indents)
+    assert max(len(line) for line in lines) <= width
 
 
 # 12. the README stands alone in a user's clone

@@ -174,7 +174,7 @@ def grads(obj, batch, xi: float, dtype, directions: int, seed: int) -> dict:
         r, steps = finite_steps(obj, batch, xi, directions, seed)
         scale = float(((r @ (exact - first)) ** 2).mean().sqrt())
         for h, d in steps.items():
-            err = lambda g: float(((r @ g - d) ** 2).mean().sqrt()) / scale  # noqa: E731
+            err = lambda g, d=d: float(((r @ g - d) ** 2).mean().sqrt()) / scale  # noqa: E731
             out["finite_step"][str(h)] = {"first": err(first), "exact": err(exact),
                                           **{str(s): err(fd[s]) for s in (None, *SCALES)}}
     return out

@@ -176,24 +176,30 @@ def test_expected_cost_equals_brute_force_enumeration():
     cost = GateCost.from_table(table, SPACE)
     wb, ws = random_weights(5)
     # Blocks 0 (identity shortcut) and 2 (projection) and shortcut 0 random; the rest one-hot.
-    fixed = gr.GateSet((0.5, 0.25, 0.75, 0, 1.0, 0.5, 0, 0.25), (True, True, False))
+    fixed = gr.GateSet((0.5, 0.25, 0.75, 0, 1.0, 0.5, 0.25, 0.25), (True, True, False))  # valid but for blocks 0/2
     fb, fs = fixed.one_hot()
     wb = torch.cat([wb[:1], fb[1:2], wb[2:3], fb[3:]])
     ws = torch.cat([ws[:1], fs[1:]])
-    total = 0.0
+    total, n_broken = 0.0, 0
     for i, j, s in itertools.product(range(5), range(5), range(2)):
         fr = list(fixed.fractions)
         fr[0], fr[2] = gr.BRANCH_CHOICES[i], gr.BRANCH_CHOICES[j]
         gates = gr.GateSet(tuple(fr), (bool(s),) + fixed.shortcuts[1:])
         prob = float(wb[0, i] * wb[2, j] * ws[0, s])
-        # a broken set still has a cost (it is what the relaxation pays); price it from the parts
-        price = cost.of(gates) if gates.is_valid() else None
-        if price is not None:
+        if gates.is_valid():
+            price = cost.of(gates)
             assert price == pytest.approx(table.predict(gates.arch()), rel=1e-6)
-        else:
-            price = cost.constant + float(cost.expected(*gates.one_hot()))
+        else:  # branch 2 and its projection both off: priced from the table's own sums of valid sets,
+            # the set with the shortcut kept less what keeping that shortcut costs where the branch is on
+            def pred(f2, s0):
+                f = list(fr)
+                f[2] = f2
+                return table.predict(gr.GateSet(tuple(f), (s0,) + fixed.shortcuts[1:]).arch())
+            price = pred(fr[2], True) - (pred(0.25, True) - pred(0.25, False))
+            n_broken += 1
         total += prob * price
     assert cost.constant + float(cost.expected(wb, ws)) == pytest.approx(total, rel=1e-6)
+    assert 0 < n_broken < 50  # both kinds of set are in the enumeration
 
 
 def test_table_for_another_network_is_refused():

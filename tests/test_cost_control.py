@@ -209,11 +209,10 @@ def test_prune_theorem_parts_come_from_the_evaluated_samples():
     with torch.no_grad():
         model.fc.weight.zero_()
         model.fc.bias.zero_()   # every sub-network predicts uniformly: loss ln 10 on any label
-    y_val = torch.arange(10).repeat(4)                   # the split: ten balanced classes, entropy ln 10
     y_eval = torch.tensor([3, 3, 3, 7])                  # the samples evaluated: frequencies 3/4, 1/4
     x_eval = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     rec = theorem_lambda_max(model, GateCost.from_table(synthetic(space), space), lambda: iter([(x_eval, y_eval)]),
-                             y_val, 10, samples=3, seed=0)
+                             10, samples=3, seed=0)
     constant = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))   # cross-entropy of the frequencies on y_eval
     assert rec["label_entropy"] == pytest.approx(constant, abs=1e-12)
     assert rec["worst_valid_loss"] == pytest.approx(math.log(10), abs=1e-5)
@@ -236,7 +235,7 @@ def test_search_theorem_parts_come_from_the_evaluated_batches():
     batches = [(torch.randn(8, 1, 8, 8, generator=g), torch.tensor([0, 0, 0, 0, 0, 0, 1, 2])),
                (torch.randn(8, 1, 8, 8, generator=g), torch.arange(8))]
     y_all = torch.cat([y for _, y in batches])
-    rec = estimate_lambda_max(obj, cost, lambda: iter(batches), y_all, 10,
+    rec = estimate_lambda_max(obj, cost, lambda: iter(batches), 10,
                               ControlConfig(cost="params", hypernet="linear", samples=2, eval_batches=1), seed=0)
     p = torch.tensor([6 / 8, 1 / 8, 1 / 8], dtype=torch.float64)
     assert rec["label_entropy"] == pytest.approx(float(-(p * p.log()).sum()), abs=1e-12)

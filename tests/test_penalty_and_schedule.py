@@ -146,7 +146,7 @@ def test_lambda_max_with_two_targets(exclude_none):
     cost = CostModel(T, [False, True, True], ["a", "b"], ["ms", "ms"])
     batches = [(torch.randn(16, 1, 8, 8, generator=g), torch.randint(0, 10, (16,), generator=g))]
     ctl = ControlConfig(cost="params", hypernet="linear", samples=6, eval_batches=1, exclude_none=exclude_none)
-    rec = estimate_lambda_max(obj, cost, lambda: iter(batches), batches[0][1], 10, ctl, seed=0)
+    rec = estimate_lambda_max(obj, cost, lambda: iter(batches), 10, ctl, seed=0)
     Tn, Tr = T[:, 0].numpy(), T[:, 1:].sum(1).numpy()
     allowed = [o for o in range(cfg.n_ops) if not (exclude_none and o == NONE)]
     for d in range(2):

@@ -41,7 +41,7 @@ def test_theorem_parts_on_labels_of_known_entropy():
     y = torch.tensor([0, 1, 2, 3] * 3)
     x = x_batch(len(y))
     cost = GateCost.from_table(synthetic(SPACE), SPACE)
-    rec = theorem_lambda_max(model, cost, lambda: [(x, y)], y, 10, samples=4, seed=0)
+    rec = theorem_lambda_max(model, cost, lambda: [(x, y)], 10, samples=4, seed=0)
     assert rec["label_entropy"] == pytest.approx(math.log(4), abs=1e-9)
     assert rec["worst_valid_loss"] == pytest.approx(math.log(10), abs=1e-5)
     assert rec["samples"] == 4 and rec["cost_bound"] == [pytest.approx(cost.bound())]

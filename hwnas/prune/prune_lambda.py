@@ -67,13 +67,13 @@ def cheapest_gates(cost: GateCost) -> GateSet:
 
 
 @torch.no_grad()
-def theorem_lambda_max(model: nn.Module, cost: GateCost, eval_batches: Callable[[], Iterable], y_val: torch.Tensor,
-                       num_classes: int, samples: int, seed: int, margin: float = 2.0) -> dict:
+def theorem_lambda_max(model: nn.Module, cost: GateCost, eval_batches: Callable[[], Iterable], num_classes: int,
+                       samples: int, seed: int, margin: float = 2.0) -> dict:
     """Λ of Theorem 1 with its parts, the λ at which the cheapest valid gate set becomes optimal, and the Λ to
     train with (`resolve_lambda_max`)."""
     sets, draws = valid_gate_sets(samples, seed)
     cheap = cheapest_gates(cost)
-    # L̄ on the samples S is measured on (issue #16.4; `y_val` is no longer read)
+    # L̄ on the samples S is measured on (issue #16.4)
     losses, l_bar = losses_and_label_entropy((materialise(model, g) for g in [*sets, cheap]), eval_batches(),
                                              num_classes)
     l_cheap, losses = losses[-1], losses[:-1]

@@ -167,7 +167,7 @@ def _lambda_max(run: RunDir, cfg: PruneConfig, model, cost: GateCost, data: Prun
     device = data.eval.device
     model = model.to(device)
     say(f"Λ: Theorem 1 from {cfg.lambda_samples} valid gate sets on {len(data.eval.x)} validation images")
-    rec = theorem_lambda_max(model, cost, lambda: iter(data.eval), data.y_v, data.info.num_classes,
+    rec = theorem_lambda_max(model, cost, lambda: iter(data.eval), data.info.num_classes,
                              cfg.lambda_samples, cfg.seed, cfg.lambda_margin)
     if cfg.lambda_max is not None:
         rec.update(lambda_max=[cfg.lambda_max], lambda_max_source="given (--lambda-max)")

@@ -101,8 +101,8 @@ def cheapest_ops(cost: CostModel, target: int, allowed: list[int]) -> tuple[list
 
 
 @torch.no_grad()
-def estimate_lambda_max(obj: SearchObjective, cost: CostModel, val_batches: Callable, y_val: torch.Tensor,
-                        num_classes: int, cfg: ControlConfig, seed: int, steps: int = 4,
+def estimate_lambda_max(obj: SearchObjective, cost: CostModel, val_batches: Callable, num_classes: int,
+                        cfg: ControlConfig, seed: int, steps: int = 4,
                         multiplier: int = 4, recal_batches: list | None = None) -> dict:
     """Λ on the (briefly trained) supernet of `obj`, with its parts: the lambda_max.json record.
 

@@ -206,8 +206,8 @@ class Search:
         ctl = self.cfg.control
         train_loss, train_acc = self.warmup(ctl.warmup_epochs, on_step, on_epoch_end)
         self._set_eval_lambda(None)
-        record = estimate_lambda_max(self.obj, self.cost, lambda: iter(self.eval_loader), self.eval_loader.y,
-                                     self.info.num_classes, ctl, self.cfg.seed * 1000 + 6,
+        record = estimate_lambda_max(self.obj, self.cost, lambda: iter(self.eval_loader), self.info.num_classes,
+                                     ctl, self.cfg.seed * 1000 + 6,
                                      self.net.cfg.steps, self.net.cfg.multiplier,
                                      recal_batches=list(itertools.islice(iter(self.recal_loader()), 10)))
         record["warmup_train_loss"], record["warmup_train_acc"] = train_loss, train_acc

@@ -20,6 +20,7 @@ separate ones.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from dataclasses import replace
@@ -68,8 +69,6 @@ def reused_separate(args, seed: int, lmax: float) -> dict | None:
     with the same settings (fractions, epochs, training); else None."""
     if not args.separate_from:
         return None
-    import json
-
     old = json.loads(Path(args.separate_from).read_text())
     same = ("dataset", "table", "fractions", "epochs", "warmup_epochs", "max_steps", "channels", "layers", "relax",
             "a_lr", "train_epochs")
@@ -188,8 +187,6 @@ def summarise(rows: list[dict], fractions: list[float], acc: str) -> list[dict]:
 
 def combine(args) -> None:
     """One report from per-seed results run in parallel processes (same settings, distinct seeds)."""
-    import json
-
     parts = [json.loads(Path(p).read_text()) for p in args.combine]
     first = parts[0]["args"]
     for p, part in zip(args.combine, parts):

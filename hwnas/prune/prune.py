@@ -138,6 +138,10 @@ class Pruner:
         argmax, but its samples are not: a gate that the network cannot lose is made certain here, one it can
         lose stays uncertain, which is where λ > 0 can move it."""
         accs, ref = [], []
+
+        def recent(values: list[float]) -> float:  # mean of the last `window` batches
+            return sum(values[-window:]) / max(len(values[-window:]), 1)
+
         step = 0
         tau = self.cfg.relax.tau_start
         batches = iter(self.data.val)
@@ -157,13 +161,12 @@ class Pruner:
                 accs.append(float((logits.argmax(1) == y).float().mean()))
                 ref.append(float((self.gated(x).argmax(1) == y).float().mean()))
             step += 1
-            if step >= window and sum(accs[-window:]) / window >= sum(ref[-window:]) / window - tolerance:
+            if step >= window and recent(accs) >= recent(ref) - tolerance:
                 break
-        reached = step > 0 and sum(accs[-window:]) / len(accs[-window:]) >= sum(ref[-window:]) / len(ref[-window:]) \
-            - tolerance
-        return {"phase1_steps": step, "phase1_sampled_acc": sum(accs[-window:]) / max(len(accs[-window:]), 1),
-                "phase1_pretrained_acc_same_batches": sum(ref[-window:]) / max(len(ref[-window:]), 1),
-                "phase1_reached": bool(reached), "phase1_tolerance": tolerance}
+        reached = step > 0 and recent(accs) >= recent(ref) - tolerance
+        return {"phase1_steps": step, "phase1_sampled_acc": recent(accs),
+                "phase1_pretrained_acc_same_batches": recent(ref), "phase1_reached": bool(reached),
+                "phase1_tolerance": tolerance}
 
     def steps_per_epoch(self) -> int:
         n = len(self.data.val)

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .common import console, epoch_progress, parse_lambda_max, readable_help, user_errors
+from .common import console, epoch_progress, readable_help, user_errors
 from hwnas.errors import HwnasError
 
 # rich_markup_mode=None: Click's plain help. Typer's rich boxes put the option help at column 56 of 80 and
@@ -30,9 +30,10 @@ Seed = Annotated[int, typer.Option(help="random seed (data split, initialisation
 @user_errors
 def info() -> None:
     """Versions, CPU/GPU, and which latency backends are usable here."""
-    from hwnas.info import backends, environment
+    from hwnas.api import info as environment
 
     env = environment()
+    usable = env.pop("backends")
     table = Table(title="hwnas environment", show_header=False)
     for key, value in env.items():
         table.add_row(key, ", ".join(value) if isinstance(value, list) else str(value))
@@ -40,7 +41,7 @@ def info() -> None:
     table = Table(title="latency backends")
     table.add_column("backend")
     table.add_column("status")
-    for name, status in backends(env).items():
+    for name, status in usable.items():
         table.add_row(name, f"[green]{status}[/]" if status == "usable" else f"[yellow]{escape(status)}[/]")
     console.print(table)
 
@@ -95,47 +96,39 @@ def search(
 ) -> None:
     """DARTS cell search; writes the run directory and the derived genotype. With a cost (--table or
     --cost) it minimises L_val+λ·Tᵀγ; with --hypernet, for every λ ∈ [0, Λ] in one run."""
-    from hwnas.config import ControlConfig, RelaxConfig, SearchConfig  # torch-free: options are checked at once
-    from hwnas.runs import RunDir
+    from hwnas.search_run import search_config  # torch-free: options are checked at once
 
-    if space != "darts":
-        raise HwnasError(f"--space {space!r}: searching is implemented for the darts space")
-    try:
-        relax_cfg = RelaxConfig(kind=relax, hard=hard, tau_start=tau_start, tau_end=tau_end)
-    except ValueError as e:
-        raise HwnasError(f"--relax: {e}") from None
-    lmax = parse_lambda_max(lambda_max)
-    control = ControlConfig(cost=cost, tables=tuple(str(t) for t in table or ()), hypernet=hypernet, lam=lam,
-                            lambda_max=lmax, sampling=lambda_sampling, warmup_epochs=lambda_warmup_epochs,
-                            samples=lambda_samples, lambda_margin=lambda_margin, exclude_none=None if none_op is None
-                            else not none_op)
-    cfg = SearchConfig(dataset=dataset, data_dir=str(data_dir) if data_dir else None, download=download,
-                       layers=layers, channels=channels, batch_size=batch_size, epochs=epochs, seed=seed,
-                       relax=relax_cfg, arch_grad=arch_grad, augment=augment, device=device,
-                       max_steps_per_epoch=max_steps, a_lr=arch_lr, control=control)
-    if not resume:
-        RunDir.check_new(out)
+    cfg = search_config(dataset=dataset, data_dir=data_dir, download=download, space=space, relax=relax, hard=hard,
+                        tau_start=tau_start, tau_end=tau_end, arch_grad=arch_grad, epochs=epochs, layers=layers,
+                        channels=channels, batch_size=batch_size, augment=augment, max_steps=max_steps,
+                        arch_lr=arch_lr, seed=seed, device=device, table=table or (), cost=cost, hypernet=hypernet,
+                        lam=lam, lambda_max=lambda_max, lambda_sampling=lambda_sampling,
+                        lambda_warmup_epochs=lambda_warmup_epochs, lambda_samples=lambda_samples,
+                        lambda_margin=lambda_margin, with_none=none_op)
     _run_search(cfg, out, resume)
 
 
 def _run_search(cfg, out: Path, resume: bool):
     from hwnas.config import SearchConfig
-    from hwnas.search.loop import run_search
+    from hwnas.search_run import search as run_search
 
+    if not resume:
+        from hwnas.runs import RunDir
+
+        RunDir.check_new(out)  # before the progress bar: a taken --out is a one-line error
     total = SearchConfig.from_dict(_read_config(out)).epochs if resume else cfg.epochs
     with epoch_progress(total, label="search") as (on_step, on_epoch_end):
-        result = run_search(cfg, out, resume=resume, on_step=on_step, on_epoch_end=on_epoch_end)
-    lmax = result.run.file("lambda_max.json")
-    if lmax.is_file():
-        rec = result.run.read_json("lambda_max.json")
+        run = run_search(cfg, out=out, resume=resume, on_step=on_step, on_epoch_end=on_epoch_end)
+    rec = run.record
+    if rec is not None:
         parts = (f" (L̄ {rec['label_entropy']:.4f}, S {rec['worst_valid_loss']:.4f}, Tᵀ1 {rec['cost_bound']}, "
                  f"{rec['samples']} valid samples)") if "label_entropy" in rec else ""
         console.print(f"[bold]Λ[/] {rec['lambda_max']}{parts}", highlight=False)
         if "lambda_max_source" in rec:
             console.print(f"  Λ from {escape(rec['lambda_max_source'])}", highlight=False)
-    console.print(f"[bold]genotype[/] {result.genotype}", highlight=False, soft_wrap=True)
+    console.print(f"[bold]genotype[/] {run.genotype()}", highlight=False, soft_wrap=True)
     console.print(f"run written to {out}/ (genotype.json, metrics.csv, plots/alphas.png)")
-    return result
+    return run
 
 
 def _read_config(out: Path) -> dict:
@@ -180,34 +173,17 @@ def train(
                                               "saved genotype and config")] = False,
 ) -> None:
     """Train the discrete network of a genotype (or a ResNet18) from scratch and report its test accuracy."""
-    from hwnas.config import TrainConfig  # torch-free: options are checked at once
-    from hwnas.runs import RunDir
+    from hwnas.api import train_setup  # torch-free until the genotype is read: options are checked at once
 
-    if resume:
-        if out is None:
-            raise HwnasError("--resume continues the run in --out: pass --out DIR")
-        from hwnas.train import resume_config
-
-        g, cfg = resume_config(out)
-        return _run_train(g, cfg, out, resume=True)
-    if (genotype is None) == (model == "darts"):
-        raise HwnasError("give --genotype G for a darts network, or --model resnet18 without --genotype")
-    cfg = TrainConfig(model=model, dataset=dataset, data_dir=str(data_dir) if data_dir else None, download=download,
-                      epochs=epochs, layers=layers, channels=channels, batch_size=batch_size, lr=lr,
-                      auxiliary=auxiliary, cutout=cutout, drop_path_prob=drop_path_prob, seed=seed, device=device)
-    if out is not None and epochs == 0:
-        raise HwnasError(f"--epochs 0 only builds the network and reports its size, so --out {out} would stay "
-                         f"empty: drop --out, or train with --epochs N ≥ 1")
-    if out is not None:
-        RunDir.check_new(out)
-    from hwnas.spaces.genotype import load_genotype
-
-    g = load_genotype(genotype) if genotype is not None else None
-    _run_train(g, cfg, out)
+    g, cfg = train_setup(genotype, out=out, resume=resume, model=model, dataset=dataset, data_dir=data_dir,
+                         download=download, epochs=epochs, layers=layers, channels=channels, batch_size=batch_size,
+                         lr=lr, auxiliary=auxiliary, cutout=cutout, drop_path_prob=drop_path_prob, seed=seed,
+                         device=device)
+    _run_train(g, cfg, out, resume=resume)
 
 
 def _run_train(g, cfg, out: Path | None, resume: bool = False):
-    from hwnas.train import train_network
+    from hwnas.api import train as train_network
 
     def on_start(params: int) -> None:
         if cfg.model != "darts":
@@ -217,9 +193,9 @@ def _run_train(g, cfg, out: Path | None, resume: bool = False):
                       f"[bold]{params:,}[/] parameters ({params / 1e6:.6f} M, auxiliary head excluded)")
 
     if cfg.epochs == 0:
-        return train_network(g, cfg, out, on_start=on_start)
+        return train_network(g, cfg, out=out, on_start=on_start)
     with epoch_progress(cfg.epochs, label="train") as (on_step, on_epoch_end):
-        result = train_network(g, cfg, out, on_start=on_start, on_step=on_step, on_epoch_end=on_epoch_end,
+        result = train_network(g, cfg, out=out, on_start=on_start, on_step=on_step, on_epoch_end=on_epoch_end,
                                resume=resume)
     if not math.isnan(result.test_acc):
         console.print(f"[bold]test accuracy {result.test_acc:.4f}[/] (loss {result.test_loss:.4f})")
@@ -236,43 +212,33 @@ def quickstart(
 ) -> None:
     """The whole chain on the embedded default (digits): profile a phone-CPU proxy, one λ-hypernet
     search over λ ∈ [0, Λ], the architectures along λ, export of one of them, and its training."""
-    from hwnas.config import ControlConfig, SearchConfig, TrainConfig  # torch-free: options are checked at once
+    from hwnas.config import TrainConfig
     from hwnas.runs import check_out
+    from hwnas.search_run import search_config  # torch-free: options are checked at once
 
     check_out(out, folder=False)  # a taken --out is fine: quickstart picks a fresh name
     if train_epochs < 0:
         raise HwnasError(f"--train-epochs must be ≥ 0 (0 skips the training), got {train_epochs}")
-    SearchConfig(epochs=epochs, device=device)
-    from hwnas.latency.backends import BackendConfig
-    from hwnas.latency.profiler import ProfileConfig, profile
-    from hwnas.latency.space import SpaceConfig
-    from hwnas.latency.stats import TimingConfig
-    from hwnas.search.loop import quick_config
-    from hwnas.search.pareto import distinct_architectures, write_pareto
+    base = search_config(epochs=epochs, device=device)
+    from hwnas.api import calibrate, profile
+    from hwnas.search.pareto import distinct_architectures
 
     out = _fresh(out)
-    base = quick_config(epochs=epochs, device=device)
     table = out / "mobile-8x8.csv"
     console.print(f"[bold]1/5 profile[/] every op of the search space on the phone-CPU proxy (ONNX Runtime, "
                   f"1 thread, batch 1) → {table}, and calibrate it")
-    space = SpaceConfig(input_h=8, input_w=8, in_channels=1, channels=base.channels, layers=base.layers, batch=1)
-    timing = TimingConfig(budget_s=0.05)  # a quick table; `hwnas profile` defaults to 0.25 s per key
-    profile(ProfileConfig(space, BackendConfig("mobile", 1, timing=timing)), table)
-    from hwnas.latency.calibrate import calibrate
-    from hwnas.latency.table import LatencyTable
-
-    cal = calibrate(LatencyTable.load(table), samples=12, folds=4)
+    # a quick table (0.05 s per key; `hwnas profile` defaults to 0.25 s) of the search's own space
+    profile("mobile", "darts", out=table, input_size="8x8", channels=base.channels, layers=base.layers, budget=0.05)
+    cal = calibrate(table, samples=12, folds=4, save=False)
     best = ("the plain sum is kept" if cal.chosen == "sum" else
             f"the {cal.chosen} correction by {cal.figures[cal.chosen]['mape_pct']:.1f} % held out (stored with the table)")
     console.print(f"  calibrated on 12 whole networks: the per-op sum (less one session call per op) is off by "
                   f"{cal.figures['sum']['mape_pct']:.0f} %; {best}", highlight=False)
     console.print("[bold]2/5 search[/] DARTS with a linear λ-hypernet on L_val + λ·Tᵀγ over λ ∈ [0, Λ] (Λ: where the "
                   "cheapest architecture becomes optimal; Theorem 1 recorded)")
-    cfg = quick_config(epochs=epochs, device=device, control=ControlConfig(tables=(str(table),), hypernet="linear"))
-    run = out / "search"
-    _run_search(cfg, run, resume=False)
+    run = _run_search(search_config(base, table=str(table), hypernet="linear"), out / "search", resume=False)
     console.print("[bold]3/5 pareto[/] the architectures along λ ∈ [0, Λ], without retraining")
-    frame = write_pareto(run, 8, _inherit(20))
+    frame = run.pareto(lambdas=8, finetune_steps=20)
     cols = [c for c in frame.columns if c.startswith("predicted_latency_ms[")][:1]
     for _, row in frame.iterrows():
         console.print(f"  λ {row['lambda']:.4g}: val acc {row['val_acc']:.3f} (inherited weights, 20 fine-tune "
@@ -282,27 +248,21 @@ def quickstart(
         lat = frame[cols[0]]
         console.print(f"  {distinct_architectures(frame['genotype'])} distinct architectures; predicted latency {lat.iloc[0]:.3f} ms "
                       f"at λ = 0 → {lat.iloc[-1]:.3f} ms at λ = Λ ({lat.iloc[-1] / lat.iloc[0]:.2f}×); plot: "
-                      f"{run}/plots/pareto_lambda.png", highlight=False)
+                      f"{run.path}/plots/pareto_lambda.png", highlight=False)
     pick = frame.iloc[len(frame) // 2]
     console.print(f"[bold]4/5 export[/] the network at λ = {pick['lambda']:.4g} → {out}/model.onnx")
-    from hwnas.data import dataset_shape
-    from hwnas.export import export_genotype
-    from hwnas.spaces.genotype import Genotype
-    from hwnas.spaces.network import NetworkConfig
-
-    g = Genotype.parse(pick["genotype"])
-    in_ch, h, w, classes = dataset_shape(base.dataset)
-    net_cfg = NetworkConfig(channels=base.channels, layers=base.layers, num_classes=classes, in_channels=in_ch)
-    report = export_genotype(g, net_cfg, (h, w), out / "model.onnx", tables=[LatencyTable.load(table)],
-                             extra={"lambda": pick["lambda"]})
-    console.print(f"  {report['params']:,} params, max |ORT − PyTorch| {report['max_abs_diff']:.1e}, "
-                  f"{report['measured']['p50_ms']:.3f} ms measured vs "
-                  f"{next(iter(report['predicted_latency_ms'].values())):.3f} ms predicted ({report['measured']['backend']}"
-                  f", batch {report['measured']['batch']}, {report['measured']['threads']} thread(s))",
+    report = run.export(out / "model.onnx", lam=float(pick["lambda"]))
+    console.print(f"  {report.params:,} params, max |ORT − PyTorch| {report.max_abs_diff:.1e}, "
+                  f"{report.measured['p50_ms']:.3f} ms measured vs "
+                  f"{next(iter(report.predicted_latency_ms.values())):.3f} ms predicted ({report.measured['backend']}"
+                  f", batch {report.measured['batch']}, {report.measured['threads']} thread(s))",
                   highlight=False)
     if train_epochs > 0:
         console.print("[bold]5/5 train[/] the exported cell from scratch on digits")
-        _run_train(g, TrainConfig(epochs=train_epochs, layers=base.layers, channels=base.channels, device=device),
+        from hwnas.spaces.genotype import Genotype
+
+        _run_train(Genotype.parse(pick["genotype"]),
+                   TrainConfig(epochs=train_epochs, layers=base.layers, channels=base.channels, device=device),
                    out / "train")
 
 
@@ -318,9 +278,9 @@ def pareto(
                                                      "only)")] = 20,
 ) -> None:
     """Architectures along λ from a trained hypernet, without retraining the search: pareto.csv and plots."""
-    from hwnas.search.pareto import write_pareto
+    from hwnas.search_run import SearchRun
 
-    frame = write_pareto(run, lambdas, _inherit(finetune_steps))
+    frame = SearchRun.load(run).pareto(lambdas=lambdas, finetune_steps=finetune_steps)
     table = Table(title=f"{run}: architectures along λ")
     cols = ["lambda", "val_acc", "params"] + [c for c in frame.columns if c.startswith("predicted_latency_ms[")]
     for c in cols + ["pareto"]:
@@ -351,103 +311,32 @@ def export(
 ) -> None:
     """Export a discrete network to ONNX, check it against PyTorch, and re-measure it as the first table's device
     times its ops (same backend, threads, batch and timing rule; recorded in the report)."""
-    from hwnas.runs import check_out
-
     if (run is None) == (genotype is None):
         raise HwnasError("give either a RUN directory (with --lambda for a hypernet run) or --genotype")
-    check_out(out, "--out", folder=False)
-    lambda_max = _check_lambda(run, lam) if run is not None and lam is not None else None
-    import torch
+    from hwnas.api import export as export_network
 
-    from hwnas.export import export_genotype
-    from hwnas.latency.table import LatencyTable
-    from hwnas.spaces.genotype import load_genotype
-    from hwnas.spaces.network import NetworkConfig
+    if run is None:
+        from hwnas.runs import check_out
 
-    tables = [LatencyTable.load(t) for t in table or ()]
-    from .prune import export_prune_run, is_prune_run
+        check_out(out, "--out", folder=False)  # before torch is imported
+        from hwnas.spaces.genotype import load_genotype
 
-    if run is not None and is_prune_run(run):
-        return export_prune_run(run, lam, out, tables, threads)
-    if run is not None:
-        from hwnas.search.pareto import load_search
-
-        search = load_search(run)
-        if search.cfg.control.needs_lambda_max:
-            if lam is None:
-                raise HwnasError(f"{run} is a λ-hypernet run: pass --lambda X (0 ≤ X ≤ Λ = "
-                                 f"{search.lam.lambda_max.tolist()})")
-            g = search.genotype(torch.full((search.lam.n_targets,), lam))
-        elif lam is not None:
-            raise HwnasError(f"{run} searched at one fixed λ; --lambda needs a --hypernet run")
-        else:
-            g = search.genotype()
-        tables += [LatencyTable.load(t) for t in search.cfg.control.tables]
-        in_ch, h, w, classes = search.info.channels, search.info.height, search.info.width, search.info.num_classes
-        cfg = NetworkConfig(channels=search.cfg.channels, layers=search.cfg.layers, num_classes=classes,
-                            in_channels=in_ch)
+        source = load_genotype(genotype)
     else:
-        g = load_genotype(genotype)
-        in_ch, h, w, classes, layers, channels = _genotype_network(tables, dataset, layers, channels)
-        cfg = NetworkConfig(channels=channels, layers=layers, num_classes=classes, in_channels=in_ch)
-    trade_off = {} if lam is None else {"lambda": lam, "lambda_max": lambda_max, "run": str(run)}
-    report = export_genotype(g, cfg, (h, w), out, weights=weights, tables=tables, threads=threads, extra=trade_off)
-    console.print(f"[bold]{out}[/]: {report['params']:,} params, {report['flops_per_sample'] / 1e6:.2f} MFLOPs, "
-                  f"{report['measured']['backend']} {report['measured']['p50_ms']:.3f} ms (batch "
-                  f"{report['measured']['batch']}, {report['measured']['threads']} thread(s)), "
-                  f"max |ORT − PyTorch| {report['max_abs_diff']:.2e}, top-1 identical: {report['top1_identical']}",
+        source = run
+    report = export_network(source, out, lam=lam, tables=table or (), threads=threads, weights=weights,
+                            dataset=dataset, layers=layers, channels=channels)
+    if "unpruned" in report.data:
+        from .prune import print_prune_export
+
+        return print_prune_export(report)
+    console.print(f"[bold]{out}[/]: {report.params:,} params, {report.flops_per_sample / 1e6:.2f} MFLOPs, "
+                  f"{report.measured['backend']} {report.measured['p50_ms']:.3f} ms (batch "
+                  f"{report.measured['batch']}, {report.measured['threads']} thread(s)), "
+                  f"max |ORT − PyTorch| {report.max_abs_diff:.2e}, top-1 identical: {report.top1_identical}",
                   highlight=False)
-    for path, ms in report.get("predicted_latency_ms", {}).items():
+    for path, ms in report.predicted_latency_ms.items():
         console.print(f"  predicted by {path}: {ms:.3f} ms", highlight=False)
-
-
-def _genotype_network(tables, dataset: str | None, layers: int | None, channels: int | None):
-    """(in_channels, H, W, classes, layers, channels) of a --genotype export: a darts table's space
-    (what its prediction is for), or the options; a contradiction between the two is an error, since
-    the prediction would price another network than the one exported."""
-    from hwnas.data import dataset_shape
-
-    darts = [t for t in tables if t.space.space == "darts"]
-    if not darts:
-        return (*dataset_shape(dataset or "digits"), layers or 8, channels or 16)
-    sp = darts[0].space
-    for name, given in (("layers", layers), ("channels", channels)):
-        if given is not None and given != getattr(sp, name):
-            raise HwnasError(f"--{name} {given}: {darts[0].path} predicts networks with {name} {getattr(sp, name)}; "
-                             f"drop --{name} (or use a table of that size)")
-    if dataset is not None and dataset_shape(dataset)[:3] != (sp.in_channels, sp.input_h, sp.input_w):
-        raise HwnasError(f"--dataset {dataset} is {'x'.join(map(str, dataset_shape(dataset)[:3]))}; {darts[0].path} "
-                         f"predicts {sp.in_channels}x{sp.input_h}x{sp.input_w} inputs; drop --dataset or use a table "
-                         f"of that input size")
-    return sp.in_channels, sp.input_h, sp.input_w, sp.num_classes, sp.layers, sp.channels
-
-
-def _check_lambda(run: Path, lam: float) -> list[float] | None:
-    """--lambda of a λ-hypernet or prune run: within [0, Λ] for every target (Λ from the run's lambda_max.json,
-    with a float tolerance), since the hypernet was trained only there. Returns Λ (None: the run has none)."""
-    import json
-
-    path = Path(run) / "lambda_max.json"
-    if not path.is_file():
-        return None
-    try:
-        lmax = json.loads(path.read_text())["lambda_max"]
-        lmax = [float(v) for v in (lmax if isinstance(lmax, list) else [lmax])]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise HwnasError(f"cannot read Λ from {path}; is {run} a finished search or prune run?") from None
-    if not (math.isfinite(lam) and lam >= 0 and all(lam <= m * (1 + 1e-6) for m in lmax)):
-        shown = ", ".join(f"{m:.6g}" for m in lmax)
-        raise HwnasError(f"--lambda {lam} is outside the trained range [0, Λ = {shown}] of {run}: the hypernet "
-                         f"was trained only there; choose 0 ≤ λ ≤ {min(lmax):.6g}")
-    return lmax
-
-
-def _inherit(steps: int):
-    from hwnas.search.inherit import InheritConfig
-
-    if steps < 0:
-        raise HwnasError(f"--finetune-steps must be non-negative, got {steps}")
-    return InheritConfig(steps=steps)
 
 
 def _fresh(path: Path) -> Path:

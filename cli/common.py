@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import math
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -59,23 +58,6 @@ def _path_error(e: OSError) -> str:
         if blocker is not None:
             return f"{path}: {blocker} is a file, not a folder; choose a path inside a folder"
     return f"{path}: {e.strerror}; choose another path" if path is not None else str(e)
-
-
-def parse_lambda_max(text: str, allowed: tuple[str, ...] = ("auto",)) -> float | str | None:
-    """--lambda-max: 'auto' (None: estimated from Theorem 1), another allowed word (returned as it is), or a
-    finite positive number (nan and inf are refused here: they would train over no usable range)."""
-    if text == "auto":
-        return None
-    if text in allowed:
-        return text
-    expected = f"expected {' or '.join(repr(a) for a in allowed)} or a finite number > 0"
-    try:
-        value = float(text)
-    except ValueError:
-        raise HwnasError(f"--lambda-max {text!r}: {expected}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise HwnasError(f"--lambda-max {text!r}: {expected}")
-    return value
 
 
 @contextmanager

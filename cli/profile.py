@@ -2,6 +2,7 @@
 `hwnas calibrate` (check the table against whole networks). `register(app)` adds them."""
 from __future__ import annotations
 
+import contextlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
@@ -57,31 +58,6 @@ def _bar(label: str):
         yield update
 
 
-def _configs(device, space, threads, batch, input_size, in_channels, channels, layers, classes, dtype, graph_opt,
-             budget, exporter="dynamo"):
-    from hwnas.errors import HwnasError
-    from hwnas.latency.backends import GRAPH_OPT, BackendConfig, resolve
-    from hwnas.latency.space import SpaceConfig, parse_input_size
-    from hwnas.latency.stats import TimingConfig
-
-    h, w = parse_input_size(input_size)
-    threads, batch = resolve(device, threads, batch, dtype)
-    if graph_opt not in GRAPH_OPT:
-        raise HwnasError(f"--graph-opt {graph_opt!r}: choose one of {', '.join(GRAPH_OPT)}")
-    from hwnas.latency.onnx_io import EXPORTERS
-
-    if exporter not in EXPORTERS:
-        raise HwnasError(f"--exporter {exporter!r}: choose one of {', '.join(EXPORTERS)}")
-    if budget <= 0:
-        raise HwnasError("--budget must be positive")
-    if in_channels is None:
-        in_channels = 1 if (h, w) in ((8, 8), (28, 28)) else 3
-    sp = SpaceConfig(space=space, input_h=h, input_w=w, in_channels=in_channels, channels=channels, layers=layers,
-                     batch=batch, num_classes=classes, dtype=dtype)
-    return sp, BackendConfig(device, threads, graph_opt=graph_opt, exporter=exporter,
-                             timing=TimingConfig(budget_s=budget))
-
-
 @profile_app.callback()
 @user_errors
 def profile(
@@ -105,21 +81,22 @@ def profile(
     """Measure every (op, channels, resolution, stride) the space can place; resumes a partial table."""
     if ctx.invoked_subcommand is not None:
         return
-    from hwnas.latency.backends import make_backend
-    from hwnas.latency.profiler import ProfileConfig
-    from hwnas.latency.profiler import profile as run_profile
+    from hwnas.api import profile as run_profile
 
-    sp, bcfg = _configs(device, space, threads, batch, input_size, in_channels, channels, layers, classes, dtype,
-                        graph_opt, budget, exporter)
-    backend = make_backend(bcfg)  # before the progress bar: an unusable backend is a one-line error
-    out = out or Path("profiles") / f"{space}-{device}-{sp.input_h}x{sp.input_w}.csv"
     counts = {"measured": 0, "skipped": 0}
-    with _bar(f"profile {device}") as update:
-        def on_progress(done, total, key, measured):
-            counts["measured" if measured else "skipped"] += 1
-            update(done, total, f"{device} {key.op} {key.c_in}->{key.c_out} {key.h}x{key.w}")
+    with contextlib.ExitStack() as stack:
+        bar = []  # opened at the first key: bad options and an unusable backend fail before any output
 
-        table = run_profile(ProfileConfig(sp, bcfg), out, backend=backend, on_progress=on_progress)
+        def on_progress(done, total, key, measured):
+            if not bar:
+                bar.append(stack.enter_context(_bar(f"profile {device}")))
+            counts["measured" if measured else "skipped"] += 1
+            bar[0](done, total, f"{device} {key.op} {key.c_in}->{key.c_out} {key.h}x{key.w}")
+
+        table = run_profile(device, space, out=out, threads=threads, batch=batch, input_size=input_size,
+                            in_channels=in_channels, channels=channels, layers=layers, classes=classes, dtype=dtype,
+                            graph_opt=graph_opt, budget=budget, exporter=exporter, on_progress=on_progress)
+    out = table.path
     console.print(f"{len(table)} keys in {out} ({counts['measured']} measured now, {counts['skipped']} already there)"
                   f"; device: {table.meta['device']}; one session call costs {table.call_overhead_ms * 1e3:.1f} µs "
                   f"(taken off each key, paid once per network)", highlight=False)
@@ -156,10 +133,11 @@ def bundle(
     exporter: ExporterOpt = "dynamo",
 ) -> None:
     """Write ONNX op models + run.py (onnxruntime and numpy only) to profile a device without PyTorch."""
+    from hwnas.api import profile_setup
     from hwnas.latency.bundle import write_bundle
 
-    sp, bcfg = _configs(device, space, threads, batch, input_size, in_channels, channels, layers, classes, "float32",
-                        graph_opt, budget, exporter)
+    sp, bcfg = profile_setup(device, space, threads, batch, input_size, in_channels, channels, layers, classes,
+                             "float32", graph_opt, budget, exporter)
     with _bar("export") as update:
         write_bundle(sp, bcfg, out, on_progress=update)
     console.print(f"bundle in {out}/: copy it to the device, run `python run.py` there, bring the folder back and "
@@ -189,16 +167,10 @@ def calibrate(
     report: Annotated[Path | None, typer.Option(help="JSON of the figures (default <table>.calibration.json)")] = None,
 ) -> None:
     """Compare the table's predictions with whole networks measured on the same backend; fit and store a correction."""
-    from hwnas.latency.backends import make_backend
-    from hwnas.latency.calibrate import calibrate as run_calibrate
-    from hwnas.latency.calibrate import check_device, plot, save_report, table_backend_config
-    from hwnas.latency.table import LatencyTable
+    from hwnas.api import calibrate as run_calibrate
 
-    lut = LatencyTable.load(table)
-    backend = make_backend(table_backend_config(lut))
-    check_device(lut, backend)
-    with _bar(f"calibrate {lut.backend}") as update:
-        cal = run_calibrate(lut, samples=samples, seed=seed, folds=folds, backend=backend, on_progress=update)
+    with _bar("calibrate") as update:
+        cal = run_calibrate(table, samples=samples, seed=seed, folds=folds, report=report, on_progress=update)
     out = Table(title=f"{table.name}: predicted vs measured, {samples} networks ({folds}-fold held-out for fits)")
     for col in ("prediction", "MAPE %", "within ±10 %", "Spearman", "Kendall"):
         out.add_column(col)
@@ -207,8 +179,7 @@ def calibrate(
         out.add_row(label, f"{f['mape_pct']:.2f}", f"{100 * f['within_10pct']:.0f} %", f"{f['spearman']:.3f}",
                     f"{f['kendall']:.3f}")
     console.print(out)
-    report = save_report(cal, lut, report or table.with_name(table.name + ".calibration.json"))
-    png = plot(cal, table.with_name(table.name + ".calibration.png"), title=f"{table.name} ({lut.meta['device']})")
+    report, png = cal.report, cal.plot
     what = "no correction: the per-op sum predicts best" if cal.correction is None else f"correction ({cal.chosen})"
     console.print(f"{what} (lowest held-out MAPE that ranks no worse than the sum), stored in {table.name}.json; "
                   f"figures in {report}, plot {png}", highlight=False)
@@ -227,15 +198,12 @@ def measure(
                                                    "else 1)")] = None,
 ) -> None:
     """Time any ONNX file the way hwnas's tables time ops, so a prediction can be checked by hand."""
-    from hwnas.latency.measure import measure_onnx_file, measurement
-    from hwnas.latency.table import LatencyTable
+    from hwnas.api import measure as run_measure
 
-    lut = LatencyTable.load(table) if table is not None else None
-    cfg, b = measurement(lut, device, threads, batch if lut is not None else batch or 1)
-    r = measure_onnx_file(model, cfg, b)
+    r = run_measure(model, device, table=table, threads=threads, batch=batch)
     console.print(f"{model}: {r['p50_ms']:.4f} ms median (p10 {r['p10_ms']:.4f}, p90 {r['p90_ms']:.4f}) on "
                   f"{r['backend']}, {r['threads']} thread(s), batch {r['batch']}, input {'x'.join(map(str, r['input_shape']))}"
-                  f", graph optimisation {cfg.graph_opt}; {r['device']}", highlight=False)
+                  f", graph optimisation {r['graph_optimization']}; {r['device']}", highlight=False)
     _warn_noisy([(r["noisy"], r["spread"])], str(model))
 
 

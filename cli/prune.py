@@ -9,9 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from hwnas.errors import HwnasError
-
-from .common import console, epoch_progress, parse_lambda_max, user_errors
+from .common import console, epoch_progress, user_errors
 
 
 @contextlib.contextmanager
@@ -62,28 +60,19 @@ def prune(
 ) -> None:
     """Prune a pretrained ResNet18 with gates (branch width per block, projection shortcuts) for every λ ∈ [0, Λ]
     in one fit (Algorithm 1 of the performance-control paper); then `hwnas export OUT --lambda X`."""
-    from hwnas.config import PruneConfig  # torch-free: options are checked at once
-    from hwnas.runs import RunDir
+    from hwnas.prune_api import prune as run_prune
+    from hwnas.prune_api import prune_config  # torch-free: options are checked at once
 
-    lmax = parse_lambda_max(lambda_max, ("auto", "empirical"))
-    source = "empirical" if lmax == "empirical" else "theorem"
-    lmax = None if lmax == "empirical" else lmax
-    cfg = PruneConfig(model=model, weights=weights, dataset=dataset, data_dir=str(data_dir) if data_dir else None,
-                      download=download, table=str(table), lambda_max=lmax, lambda_max_from=source, hypernet=hypernet,
-                      sampling=lambda_sampling, epochs=epochs, steps_per_epoch=max_steps, batch_size=batch_size,
-                      lr=lr, finetune=finetune, pretrain_epochs=pretrain_epochs, lambda_samples=lambda_samples,
-                      eval_samples=eval_samples, empirical_points=empirical_points, empirical_steps=empirical_steps,
-                      pareto_points=pareto_points, seed=seed, device=device, lambda_margin=lambda_margin,
-                      phase1_steps=phase1_steps)
-    if not resume and weights not in ("train", "imagenet") and not Path(weights).is_file():
-        raise HwnasError(f"--weights {weights!r}: no such file; pass a state dict PATH, 'imagenet' or 'train'")
-    if not resume:
-        RunDir.check_new(out)
-    from hwnas.prune.prune_run import run_prune
-
-    result = run_prune(cfg, out, resume=resume, progress=_progress,
-                       say=lambda s: console.print(escape(s), highlight=False))
-    rec = result.lambda_max
+    cfg = prune_config(model=model, weights=weights, dataset=dataset, data_dir=data_dir, download=download,
+                       table=table, lambda_max=lambda_max, hypernet=hypernet, lambda_sampling=lambda_sampling,
+                       epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, finetune=finetune,
+                       pretrain_epochs=pretrain_epochs, lambda_samples=lambda_samples, eval_samples=eval_samples,
+                       empirical_points=empirical_points, empirical_steps=empirical_steps,
+                       pareto_points=pareto_points, seed=seed, device=device, lambda_margin=lambda_margin,
+                       phase1_steps=phase1_steps)
+    run = run_prune(cfg, out=out, resume=resume, progress=_progress,
+                    say=lambda s: console.print(escape(s), highlight=False))
+    rec, frame = run.record, run.pareto()
     console.print(f"[bold]Λ[/] {rec['lambda_max'][0]:.4g} — {escape(rec['lambda_max_source'])} (L̄ "
                   f"{rec['label_entropy']:.4f}, S {rec['worst_valid_loss']:.4f}, Tᵀ1 {rec['cost_bound'][0]:.4g} ms)",
                   highlight=False)
@@ -93,7 +82,7 @@ def prune(
     cols = ["lambda", "gates", "predicted_latency_ms", "params", "val_acc", "test_acc"]
     for c in cols + ["pareto"]:
         view.add_column(c.replace("predicted_latency_ms", "ms"), justify="right")
-    for _, row in result.pareto.iterrows():
+    for _, row in frame.iterrows():
         view.add_row(*(f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c]) for c in cols),
                      "●" if row["pareto_optimal"] else "")
     console.print(view)
@@ -101,31 +90,17 @@ def prune(
                   f"--lambda X --out model.onnx", highlight=False)
 
 
-def is_prune_run(run: Path) -> bool:
-    import json
-
-    try:
-        return json.loads((Path(run) / "config.json").read_text()).get("kind") == "prune"
-    except (OSError, ValueError):
-        return False
-
-
-def export_prune_run(run: Path, lam: float | None, out: Path, tables: list, threads: int | None) -> None:
-    """`hwnas export RUN --lambda X` for a prune run: the materialised sub-network, checked and re-measured."""
-    from hwnas.prune.prune_run import export_pruned
-
-    if lam is None:
-        raise HwnasError(f"{run} is a prune run: pass --lambda X (0 ≤ X ≤ Λ, see its pareto.csv)")
-    r = export_pruned(run, lam, out, tables=tables, threads=threads)
-    m, u = r["measured"], r["unpruned"]["measured"]
-    console.print(f"[bold]{out}[/]: gates {r['gates']}, {r['params']:,} params (unpruned {r['unpruned']['params']:,}), "
-                  f"max |ORT − PyTorch| {r['max_abs_diff']:.2e}, top-1 identical: {r['top1_identical']}",
+def print_prune_export(r) -> None:
+    """What `hwnas export RUN --lambda X` says of a prune run's export (an ExportReport)."""
+    m, u, d = r.measured, r.data["unpruned"], r.data
+    console.print(f"[bold]{r.onnx}[/]: gates {d['gates']}, {r.params:,} params (unpruned {u['params']:,}), "
+                  f"max |ORT − PyTorch| {r.max_abs_diff:.2e}, top-1 identical: {r.top1_identical}",
                   highlight=False)
-    console.print(f"  {m['backend']} {m['p50_ms']:.3f} ms vs unpruned {u['p50_ms']:.3f} ms (batch {m['batch']}, "
-                  f"{m['threads']} thread(s)): {r['speedup_measured']:.2f}× measured, {r['speedup_predicted']:.2f}× predicted",
-                  highlight=False)
-    for path, ms in r["predicted_latency_ms"].items():
-        console.print(f"  predicted by {path}: {ms:.3f} ms (unpruned {r['unpruned']['predicted_latency_ms'][path]:.3f})",
+    console.print(f"  {m['backend']} {m['p50_ms']:.3f} ms vs unpruned {u['measured']['p50_ms']:.3f} ms (batch "
+                  f"{m['batch']}, {m['threads']} thread(s)): {d['speedup_measured']:.2f}× measured, "
+                  f"{d['speedup_predicted']:.2f}× predicted", highlight=False)
+    for path, ms in r.predicted_latency_ms.items():
+        console.print(f"  predicted by {path}: {ms:.3f} ms (unpruned {u['predicted_latency_ms'][path]:.3f})",
                       highlight=False)
 
 

@@ -116,13 +116,13 @@ def measure_exported(model: nn.Module, path: Path, input_shape: tuple[int, int, 
     return report
 
 
-def export_genotype(genotype: Genotype, cfg: NetworkConfig, input_hw: tuple[int, int], out: str | Path,
-                    weights: str | Path | None = None, tables: list | None = None, threads: int | None = None,
-                    extra: dict | None = None) -> dict:
-    """The discrete network of `genotype` (seeded initialisation, or trained `weights`), exported,
-    checked and re-measured as `export_network` does; the report names the genotype and the weights."""
-    torch.manual_seed(0)
-    model = DiscreteNetwork(genotype, cfg)
+def build_network(genotype: Genotype, cfg: NetworkConfig, weights: str | Path | None = None) -> nn.Module:
+    """The discrete network of `genotype` in eval mode: trained `weights` (a state dict, model.pt of `hwnas train
+    --out`), or the seeded initialisation every export of an untrained genotype uses (seed 0, drawn in a forked
+    RNG: the caller's random state is left as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = DiscreteNetwork(genotype, cfg)
     if weights is not None:
         from hwnas.runs import load_torch_file
 
@@ -132,6 +132,15 @@ def export_genotype(genotype: Genotype, cfg: NetworkConfig, input_hw: tuple[int,
             model.load_state_dict(state)
         except (RuntimeError, TypeError, AttributeError) as e:  # another network's weights, or not a state dict
             raise HwnasError(f"--weights {weights} does not fit this network: {str(e).splitlines()[0]}") from None
+    return model.eval()
+
+
+def export_genotype(genotype: Genotype, cfg: NetworkConfig, input_hw: tuple[int, int], out: str | Path,
+                    weights: str | Path | None = None, tables: list | None = None, threads: int | None = None,
+                    extra: dict | None = None) -> dict:
+    """The discrete network of `genotype` (`build_network`: seeded initialisation, or trained `weights`),
+    exported, checked and re-measured as `export_network` does; the report names the genotype and the weights."""
+    model = build_network(genotype, cfg, weights)
     extra = {"genotype": str(genotype),
              "weights": str(weights) if weights else "freshly initialised (architecture and latency only)",
              **(extra or {})}

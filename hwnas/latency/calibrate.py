@@ -148,6 +148,8 @@ class Calibration:
     figures: dict         # fit name → metrics (raw: in-sample of nothing; fits: held-out)
     chosen: str
     correction: dict | None  # None: the plain sum predicted best
+    report: Path | None = None   # where hwnas.calibrate wrote the figures (JSON) and the plot, when it saved them
+    plot: Path | None = None
 
 
 def calibrate(table: LatencyTable, samples: int = 50, seed: int = 0, folds: int = 5, backend=None,

@@ -163,8 +163,10 @@ class LatencyTable:
                              f"{self.profile_command()}") from None
 
     # ---- predictions ---------------------------------------------------------------------
-    def arch_keys(self, arch: Genotype | dict) -> list[OpKey]:
-        """The keys of a DARTS genotype, or of a pruned ResNet18 given as {block: width fraction}."""
+    def arch_keys(self, arch: Genotype | dict | str | torch.nn.Module) -> list[OpKey]:
+        """The keys of a DARTS genotype (or its string), of a pruned ResNet18 given as {block: width fraction}, or
+        of a network that carries its architecture (`run.network(λ)`'s `hwnas_arch`, a DiscreteNetwork's genotype)."""
+        arch = _architecture(arch)
         space = self.space
         if isinstance(arch, Genotype):
             if space.space != "darts":
@@ -175,7 +177,7 @@ class LatencyTable:
                              f"{space.space}")
         return rk.pruned_keys(space, arch)
 
-    def breakdown(self, arch: Genotype | dict) -> dict[str, float]:
+    def breakdown(self, arch: Genotype | dict | str | torch.nn.Module) -> dict[str, float]:
         """Uncorrected ms per kind (conv, pool, skip, fixed; or branch, shortcut, fixed); the
         network's one session call is part of `fixed`."""
         parts: dict[str, float] = {"fixed": self.call_overhead_ms} if self.call_overhead_ms else {}
@@ -187,8 +189,10 @@ class LatencyTable:
     def correction(self) -> dict | None:
         return (self.meta.get("calibration") or {}).get("correction")
 
-    def predict(self, arch: Genotype | dict, corrected: bool = True) -> float:
-        """Predicted latency in ms: the per-key sum, with the calibration's correction when there is one."""
+    def predict(self, arch: Genotype | dict | str | torch.nn.Module, corrected: bool = True) -> float:
+        """Predicted latency in ms of a genotype (or its string), a ResNet18 gate dict, or a network that carries
+        its architecture (`run.network(λ)`): the per-key sum, with the calibration's correction when there is one.
+        The prediction is for the table's own space (channels, cells, input size)."""
         return apply_correction(self.breakdown(arch), self.correction if corrected else None)
 
     def edge_costs(self, corrected: bool = False) -> torch.Tensor:
@@ -225,6 +229,18 @@ class LatencyTable:
         if self.signature() != other.signature():
             meta["mixed_devices"] = True
         return LatencyTable(frame, meta)
+
+
+def _architecture(arch) -> Genotype | dict:
+    if isinstance(arch, (Genotype, dict)):
+        return arch
+    if isinstance(arch, str):
+        return Genotype.parse(arch)
+    found = getattr(arch, "hwnas_arch", None) or getattr(arch, "genotype", None)
+    if isinstance(found, (Genotype, dict)):
+        return found
+    raise HwnasError(f"cannot tell the architecture of a {type(arch).__name__}: give a Genotype, a gate dict, or a "
+                     f"network from run.network(λ)")
 
 
 def apply_correction(parts: dict[str, float], correction: dict | None) -> float:

@@ -1,0 +1,228 @@
+"""The public API (`import hwnas`): runs made by the API are resumed, paretoed and exported by the CLI and the
+other way round; `run.network(λ)` is the network `hwnas export` writes (ONNX Runtime parity); bad input is a
+one-line HwnasError and nothing is printed; the CLI's defaults are the API's. Tiny runs on digits, shared
+per module."""
+import inspect
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import hwnas
+from hwnas.latency.space import SpaceConfig
+from hwnas_cli.app import app
+from tests.cli_helpers import ok
+from tests.test_latency_table import synthetic
+
+runner = CliRunner()
+SPACE = SpaceConfig(input_h=8, input_w=8, in_channels=1, channels=4, layers=3, batch=32)
+TINY = dict(layers=3, channels=4, batch_size=32, epochs=2, max_steps=2, lambda_warmup_epochs=1, lambda_samples=2,
+            device="cpu")
+TINY_CLI = ["--layers", "3", "--channels", "4", "--batch-size", "32", "--epochs", "2", "--max-steps", "2",
+            "--lambda-warmup-epochs", "1", "--lambda-samples", "2", "--device", "cpu"]
+
+
+def _interrupt_after_first_epoch(row: dict) -> None:
+    if "phase" not in row:  # a search epoch, not a warm-up one
+        raise KeyboardInterrupt
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two λ-hypernet runs on a synthetic table, each interrupted after its first epoch: `api` started by
+    hwnas.search and finished by `hwnas search --resume`; `cli` started by the CLI, finished by the API."""
+    root = tmp_path_factory.mktemp("api")
+    synthetic(SPACE).save(root / "t.csv")
+    with pytest.raises(KeyboardInterrupt):
+        hwnas.search(out=root / "api", table=root / "t.csv", hypernet="linear",
+                     on_epoch_end=_interrupt_after_first_epoch, **TINY)
+    assert len(pd.read_csv(root / "api" / "metrics.csv")) == 1
+    ok(runner.invoke(app, ["search", "--out", str(root / "api"), "--resume"]))
+
+    from hwnas.search.loop import Search
+
+    epoch = Search.run_epoch
+
+    def run_epoch(self, on_step):
+        if self.epoch == 1:
+            raise KeyboardInterrupt
+        return epoch(self, on_step)
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(Search, "run_epoch", run_epoch)
+        result = runner.invoke(app, ["search", "--out", str(root / "cli"), "--table", str(root / "t.csv"),
+                                     "--hypernet", "linear", *TINY_CLI])
+    assert result.exit_code == 130 and "--resume" in result.output
+    run = hwnas.search(out=root / "cli", resume=True)
+    assert isinstance(run, hwnas.SearchRun)
+    return root
+
+
+@pytest.mark.parametrize("name", ["api", "cli"])
+def test_a_run_interrupted_by_one_is_finished_by_the_other(runs, name):
+    run = hwnas.SearchRun.load(runs / name)
+    assert list(run.metrics["epoch"]) == [1, 2]
+    assert run.config.epochs == 2 and run.config.control.tables == (str(runs / "t.csv"),)
+    assert run.genotype() == hwnas.Genotype.parse(json.loads((runs / name / "genotype.json").read_text())["darts"])
+    assert run.lambda_max == json.loads((runs / name / "lambda_max.json").read_text())["lambda_max"]
+
+
+def _onnx_logits(path, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["logits"], {"x": x})[0]
+
+
+def test_cli_paretos_and_exports_an_api_run_as_run_network_says(runs, tmp_path):
+    ok(runner.invoke(app, ["pareto", str(runs / "api"), "--lambdas", "3", "--finetune-steps", "0"]))
+    frame = pd.read_csv(runs / "api" / "pareto.csv")
+    assert len(frame) == 3 and frame["lambda"].iloc[-1] == pytest.approx(hwnas.SearchRun.load(runs / "api").lambda_max[0])
+    lam = float(frame["lambda"].iloc[1])
+    ok(runner.invoke(app, ["export", str(runs / "api"), "--lambda", str(lam), "--out", str(tmp_path / "m.onnx")]))
+    net = hwnas.SearchRun.load(runs / "api").network(lam)
+    assert str(net.hwnas_arch) == frame["genotype"].iloc[1]
+    x = np.random.default_rng(0).standard_normal((4, 1, 8, 8)).astype(np.float32)
+    with torch.no_grad():
+        want = net(torch.from_numpy(x)).numpy()
+    assert np.abs(_onnx_logits(tmp_path / "m.onnx", x) - want).max() < 1e-4
+    report = hwnas.ExportReport.load(tmp_path / "m.onnx")
+    assert report.params == sum(p.numel() for p in net.parameters()) and report.data["lambda"] == lam
+
+
+def test_api_paretos_and_exports_a_cli_run(runs, tmp_path):
+    run = hwnas.load_run(runs / "cli")
+    frame = run.pareto(lambdas=3, finetune_steps=0)
+    assert isinstance(frame, pd.DataFrame) and len(frame) == 3 and frame["val_acc"].between(0, 1).all()
+    assert pd.read_csv(runs / "cli" / "pareto.csv")["genotype"].tolist() == frame["genotype"].tolist()
+    lam = float(frame["lambda"].iloc[2])
+    report = hwnas.export(str(runs / "cli"), tmp_path / "m.onnx", lam=lam)
+    assert isinstance(report, hwnas.ExportReport) and report.max_abs_diff < 1e-4 and report.top1_identical
+    assert report == hwnas.ExportReport.load(tmp_path / "m.onnx.json")
+    table = hwnas.LatencyTable.load(runs / "t.csv")
+    net = run.network(lam)
+    assert table.predict(net) == pytest.approx(report.predicted_latency_ms[str(runs / "t.csv")])
+    assert table.predict(net) == pytest.approx(table.predict(frame["genotype"].iloc[2]))
+    # the CLI reads what the API exported from: the same network under the same name refuses to overwrite
+    result = runner.invoke(app, ["export", str(runs / "cli"), "--lambda", str(lam), "--out", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 2 and "exists" in result.output
+
+
+@pytest.fixture(scope="module")
+def prune_run(tmp_path_factory):
+    """A prune run made by the API at toy size (ResNet18 pretrained here for 2 epochs)."""
+    root = tmp_path_factory.mktemp("prune_api")
+    table = SpaceConfig(space="resnet18", input_h=8, input_w=8, in_channels=1, batch=1)
+    synthetic(table, latency=lambda k: 0.001 * k.c_in * (float(k.op[-4:]) if k.op.startswith("resnet_b") else 0.2)
+              ).save(root / "t.csv")
+    said = []
+    run = hwnas.prune(out=root / "run", table=root / "t.csv", weights="train", pretrain_epochs=2, epochs=1,
+                      max_steps=2, batch_size=16, lambda_samples=3, eval_samples=48, empirical_points=0,
+                      pareto_points=3, phase1_steps=20, device="cpu", say=said.append)
+    assert isinstance(run, hwnas.PruneRun) and any(s.startswith("pretrained:") for s in said)
+    return root, run
+
+
+def test_prune_run_network_is_what_the_cli_exports(prune_run, tmp_path):
+    root, run = prune_run
+    assert len(run.pareto()) == 3 and hwnas.load_run(root / "run").pareto().equals(run.pareto())
+    lam = run.lambda_max[0] / 2
+    ok(runner.invoke(app, ["export", str(root / "run"), "--lambda", str(lam), "--out", str(tmp_path / "p.onnx")]))
+    net = run.network(lam)
+    x = np.random.default_rng(1).standard_normal((3, 1, 8, 8)).astype(np.float32)
+    with torch.no_grad():
+        want = net(torch.from_numpy(x)).numpy()
+    assert np.abs(_onnx_logits(tmp_path / "p.onnx", x) - want).max() < 1e-4
+    report = hwnas.ExportReport.load(tmp_path / "p.onnx")
+    assert report.data["gates"] == run.gates(lam).describe()
+    assert hwnas.LatencyTable.load(root / "t.csv").predict(net) == pytest.approx(report.predicted_latency_ms[str(root / "t.csv")])
+
+
+def test_cli_resumes_an_api_prune_run(prune_run):
+    root, _ = prune_run
+    out = ok(runner.invoke(app, ["prune", "--out", str(root / "run"), "--table", str(root / "t.csv"), "--resume"]))
+    assert "pruned ResNet18 along λ" in out
+
+
+def test_bad_input_is_a_one_line_hwnas_error_and_nothing_is_printed(runs, tmp_path, capsys):
+    table = hwnas.LatencyTable.load(runs / "t.csv")
+    cases = [
+        (lambda: hwnas.search(out=tmp_path / "a", relax="tanh"), "--relax"),
+        (lambda: hwnas.search(out=tmp_path / "a", epochz=3), "unknown search option(s) epochz"),
+        (lambda: hwnas.search(out=runs / "api", **TINY), "already holds a run"),
+        (lambda: hwnas.search(out=tmp_path / "b", resume=True), "no config.json"),
+        (lambda: hwnas.search_config(lambda_max="nan"), "--lambda-max 'nan'"),
+        (lambda: hwnas.SearchRun.load(tmp_path), "not a search run"),
+        (lambda: hwnas.PruneRun.load(runs / "api"), "not a prune run"),
+        (lambda: hwnas.SearchRun.load(runs / "api").network(1e9), "outside the trained range"),
+        (lambda: hwnas.export(runs / "api", tmp_path / "m.onnx"), "pass --lambda"),
+        (lambda: hwnas.export(torch.nn.Linear(2, 2), tmp_path / "m.onnx"), "input_shape"),
+        (lambda: hwnas.measure(torch.nn.Linear(2, 2)), "input_shape"),
+        (lambda: table.predict(torch.nn.Linear(2, 2)), "cannot tell the architecture"),
+        (lambda: hwnas.profile("npu", out=tmp_path / "x.csv"), "unknown --device 'npu'"),
+        (lambda: hwnas.LatencyTable.load(tmp_path / "none.csv"), "no latency table"),
+        (lambda: hwnas.prune(out=tmp_path / "p", table=runs / "t.csv", hypernet="bogus"), "--hypernet 'bogus'"),
+        (lambda: hwnas.train("DARTS_V2", epochs=0, out=tmp_path / "t"), "--epochs 0"),
+    ]
+    for call, fragment in cases:
+        with pytest.raises(hwnas.HwnasError) as e:
+            call()
+        assert fragment in str(e.value) and "\n" not in str(e.value), (fragment, str(e.value))
+    assert capsys.readouterr() == ("", "")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "m.onnx").exists()
+
+
+def _cli_defaults(command: str) -> dict:
+    import typer.main
+
+    group = typer.main.get_command(app)
+    cmd = group.commands[command]
+    return {p.name: p.default for p in cmd.params if p.name not in ("out", "resume", "ctx")}
+
+
+def test_cli_and_api_share_their_defaults():
+    search = _cli_defaults("search")
+    search["with_none"] = search.pop("none_op")
+    search["table"] = search["table"] or ()
+    assert hwnas.search_config(**search) == hwnas.SearchConfig()
+    prune = _cli_defaults("prune")
+    prune["table"] = "t.csv"
+    assert hwnas.prune_config(**prune) == hwnas.PruneConfig(table="t.csv")
+    from hwnas.api import train_setup
+    from hwnas.config import TrainConfig
+
+    train = _cli_defaults("train")
+    genotype = train.pop("genotype")
+    assert genotype is None and train_setup("DARTS_V2", **train)[1] == TrainConfig()
+    api = inspect.signature(hwnas.profile).parameters
+    for name, default in _cli_defaults("profile").items():
+        assert api[name].default == default, name
+
+
+def test_import_is_light_and_every_public_name_resolves():
+    code = ("import sys, hwnas\nassert 'torch' not in sys.modules\n"
+            "assert all(getattr(hwnas, n) is not None for n in hwnas.__all__)\n"
+            "import hwnas.search.loop, hwnas.export, hwnas.train\n"
+            "assert callable(hwnas.search) and callable(hwnas.export) and callable(hwnas.train)\n"
+            "from hwnas.export import export_network\nassert hwnas.export.export_network is export_network\n"
+            "assert list(__import__('inspect').signature(hwnas.search).parameters)[:2] == ['config', 'out']\n"
+            "print('ok')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "ok", done.stderr
+
+
+@pytest.mark.slow
+def test_the_example_script_runs_end_to_end(tmp_path):
+    """examples/quickstart.py, the README's worked example, as a user runs it."""
+    script = Path(__file__).parents[1] / "examples" / "quickstart.py"
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "ex")], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "5. " in done.stdout and "max |ORT − PyTorch|" in done.stdout
+    report = hwnas.ExportReport.load(tmp_path / "ex" / "model.onnx")
+    assert report.max_abs_diff < 1e-4 and (tmp_path / "ex" / "search" / "pareto.csv").is_file()

@@ -11,7 +11,7 @@ import pytest
 from hwnas.search.control import ControlConfig
 from hwnas.search.inherit import InheritConfig
 from hwnas.search.loop import quick_config, run_search
-from hwnas.search.pareto import distinct_architectures, write_pareto
+from hwnas.search.pareto import distinct_architectures, load_search, pareto_table, write_pareto
 from hwnas.spaces.genotype import Genotype
 
 PROFILES = Path(__file__).resolve().parents[1] / "profiles"
@@ -42,6 +42,12 @@ def test_one_hypernet_search_gives_a_family_of_networks_along_lambda(tmp_path):
     assert lat.iloc[-1] <= 0.75 * lat.iloc[0], lat.tolist()            # λ = Λ is clearly cheaper
     assert (frame["val_acc"] > 0.5).all(), frame["val_acc"].tolist()  # chance is 0.1
     assert frame["argmax_valid"].all() and (frame["argmax_none_edges"] == 0).all()
+    # pareto's λ are spaced by cost: its networks cover [cost(Λ), cost(0)] with smaller gaps, and no fewer
+    # distinct ones, than an even grid in λ of the same length
+    even = pareto_table(load_search(tmp_path / "run"), 6, InheritConfig(steps=0), spacing="lambda")
+    assert frame["lambda"].is_monotonic_increasing and frame["lambda"].iloc[-1] == pytest.approx(rec["lambda_max"][0])
+    assert distinct_architectures(frame["genotype"]) >= distinct_architectures(even["genotype"])
+    assert -lat.diff().min() <= -_latency(even).diff().min() + 1e-9, (lat.tolist(), _latency(even).tolist())
 
 
 @pytest.mark.slow

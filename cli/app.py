@@ -276,11 +276,14 @@ def pareto(
                                                      "supernet's weights, before its BN statistics are recalibrated "
                                                      "and it is evaluated (the same for every λ; 0: recalibration "
                                                      "only)")] = 20,
+    spacing: Annotated[str, typer.Option(help="cost: the λ whose networks' predicted costs are evenly spread "
+                                              "between the λ = 0 and the λ = Λ network's (one table); lambda: an "
+                                              "even grid in λ")] = "cost",
 ) -> None:
     """Architectures along λ from a trained hypernet, without retraining the search: pareto.csv and plots."""
     from hwnas.search_run import SearchRun
 
-    frame = SearchRun.load(run).pareto(lambdas=lambdas, finetune_steps=finetune_steps)
+    frame = SearchRun.load(run).pareto(lambdas=lambdas, finetune_steps=finetune_steps, spacing=spacing)
     table = Table(title=f"{run}: architectures along λ")
     cols = ["lambda", "val_acc", "params"] + [c for c in frame.columns if c.startswith("predicted_latency_ms[")]
     for c in cols + ["pareto"]:

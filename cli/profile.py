@@ -75,6 +75,9 @@ def profile(
     graph_opt: GraphOpt = "all",
     budget: BudgetOpt = 0.25,
     exporter: ExporterOpt = "dynamo",
+    cuda_graphs: Annotated[bool, typer.Option("--cuda-graphs/--no-cuda-graphs",
+                                              help="cuda: time each op as one CUDA-graph replay (default), or as "
+                                                   "eager kernel launches (recorded in the sidecar)")] = True,
     out: Annotated[Path | None, typer.Option(help="table CSV (default profiles/<space>-<device>-<HxW>.csv); "
                                                   "an existing table with the same settings is resumed")] = None,
 ) -> None:
@@ -95,7 +98,8 @@ def profile(
 
         table = run_profile(device, space, out=out, threads=threads, batch=batch, input_size=input_size,
                             in_channels=in_channels, channels=channels, layers=layers, classes=classes, dtype=dtype,
-                            graph_opt=graph_opt, budget=budget, exporter=exporter, on_progress=on_progress)
+                            graph_opt=graph_opt, budget=budget, exporter=exporter, cuda_graphs=cuda_graphs,
+                            on_progress=on_progress)
     out = table.path
     console.print(f"{len(table)} keys in {out} ({counts['measured']} measured now, {counts['skipped']} already there)"
                   f"; device: {table.meta['device']}; one session call costs {table.call_overhead_ms * 1e3:.1f} µs "

@@ -43,7 +43,7 @@ def info() -> dict:
 def profile_setup(device: str = "cpu", space: str = "darts", threads: int | None = None, batch: int | None = None,
                   input_size: str | tuple[int, int] = "8x8", in_channels: int | None = None, channels: int = 8,
                   layers: int = 5, classes: int = 10, dtype: str = "float32", graph_opt: str = "all",
-                  budget: float = 0.25, exporter: str = "dynamo"):
+                  budget: float = 0.25, exporter: str = "dynamo", cuda_graphs: bool = True):
     """(SpaceConfig, BackendConfig) of a table: what `profile` measures (also `hwnas profile bundle`)."""
     from hwnas.latency.backends import GRAPH_OPT, BackendConfig, resolve
     from hwnas.latency.onnx_io import EXPORTERS
@@ -58,33 +58,38 @@ def profile_setup(device: str = "cpu", space: str = "darts", threads: int | None
         raise HwnasError(f"--exporter {exporter!r}: choose one of {', '.join(EXPORTERS)}")
     if budget <= 0:
         raise HwnasError("--budget must be positive")
+    if not cuda_graphs and device != "cuda":
+        raise HwnasError(f"--no-cuda-graphs applies to --device cuda only, not {device}")
     if in_channels is None:
         in_channels = 1 if (h, w) in ((8, 8), (28, 28)) else 3
     sp = SpaceConfig(space=space, input_h=h, input_w=w, in_channels=in_channels, channels=channels, layers=layers,
                      batch=batch, num_classes=classes, dtype=dtype)
-    return sp, BackendConfig(device, threads, graph_opt=graph_opt, exporter=exporter,
+    return sp, BackendConfig(device, threads, graph_opt=graph_opt, exporter=exporter, cuda_graphs=cuda_graphs,
                              timing=TimingConfig(budget_s=budget))
 
 
 def profile(device: str = "cpu", space: str = "darts", *, out: PathLike | None = None, threads: int | None = None,
             batch: int | None = None, input_size: str | tuple[int, int] = "8x8", in_channels: int | None = None,
             channels: int = 8, layers: int = 5, classes: int = 10, dtype: str = "float32", graph_opt: str = "all",
-            budget: float = 0.25, exporter: str = "dynamo",
+            budget: float = 0.25, exporter: str = "dynamo", cuda_graphs: bool = True,
             on_progress: Callable[[int, int, Any, bool], None] | None = None) -> LatencyTable:
     """Measure every (op, channels, resolution, stride) the space can place on `device` into a lookup table.
 
     `device`: cpu, cuda, ort-cpu, ort-cuda, tensorrt, mobile (1-thread batch-1 ORT proxy), mobile-int8;
     `space`: darts or resnet18. `out` defaults to profiles/<space>-<device>-<HxW>.csv; an existing table with
-    the same settings is resumed (only missing keys are measured). `on_progress(done, total, key, measured)`
-    is called after each key (`measured` False: it was already in the table). Returns the loaded table."""
+    the same settings is resumed (only missing keys are measured). `cuda_graphs` (cuda only): time each op as
+    one CUDA-graph replay (default) or, False, as eager kernel launches (default out
+    profiles/<space>-cuda-eager-<HxW>.csv). `on_progress(done, total, key, measured)` is called after each key
+    (`measured` False: it was already in the table). Returns the loaded table."""
     from hwnas.latency.backends import make_backend
     from hwnas.latency.profiler import ProfileConfig
     from hwnas.latency.profiler import profile as run_profile
 
     sp, bcfg = profile_setup(device, space, threads, batch, input_size, in_channels, channels, layers, classes,
-                             dtype, graph_opt, budget, exporter)
+                             dtype, graph_opt, budget, exporter, cuda_graphs)
     backend = make_backend(bcfg)  # an unusable backend fails here, before any progress
-    out = Path(out) if out is not None else Path("profiles") / f"{space}-{device}-{sp.input_h}x{sp.input_w}.csv"
+    tag = device if cuda_graphs else f"{device}-eager"
+    out = Path(out) if out is not None else Path("profiles") / f"{space}-{tag}-{sp.input_h}x{sp.input_w}.csv"
     return run_profile(ProfileConfig(sp, bcfg), out, backend=backend, on_progress=on_progress)
 
 

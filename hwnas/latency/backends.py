@@ -6,6 +6,7 @@
     mobile       the phone-CPU proxy: ort-cpu with 1 thread and batch 1
     mobile-int8  mobile after ONNX Runtime static int8 quantisation (QDQ, per-channel)
     cuda         PyTorch on the GPU, CUDA events around a CUDA-graph replay   (gpu.py)
+                 (cuda_graphs=False: around the eager kernel launches instead)
     tensorrt     a TensorRT engine built from the same ONNX                    (gpu.py)
 
 Every backend: warm-up, then an adaptive number of timed runs, median / p10 / p90 after the
@@ -37,6 +38,7 @@ class BackendConfig:
     graph_opt: str = "all"        # ONNX Runtime graph optimisation level
     exporter: str = "dynamo"      # ONNX exporter (onnx_io.py says why)
     opset: int = OPSET
+    cuda_graphs: bool = True      # cuda: time one CUDA-graph replay per run; False: eager launches (gpu.py)
     timing: TimingConfig = field(default_factory=TimingConfig)
 
     def to_dict(self) -> dict:
@@ -45,6 +47,8 @@ class BackendConfig:
             d.update(exporter=self.exporter, opset=self.opset)
         if self.name in ORT_BACKENDS:
             d["graph_optimization"] = self.graph_opt
+        if self.name == "cuda":  # part of the device's measurement definition: a table never mixes the two
+            d["cuda_graphs"] = self.cuda_graphs
         return d
 
 

@@ -45,10 +45,15 @@ def _torch_dtype(name: str) -> torch.dtype:
 
 
 class CudaBackend(Backend):
-    """PyTorch on the GPU. The op is captured in a CUDA graph and each timed run is one replay:
-    small DARTS ops take microseconds, about as long as launching their kernels from Python,
-    and the graph removes that launch overhead (which a deployed, compiled model does not pay).
-    Ops that cannot be captured fall back to eager launches."""
+    """PyTorch on the GPU, each timed run bracketed by CUDA events on the current stream.
+
+    `BackendConfig.cuda_graphs` (the default, True): the op is captured in a CUDA graph and each
+    timed run is one replay. Small DARTS ops take microseconds, about as long as launching their
+    kernels from Python, and the graph removes that launch overhead (which a deployed, compiled
+    model does not pay). Ops that cannot be captured fall back to eager launches.
+    `cuda_graphs=False`: each timed run is the module's eager kernel launches, what an uncompiled
+    PyTorch program pays; the events then also hold the gaps in which the GPU waits for the CPU
+    to launch the next kernel. The sidecar records which of the two a table measured."""
 
     def __init__(self, cfg: BackendConfig):
         require_cuda(cfg.name)
@@ -57,14 +62,15 @@ class CudaBackend(Backend):
 
     def describe(self) -> dict:
         return {"device": torch.cuda.get_device_name(self.device), "backend_version": f"torch {torch.__version__} "
-                f"CUDA {torch.version.cuda}", "cuda_graphs": True}
+                f"CUDA {torch.version.cuda}", "cuda_graphs": self.cfg.cuda_graphs}
 
     def measure(self, module, shapes, dtype="float32") -> TimingStats:
         dt = _torch_dtype(dtype)
         module = module.eval().to(self.device, dt)
         inputs = [torch.randn(s, device=self.device, dtype=dt) for s in shapes]
         with torch.no_grad():
-            fn = self._graphed(module, inputs)
+            # eager: time_callable's own warm-up runs first (cuDNN selection, allocator, lazy init)
+            fn = self._graphed(module, inputs) if self.cfg.cuda_graphs else (lambda: module(*inputs))
             return time_callable(fn, self.cfg.timing, clock=cuda_event_clock())
 
     @staticmethod

@@ -25,7 +25,8 @@ def table_backend_config(table, budget_s: float = NETWORK_BUDGET_S) -> BackendCo
     timing = {k: v for k, v in s.get("timing", {}).items() if k in TimingConfig.__dataclass_fields__}
     timing["budget_s"] = max(budget_s, timing.get("budget_s", 0.0))
     return BackendConfig(table.backend, int(table.meta["threads"]), graph_opt=s.get("graph_optimization", "all"),
-                         exporter=s.get("exporter", "dynamo"), opset=s.get("opset", 18), timing=TimingConfig(**timing))
+                         exporter=s.get("exporter", "dynamo"), opset=s.get("opset", 18),
+                         cuda_graphs=s.get("cuda_graphs", True), timing=TimingConfig(**timing))
 
 
 def measurement(table=None, device: str | None = None, threads: int | None = None,

@@ -134,7 +134,7 @@ def main() -> None:
         for _, row in frame.iterrows():
             _, _, gates, _ = load_pruned(out, float(row["lambda"]))
             assert gates.describe() == row["gates"]
-            if not gates.is_valid() or gates == GateSet():
+            if gates == GateSet():
                 continue
             if gates not in seen:
                 key = f"g{len(seen)}"
@@ -158,12 +158,12 @@ def main() -> None:
         key = next((k for gs, k in seen.items() if gs.describe() == row["gates"]), None)
         intact = row["gates"] == GateSet().describe()
         ms = base_ms if intact else (timing[key]["p50_ms"] if key else float("nan"))
-        rows.append({"lambda": float(row["lambda"]), "gates": row["gates"], "valid": bool(row["valid"]),
+        rows.append({"lambda": float(row["lambda"]), "gates": row["gates"],
                      "val_acc": float(row["val_acc"]), "test_acc": float(row["test_acc"]),
                      "predicted_ms": float(row["predicted_latency_ms"]), "measured_ort_ms": ms,
                      "speedup_measured": base_ms / ms, "speedup_predicted": base_pred / float(row["predicted_latency_ms"]),
                      "params": float(row["params"]), "flops": float(row["flops"])})
-    ok = [r for r in rows if r["valid"] and r["test_acc"] >= base_acc - 0.01]
+    ok = [r for r in rows if r["test_acc"] >= base_acc - 0.01]
     best = max(ok, key=lambda r: r["speedup_measured"])
     print(f"\n{'λ':>9} {'gates':<34} {'val':>6} {'test':>6} {'pred ms':>8} {'ORT ms':>8} {'speed-up':>8}")
     for r in rows:

@@ -95,8 +95,8 @@ def main() -> None:
 
     from hwnas.evaluation import evaluate
     from hwnas.prune.prune import PruneData
-    from hwnas.prune.prune_run import load_pruned
-    from hwnas.spaces.gated_resnet import GateSet, materialise
+    from hwnas.prune.prune_run import load_pruned, pruned_at
+    from hwnas.spaces.gated_resnet import GateSet
     from hwnas.spaces.network import count_parameters
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -123,7 +123,7 @@ def main() -> None:
     data = PruneData(cfg, torch.device("cpu"))
     nets = {"unpruned": model}
     for i, g in enumerate(pick):
-        nets[f"hwnas{i}"] = materialise(model, load_pruned(args.run, lams[g])[2])
+        nets[f"hwnas{i}"] = pruned_at(args.run, lams[g])[1]   # as `hwnas export` writes it (BN re-estimated)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         target = {k: measured_ms(n, tmp, k, rounds, runs) for k, n in nets.items() if k != "unpruned"}

@@ -41,7 +41,7 @@ def prune(
     phase1_steps: Annotated[int, typer.Option(help="phase 1: most steps at λ = 0 to fit the gates until sampled gate "
                                                    "sets reproduce the pretrained accuracy (0: start from the init)")] = 200,
     hypernet: Annotated[str, typer.Option(help="λ-hypernet: linear or mlp")] = "linear",
-    lambda_sampling: Annotated[str, typer.Option(help="λ per step: uniform or log-uniform over [0, Λ]")] = "uniform",
+    lambda_sampling: Annotated[str, typer.Option(help="λ per step: uniform or log-uniform over [0, Λ]")] = "log-uniform",
     epochs: Annotated[int, typer.Option(help="phase-2 epochs (passes over the validation half)")] = 5,
     max_steps: Annotated[int | None, typer.Option(help="cap on phase-2 steps per epoch")] = None,
     batch_size: Annotated[int, typer.Option(help="phase-2 batch size")] = 32,

@@ -204,13 +204,15 @@ class PruneConfig:
     lambda_max: float | None = None     # Λ; None: from `lambda_max_from`
     lambda_max_from: str = "theorem"    # theorem (Theorem 1, with its recorded fallback) | empirical (fixed-λ fits)
     hypernet: str = "linear"            # linear | mlp
-    sampling: str = "uniform"           # λ per step: uniform or log-uniform over [0, Λ]
+    sampling: str = "log-uniform"       # λ per step: uniform or log-uniform over [0, Λ] (hwnas.prune.prune: why log)
     epochs: int = 5
     steps_per_epoch: int | None = None  # cap on phase-2 steps per epoch (None: one pass over the validation half)
     batch_size: int = 32
     lr: float | None = None             # Adam, hypernet; None: LOGIT_TRAVEL / phase-2 steps (`Pruner.hypernet_lr`)
     finetune: bool = False
     finetune_lr: float = 1e-3           # SGD, weights (with finetune)
+    bn: str = "adapt"                   # adapt: fit with batch-statistics BN, re-estimate BN of every pruned network
+    #                                     (hwnas.prune.adapt) | frozen: the intact network's running statistics
     init_logit: float = 3.0             # phase 1 starts with this margin on the "on" choice at λ = 0 ...
     phase1_steps: int = 200             # ... and fits λ = 0 until Gumbel samples reproduce the pretrained accuracy
     phase1_tolerance: float = 0.01      #     within this (mean of the last 10 sampled batches), or this many steps
@@ -239,6 +241,8 @@ class PruneConfig:
             raise HwnasError(f"--hypernet {self.hypernet!r}: choose one of {', '.join(PRUNE_HYPERNETS)}")
         if self.sampling not in LAMBDA_SAMPLING:
             raise HwnasError(f"--lambda-sampling {self.sampling!r}: choose one of {', '.join(LAMBDA_SAMPLING)}")
+        if self.bn not in ("adapt", "frozen"):
+            raise HwnasError(f"bn {self.bn!r}: choose adapt or frozen")
         if not self.table:
             raise HwnasError("pruning needs a resnet18 latency table: --table T.csv (hwnas profile --space resnet18)")
         if self.lambda_max_from not in ("theorem", "empirical"):
@@ -272,4 +276,5 @@ class PruneConfig:
     @classmethod
     def from_dict(cls, d: dict) -> PruneConfig:
         known = {f.name for f in fields(cls)}
+        d = {"bn": "frozen", **d}   # runs made before `bn` existed were fitted and evaluated with frozen statistics
         return cls(**{k: v for k, v in d.items() if k in known})

@@ -210,11 +210,10 @@ def plot_prune_pareto(frame, out_dir: str | Path) -> list[Path]:
     """Accuracy vs predicted latency of the pruned ResNet18s along λ, and the kept width per block along λ."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    valid = frame[frame["valid"]]
     fig, ax = plt.subplots(figsize=(5.8, 3.8))
-    sc = ax.scatter(valid["predicted_latency_ms"], 100 * valid["val_acc"], c=valid["lambda"], cmap="viridis", s=30,
+    sc = ax.scatter(frame["predicted_latency_ms"], 100 * frame["val_acc"], c=frame["lambda"], cmap="viridis", s=30,
                     zorder=3)
-    front = valid[valid["pareto_optimal"]].sort_values("predicted_latency_ms")
+    front = frame[frame["pareto_optimal"]].sort_values("predicted_latency_ms")
     ax.step(front["predicted_latency_ms"], 100 * front["val_acc"], where="post", color="#d62728", lw=1.5,
             label="Pareto front")
     fig.colorbar(sc, ax=ax, label="λ")

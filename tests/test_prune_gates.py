@@ -137,6 +137,49 @@ def test_materialised_equals_gated_at_one_hot(gates):
             assert any(b.branch[0].out_channels == rk.inner_width(f, b.branch[3].out_channels) for b in blk)
 
 
+@pytest.mark.parametrize("gates", SUBNETS, ids=[g.describe() for g in SUBNETS])
+def test_batch_statistics_forward_is_the_materialised_network_normalised_by_the_batch(gates):
+    """bn adapt: at one-hot gates the gated forward with batch statistics is the pruned network itself with every
+    BN normalising by the batch (train mode); the running statistics are not touched; soft gates get finite
+    gradients (a removed branch is 0 × the full branch, no BN of an all-zero input)."""
+    model = gr.reorder_by_importance(trained_like())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    gated = gr.GatedResNet18(model, batch_stats=True)
+    x = x_batch(8)
+    net = gr.materialise(model, gates).train()
+    with torch.no_grad():
+        torch.testing.assert_close(gated(x, *gates.one_hot()), net(x), rtol=1e-4, atol=1e-4)
+        assert not torch.allclose(gated(x, *gates.one_hot()), gr.GatedResNet18(model)(x, *gates.one_hot()))
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    wb, ws = random_weights(3)
+    wb.requires_grad_(True)
+    ws.requires_grad_(True)
+    gated(x, wb, ws).logsumexp(1).sum().backward()
+    assert torch.isfinite(wb.grad).all() and torch.isfinite(ws.grad).all() and wb.grad.abs().sum() > 0
+
+
+def test_pruned_network_re_estimates_bn_except_for_the_intact_pretrained_network():
+    from hwnas.prune.adapt import pruned_network
+
+    model = gr.reorder_by_importance(trained_like())
+    x = x_batch(16, seed=5)
+    batches = [(x, torch.zeros(16, dtype=torch.long))]
+    intact = pruned_network(model, gr.GateSet(), batches)
+    torch.testing.assert_close(intact(x), model(x))                      # λ = 0: the pretrained network itself
+    g = SUBNETS[1]
+    adapted, frozen = pruned_network(model, g, batches), pruned_network(model, g, batches, bn="frozen")
+    torch.testing.assert_close(frozen(x), gr.materialise(model, g)(x))
+    bns = [m for m in adapted.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    first = bns[0]                                                      # the stem's BN sees x itself
+    with torch.no_grad():
+        z = adapted.conv1(x)
+    torch.testing.assert_close(first.running_mean, z.mean((0, 2, 3)), rtol=1e-4, atol=1e-5)
+    assert not adapted.training
+    finetuned = pruned_network(model, gr.GateSet(), batches, finetuned=True)
+    assert not torch.allclose(finetuned(x), model(x))                   # moved weights: statistics re-estimated
+
+
 def test_invalid_gate_sets_are_rejected():
     bad = gr.GateSet((1.0, 1.0, 0, 1.0, 1.0, 1.0, 1.0, 1.0), (False, True, True))
     assert not bad.is_valid() and bad.broken_blocks() == ["layer2.0"]

@@ -67,14 +67,16 @@ def cheapest_gates(cost: GateCost) -> GateSet:
 
 
 @torch.no_grad()
-def theorem_lambda_max(model: nn.Module, cost: GateCost, eval_batches: Callable[[], Iterable], num_classes: int,
+def theorem_lambda_max(model: nn.Module | Callable[[GateSet], nn.Module], cost: GateCost, eval_batches: Callable[[], Iterable], num_classes: int,
                        samples: int, seed: int, margin: float = 2.0) -> dict:
     """Λ of Theorem 1 with its parts, the λ at which the cheapest valid gate set becomes optimal, and the Λ to
-    train with (`resolve_lambda_max`)."""
+    train with (`resolve_lambda_max`). `model`: the network (its gate sets materialised as they are) or a
+    function from a gate set to its pruned network (`prune.adapt.pruned_network`: BN re-estimated)."""
+    network = model if not isinstance(model, nn.Module) else (lambda g: materialise(model, g))
     sets, draws = valid_gate_sets(samples, seed)
     cheap = cheapest_gates(cost)
     # L̄ on the samples S is measured on (issue #16.4)
-    losses, l_bar = losses_and_label_entropy((materialise(model, g) for g in [*sets, cheap]), eval_batches(),
+    losses, l_bar = losses_and_label_entropy((network(g) for g in [*sets, cheap]), eval_batches(),
                                              num_classes)
     l_cheap, losses = losses[-1], losses[:-1]
     costs = [cost.of(g) for g in sets]
@@ -85,7 +87,7 @@ def theorem_lambda_max(model: nn.Module, cost: GateCost, eval_batches: Callable[
     rec = LambdaMax([lam], l_bar, s, [bound], [cost.name], len(sets), draws, summarise_losses(losses),
                     f"max validation loss of {len(sets)} valid gate sets (intact, smallest valid, "
                     f"{len(sets) - 2} drawn uniformly per gate, {draws - len(sets) + 2} broken draws rejected) on "
-                    f"the frozen pretrained network, materialised").to_dict()
+                    f"the pretrained network, materialised (BN re-estimated unless bn is frozen)").to_dict()
     used, source = resolve_lambda_max(l_bar, s, bound, rule, margin)
     rec.update(lambda_max=[used], lambda_max_source=source, theorem_lambda_max=lam, worst_valid_gates=worst.describe(),
                cost_unit=cost.unit, lambda_cheapest_optimal=rule, lambda_margin=margin,
@@ -150,11 +152,11 @@ def empirical_lambda_max(gated: GatedResNet18, cost: GateCost, relax_cfg: RelaxC
                          batches: Callable[[], Iterable], accuracy: Callable[[GateSet], float], grid: list[float],
                          acc0: float, chance: float, steps: int, lr: float, init_logit: float, seed: int,
                          on_point: Callable[[int, int], None] | None = None) -> dict:
-    """Fixed-λ fits over `grid`: per λ the gate set, its validity, predicted cost and accuracy; and the summary."""
+    """Fixed-λ fits over `grid`: per λ the gate set, predicted cost and accuracy; and the summary."""
     rows = []
     for i, lam in enumerate(grid):
         g = fixed_lambda_fit(gated, cost, relax_cfg, batches, lam, steps, lr, init_logit, seed + i)
-        rows.append({"lambda": lam, "gates": g.describe(), "valid": g.is_valid(), "val_acc": accuracy(g),
+        rows.append({"lambda": lam, "gates": g.describe(), "val_acc": accuracy(g),
                      "predicted_ms": cost.of(g)})
         if on_point is not None:
             on_point(i + 1, len(grid))

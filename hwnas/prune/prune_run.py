@@ -13,6 +13,7 @@ import contextlib
 import json
 import tempfile
 from collections.abc import Callable
+from functools import partial
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import torch
 
 from hwnas.errors import HwnasError
 from hwnas.evaluation import evaluate
+from hwnas.prune.adapt import needs_calibration, pruned_network
 from hwnas.prune.gate_cost import GateCost
 from hwnas.prune.gate_hypernet import GateHypernet
 from hwnas.prune.prune import PruneConfig, PruneData, Pruner, gates_at
@@ -29,7 +31,7 @@ from hwnas.prune.prune_lambda import empirical_lambda_max, lambda_grid, theorem_
 from hwnas.prune.start import check_start, pretrained_model
 from hwnas.runs import CONFIG, RunDir, atomic_write
 from hwnas.runtime import resolve_device
-from hwnas.spaces.gated_resnet import BLOCKS, PROJECTIONS, GatedResNet18, GateSet, materialise
+from hwnas.spaces.gated_resnet import BLOCKS, PROJECTIONS, GatedResNet18, GateSet
 from hwnas.spaces.network import count_flops, count_parameters
 
 
@@ -147,8 +149,7 @@ def _phase1_check(run: RunDir, pruner: Pruner, pre: dict, say) -> None:
     cfg = pruner.cfg
     fit = pruner.phase1(cfg.phase1_steps, cfg.phase1_tolerance) if cfg.phase1_steps else {"phase1_steps": 0}
     gates = pruner.gates(0.0)
-    wb, ws = gates.one_hot(pruner.device)
-    loss, acc = evaluate(lambda x: pruner.gated(x, wb, ws), pruner.data.eval)
+    loss, acc = evaluate(pruner.network(gates), pruner.data.eval)
     if (gates == GateSet() and acc != pre["val_acc"]) or acc < pre["val_acc"] - cfg.phase1_tolerance:
         raise RuntimeError(f"phase 1 failed: gates at λ=0 {gates.describe()} give accuracy {acc}, "
                            f"the pretrained network {pre['val_acc']}")
@@ -167,12 +168,13 @@ def _lambda_max(run: RunDir, cfg: PruneConfig, model, cost: GateCost, data: Prun
     device = data.eval.device
     model = model.to(device)
     say(f"Λ: Theorem 1 from {cfg.lambda_samples} valid gate sets on {len(data.eval.x)} validation images")
-    rec = theorem_lambda_max(model, cost, lambda: iter(data.eval), data.info.num_classes,
+    network = partial(pruned_network, model, calibration=data.calibration, bn=cfg.bn)
+    rec = theorem_lambda_max(network, cost, lambda: iter(data.eval), data.info.num_classes,
                              cfg.lambda_samples, cfg.seed, cfg.lambda_margin)
     if cfg.lambda_max is not None:
         rec.update(lambda_max=[cfg.lambda_max], lambda_max_source="given (--lambda-max)")
     if cfg.empirical_points > 0:
-        gated = GatedResNet18(model).to(device)
+        gated = GatedResNet18(model, batch_stats=cfg.bn == "adapt").to(device)
         counts = torch.bincount(data.eval.y, minlength=data.info.num_classes)
         chance = float(counts.max()) / float(counts.sum())
         grid = lambda_grid(rec["lambda_max"][0], cfg.empirical_min, cfg.empirical_max, cfg.empirical_points)
@@ -180,7 +182,7 @@ def _lambda_max(run: RunDir, cfg: PruneConfig, model, cost: GateCost, data: Prun
             f"[{grid[0]:.3g}, {grid[-1]:.3g}]")
         with progress("fixed-λ", len(grid)) as (on_step, _):
             rec["empirical"] = empirical_lambda_max(
-                gated, cost, cfg.relax, lambda: iter(data.val), lambda g: gate_accuracy(model, gated, g, data.eval),
+                gated, cost, cfg.relax, lambda: iter(data.val), lambda g: evaluate(network(g), data.eval)[1],
                 grid, pre["val_acc"], chance, cfg.empirical_steps, cfg.empirical_lr, cfg.init_logit, cfg.seed,
                 on_point=on_step)
         rec["agreement"] = _agreement(rec)
@@ -206,12 +208,6 @@ def _agreement(rec: dict) -> str:
     return f"{plateau_text}, accuracy at chance from {emp:.4g}: {emp / ref:.3g}× {where}, {ref:.4g}"
 
 
-@torch.no_grad()
-def gate_accuracy(model, gated: GatedResNet18, gates: GateSet, batches) -> float:
-    """Validation accuracy of a gate set (always in Γ_valid, `gate_sampling`): the materialised network."""
-    return evaluate(materialise(model, gates), batches)[1]
-
-
 def lambda_values(lambda_max: float, n: int, sampling: str) -> list[float]:
     """The pareto grid: linear over [0, Λ] (uniform sampling), or 0 and geometric from Λ/1000 (log-uniform)."""
     if sampling == "log-uniform":
@@ -227,7 +223,8 @@ def gate_columns(gates: GateSet) -> dict:
 
 @torch.no_grad()
 def pareto_table(pruner: Pruner, cost: GateCost, data: PruneData) -> pd.DataFrame:
-    """One row per λ: gates, predicted latency, size, validation and test accuracy (of the materialised network)."""
+    """One row per λ: gates, predicted latency, size, validation and test accuracy (of the materialised network,
+    BN re-estimated with `bn` adapt: `Pruner.network`)."""
     from hwnas.latency.table import LatencyTable
     from hwnas.search.pareto import pareto_mask
 
@@ -238,9 +235,9 @@ def pareto_table(pruner: Pruner, cost: GateCost, data: PruneData) -> pd.DataFram
     for lam in lambda_values(pruner.lambda_max, cfg.pareto_points, cfg.sampling):
         g = pruner.gates(lam)
         if g not in cache:   # g is in Γ_valid by construction (gate_sampling.argmax_gates)
-            net = materialise(pruner.model, g)
+            net = pruner.network(g)
             val_loss, val_acc = evaluate(net, data.eval)
-            cache[g] = {"valid": g.is_valid(), "predicted_latency_ms": table.predict(g.arch()),
+            cache[g] = {"predicted_latency_ms": table.predict(g.arch()),
                         "params": count_parameters(net), "flops": count_flops(net.cpu(), shape),
                         "val_loss": val_loss, "val_acc": val_acc, "test_acc": evaluate(net, data.test)[1]}
         rows.append({"lambda": lam, "lambda_fraction": lam / pruner.lambda_max, "gates": g.describe(),
@@ -271,6 +268,15 @@ def load_pruned(run_dir: str | Path, lam: float):
     return cfg, model.eval(), gates_at(hypernet, lam, lmax, cfg.sampling), lmax
 
 
+def pruned_at(run_dir: str | Path, lam: float, device: str = "cpu"):
+    """(config, pruned network at λ as pareto.csv evaluated it and export writes it (BN re-estimated with `bn`
+    adapt), its gate set, Λ, the run's unpruned network)."""
+    cfg, model, gates, lmax = load_pruned(run_dir, lam)
+    calibration = PruneData(cfg, torch.device(device)).calibration if needs_calibration(gates, cfg.bn, cfg.finetune) \
+        else None
+    return cfg, pruned_network(model, gates, calibration, cfg.bn, cfg.finetune).cpu(), gates, lmax, model
+
+
 def export_pruned(run_dir: str | Path, lam: float, out: str | Path, tables: list | None = None,
                   threads: int | None = None) -> dict:
     """The materialised sub-network of a prune run at λ, exported, checked and re-measured (`export_network`),
@@ -279,7 +285,7 @@ def export_pruned(run_dir: str | Path, lam: float, out: str | Path, tables: list
     from hwnas.latency.table import LatencyTable
     from hwnas.train import resnet18_space
 
-    cfg, model, gates, lmax = load_pruned(run_dir, lam)
+    cfg, net, gates, lmax, model = pruned_at(run_dir, lam)
     if Path(out).exists():
         raise HwnasError(f"{out} exists; choose another --out (exports are never overwritten)")
     tables = [LatencyTable.load(cfg.table)] + list(tables or [])
@@ -293,7 +299,7 @@ def export_pruned(run_dir: str | Path, lam: float, out: str | Path, tables: list
                     "predicted_latency_ms": {str(t.path): t.predict({}) for t in tables}}
     extra = {"lambda": lam, "lambda_max": lmax, "gates": gates.describe(), **gate_columns(gates),
              "run": str(run_dir), "unpruned": unpruned}
-    report = export_network(materialise(model, gates), shape, out, arch=gates.arch(), tables=tables,
+    report = export_network(net, shape, out, arch=gates.arch(), tables=tables,
                             threads=threads, extra=extra)
     report["speedup_measured"] = unpruned["measured"]["p50_ms"] / report["measured"]["p50_ms"]
     first = str(tables[0].path)

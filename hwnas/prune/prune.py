@@ -212,8 +212,10 @@ class Pruner:
                 "phase1_tolerance": tolerance}
 
     def network(self, gates: GateSet) -> nn.Module:
-        """The pruned network of `gates` as evaluated and exported (BN re-estimated with `bn` adapt)."""
-        return pruned_network(self.model, gates, self.data.calibration, self.cfg.bn, self.cfg.finetune)
+        """The pruned network of `gates` as evaluated and exported (BN re-estimated with `bn` adapt; the intact
+        network keeps its own statistics until fine-tuning has moved the weights)."""
+        moved = self.cfg.finetune and self.epoch > 0
+        return pruned_network(self.model, gates, self.data.calibration, self.cfg.bn, moved)
 
     def steps_per_epoch(self) -> int:
         n = len(self.data.val)

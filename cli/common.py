@@ -13,10 +13,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from hwnas.distributed import is_main
 from hwnas.errors import HwnasError
 
-console = Console()
-err_console = Console(stderr=True)
+# Under torchrun only rank 0 speaks: progress, results and one-line errors (a user error is the same on every
+# rank); the other ranks' output is dropped. Tracebacks of unexpected failures still come from every rank.
+console = Console(quiet=not is_main())
+err_console = Console(stderr=True, quiet=not is_main())
 
 
 def user_errors(fn: Callable | None = None, *, interrupted: Callable[[dict], str] | None = None) -> Callable:
@@ -66,6 +69,9 @@ def epoch_progress(total_epochs: int, done: int = 0, label: str = "epochs"):
     this epoch) and a line per epoch. Otherwise (a log file, a pipe): only the line per epoch, flushed as it
     is printed, so a log shows progress (a live bar is never written there). Rows with `phase` are
     warm-up epochs (a line each, outside the epoch count)."""
+    if not is_main():  # under torchrun, rank 0 reports progress
+        yield None, None
+        return
     if not console.is_terminal:
         yield None, functools.partial(_epoch_line, None, label, total_epochs)
         return

@@ -197,8 +197,13 @@ def train(genotype: Genotype | str | None = None, config: TrainConfig | None = N
     layers=5, channels=8)``). With `out`, a run directory (config.json, metrics.csv, a checkpoint per epoch,
     result.json, model.pt — the `weights=` of `export` and `run.network`); `resume` continues it. `epochs=0`
     builds and counts only. Callbacks: `on_start(params)`, `on_step(i, n)`, `on_epoch_end(row)`. Returns
-    params, test_loss, test_acc, metrics and the trained `model`."""
+    params, test_loss, test_acc, metrics and the trained `model`. Under torchrun (several processes) training is
+    data-parallel; only rank 0 writes and gets the callbacks."""
+    from hwnas.distributed import is_main
     from hwnas.train import train_network
+
+    if not is_main():
+        on_start = on_step = on_epoch_end = None
 
     g, cfg = train_setup(genotype, config, out=out, resume=resume, **options)
     return train_network(g, cfg, out, on_start=on_start, on_step=on_step, on_epoch_end=on_epoch_end, resume=resume)

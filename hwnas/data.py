@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hwnas.distributed import shard_slice, world_size
 from hwnas.errors import HwnasError
 
 VALID_NAMES = "digits, idx:DIR, mnist, fashion-mnist, cifar10, cifar100"
@@ -327,7 +328,7 @@ class DeviceLoader:
 
     def __init__(self, x_uint8, y, info: DatasetInfo, batch_size: int, *, device, shuffle: bool,
                  augment: AugmentConfig | None = None, drop_last: bool = False,
-                 generator_seed: int = 0, dtype=torch.float32, channels_last: bool = False):
+                 generator_seed: int = 0, dtype=torch.float32, channels_last: bool = False, shard: bool = False):
         # ValueError, not HwnasError: wrong tensors here are a caller's bug, not a user's input.
         if x_uint8.dtype != torch.uint8 or tuple(x_uint8.shape[1:]) != (info.channels, info.height, info.width):
             raise ValueError(f"expected uint8 (N, {info.channels}, {info.height}, {info.width}) images of {info.name}, "
@@ -348,10 +349,15 @@ class DeviceLoader:
         self.scale = scale.to(self.device, self.work_dtype).view(1, -1, 1, 1)
         self.shift = shift.to(self.device, self.work_dtype).view(1, -1, 1, 1)
         self.generator = torch.Generator(device="cpu").manual_seed(generator_seed)
+        # Under torchrun (`shard`): every rank draws the same epoch (same generator) and yields its contiguous
+        # slice of each global batch, so the ranks' slices together are exactly the one-process batch.
+        self.shards = world_size() if shard else 1
 
     def __len__(self) -> int:
         n = len(self.x)
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        if self.drop_last or 0 < n % self.batch_size < self.shards:  # a last batch too small to give every rank
+            return n // self.batch_size                                  # a sample is left out under torchrun
+        return math.ceil(n / self.batch_size)
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}
@@ -380,7 +386,10 @@ class DeviceLoader:
         aug, bs = self.augment, self.batch_size
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         for i in range(len(self)):
-            sl = slice(i * bs, (i + 1) * bs)
+            sl = slice(i * bs, min((i + 1) * bs, len(self.x)))
+            if self.shards > 1:  # this rank's part of the global batch, positions within the epoch's draws
+                part = shard_slice(sl.stop - sl.start)
+                sl = slice(sl.start + part.start, sl.start + part.stop)
             idx = rnd["order"][sl]
             xb = self.x[idx]  # (B, C, H, W) uint8
             if "crop" in rnd:

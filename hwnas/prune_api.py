@@ -67,9 +67,12 @@ def prune(config: PruneConfig | None = None, /, *, out: PathLike, resume: bool =
     The fit is `config` with `options` applied (`prune_config`: the CLI's names and defaults; `table=` a resnet18
     table is required, `weights=` a state dict PATH, 'imagenet' or 'train'). `resume=True` continues the run in
     `out` with its own config. `progress(label, total, done)` is a context manager yielding (on_step,
-    on_epoch_end) callbacks (or Nones) for each stage; `say(line)` gets what the fit reports along the way."""
+    on_epoch_end) callbacks (or Nones) for each stage; `say(line)` gets what the fit reports along the way.
+    Not data-parallel yet: under torchrun with several processes it stops at once (HwnasError)."""
+    from hwnas.distributed import refuse
     from hwnas.runs import RunDir
 
+    refuse("prune")  # N copies would fit the same gates N times and race on one run directory
     cfg = prune_config(config, **options) if not resume else None
     if not resume and cfg.weights not in ("train", "imagenet") and not Path(cfg.weights).is_file():
         raise HwnasError(f"--weights {cfg.weights!r}: no such file; pass a state dict PATH, 'imagenet' or 'train'")

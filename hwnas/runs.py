@@ -16,6 +16,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from hwnas.distributed import is_main
 from hwnas.errors import HwnasError
 
 CHECKPOINT = "checkpoint.pt"
@@ -24,7 +25,10 @@ METRICS = "metrics.csv"
 
 
 def atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename: a crash never leaves half a file."""
+    """Write through a temporary file in the same folder, then rename: a crash never leaves half a file.
+    Under torchrun only rank 0 writes (every rank holds the same state; `hwnas.distributed`)."""
+    if not is_main():
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -93,6 +97,8 @@ class RunDir:
         if resume:
             if not (run.path / CONFIG).is_file():
                 raise HwnasError(f"--resume: {run.path} holds no {CONFIG}; start a new run with --out {run.path}")
+            return run
+        if not is_main():  # under torchrun rank 0 makes the run; the others checked `path` before it did
             return run
         cls.check_new(run.path)
         run.write_json(CONFIG, config)

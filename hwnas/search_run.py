@@ -80,8 +80,13 @@ def search(config: SearchConfig | None = None, /, *, out: PathLike, resume: bool
     e.g. ``search(out="runs/a", table="t.csv", hypernet="linear", epochs=2)``). With a cost (`table=` or
     `cost="params"|"flops"`) it minimises L_val + λ·Tᵀγ; with `hypernet="linear"|"mlp"`, for every λ ∈ [0, Λ]
     in one run. `resume=True` continues the run saved in `out` with its own config (options are ignored).
-    `on_step(i, n)` after each step, `on_epoch_end(row)` after each epoch (warm-up rows carry `phase`)."""
+    `on_step(i, n)` after each step, `on_epoch_end(row)` after each epoch (warm-up rows carry `phase`).
+    Under torchrun (several processes) the search is data-parallel; only rank 0 writes and gets the callbacks."""
+    from hwnas.distributed import is_main
     from hwnas.runs import RunDir
+
+    if not is_main():
+        on_step = on_epoch_end = None
 
     cfg = search_config(config, **options)  # checked before torch is imported
     if not resume:

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from hwnas import distributed as dist
 from hwnas.config import TRAIN_MODELS as MODELS  # noqa: F401
 from hwnas.config import TrainConfig  # its home; imported from here too
 from hwnas.data import DeviceLoader, Splits, dataset_shape, default_augment, load_dataset
@@ -74,10 +75,20 @@ def train_network(genotype: Genotype | None, cfg: TrainConfig, out: str | Path |
 
     With `out`, the run directory gets config.json, metrics.csv and a checkpoint after every epoch
     (weights, optimiser, schedule, the loader's and torch's RNG), then result.json and model.pt;
-    `resume` continues it from its last finished epoch (`resume_config` reads its genotype and config)."""
+    `resume` continues it from its last finished epoch (`resume_config` reads its genotype and config).
+
+    Started by torchrun with several processes, it trains data-parallel (`hwnas.distributed`): each process
+    takes its slice of every batch, gradients are averaged, only rank 0 writes `out`. Drop-path masks are drawn
+    per process (seeded by epoch and rank), so with drop-path a run matches one process in distribution only."""
     if out is not None and not resume:
         RunDir.check_new(out)  # before any work: a taken --out is refused at once
-    device = resolve_device(cfg.device)
+    device = dist.device_for(resolve_device(cfg.device))
+    with dist.session(device):
+        return _train(genotype, cfg, device, out, on_start, on_step, on_epoch_end, splits, initial_state, resume)
+
+
+def _train(genotype, cfg: TrainConfig, device: torch.device, out, on_start, on_step, on_epoch_end, splits,
+           initial_state, resume: bool) -> TrainResult:
     torch.manual_seed(cfg.seed)
     mf = memory_format(device, cfg.channels_last)
     model = build_network(genotype, cfg)
@@ -97,7 +108,7 @@ def train_network(genotype: Genotype | None, cfg: TrainConfig, out: str | Path |
 
     cutout = (cfg.cutout_length or max(1, info.height // 2)) if cfg.cutout else 0
     kw = {"device": device, "channels_last": mf == torch.channels_last}
-    train_loader = DeviceLoader(splits.x_train, splits.y_train, info, cfg.batch_size, shuffle=True,
+    train_loader = DeviceLoader(splits.x_train, splits.y_train, info, cfg.batch_size, shuffle=True, shard=True,
                                 augment=default_augment(info, cutout=cutout), generator_seed=cfg.seed * 1000 + 5, **kw)
     test_loader = DeviceLoader(splits.x_test, splits.y_test, info, 256, shuffle=False, **kw)
     opt = torch.optim.SGD(model.parameters(), cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -111,25 +122,34 @@ def train_network(genotype: Genotype | None, cfg: TrainConfig, out: str | Path |
     metrics: list[dict] = []
     run, first = None, 0
     if out is not None:  # made only now that the data and the network are built: bad input leaves nothing
+        dist.barrier()  # every process has checked a new `out` before rank 0 creates the run there
         run = RunDir.create(out, {"genotype": name, **asdict(cfg)}, resume=resume)
         state = run.load_checkpoint(device, keys=_STATE) if resume else None
         if state is not None:
             first, metrics = _load_state(run, state, model, opt, sched, train_loader)
+    n_train = len(splits.x_train)
     for epoch in range(first, cfg.epochs):
         model.train()
         if isinstance(model, DiscreteNetwork):
             model.drop_path_prob = cfg.drop_path_prob * epoch / cfg.epochs
+        if dist.is_distributed():  # independent drop-path masks on each process's slice, reproducible on resume
+            torch.manual_seed(cfg.seed * 1_000_003 + epoch * 1009 + dist.rank())
         stats = RunningStats()
         t0 = time.perf_counter()
         for i, (x, y) in enumerate(train_loader):
             opt.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
-                logits, aux = _forward_with_aux(model, x)
-            logits = logits.float()
-            loss = F.cross_entropy(logits, y)
-            if aux is not None:
-                loss = loss + cfg.auxiliary_weight * F.cross_entropy(aux.float(), y)
-            loss.backward()
+            with dist.synced_batch_norm():  # under torchrun: the global batch's BN statistics
+                with torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
+                    logits, aux = _forward_with_aux(model, x)
+                logits = logits.float()
+                loss = F.cross_entropy(logits, y)
+                if aux is not None:
+                    loss = loss + cfg.auxiliary_weight * F.cross_entropy(aux.float(), y)
+                # under torchrun the last batch may not split evenly: each slice's loss is weighted by its share
+                # of the global batch (× processes, undone by the average), so the average is the global gradient
+                share = len(y) * dist.world_size() / min(cfg.batch_size, n_train - i * cfg.batch_size)
+                (loss * share if share != 1 else loss).backward()
+            dist.average_gradients(model.parameters())
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
             stats.update(F.cross_entropy(logits.detach(), y), logits, y)
@@ -140,9 +160,10 @@ def train_network(genotype: Genotype | None, cfg: TrainConfig, out: str | Path |
         seconds = time.perf_counter() - t0
         lr = sched.get_last_lr()[0]
         sched.step()
+        dist.average_buffers(model)  # one BN state on every process: evaluation and checkpoint agree
         model.eval()
         test_loss, test_acc = evaluate(logits_of, test_loader)
-        train_loss, train_acc = stats.result()
+        train_loss, train_acc = dist.reduce_stats(stats).result()
         row = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss,
                "test_acc": test_acc, "lr": lr, "steps": len(train_loader), "epoch_seconds": seconds}
         metrics.append(row)

@@ -32,7 +32,7 @@ update them.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -75,12 +75,18 @@ def first_order(obj: SearchObjective, x_val: torch.Tensor, y_val: torch.Tensor) 
 
 
 def second_order(obj: SearchObjective, x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor,
-                 y_val: torch.Tensor, xi: float, fd_scale: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 y_val: torch.Tensor, xi: float, fd_scale: float | None = None,
+                 reduce: Callable[[list[torch.Tensor]], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Second-order DARTS: α's gradient of L_val(w − ξ∇w L_train(w, α), α), written into `.grad`.
 
     The Hessian-vector term ∇²_{α,w} L_train · v (v = ∇w′ L_val(w′)) is exact by double backprop when
     `fd_scale` is None (the default), else DARTS's central finite difference at w ± ε·v with
-    ε = fd_scale/‖v‖ (see the module docstring for why the default is not a finite difference)."""
+    ε = fd_scale/‖v‖ (see the module docstring for why the default is not a finite difference).
+
+    `reduce` (data-parallel runs: `hwnas.distributed.average_`) averages a list of tensors over the processes in
+    place; the unroll needs the global batch's ∇w L_train (for w′) and ∇w′ L_val (v) mid-way. The α gradient
+    written here is then this process's share, to be averaged like any other gradient: ∇α ⟨g_r, v⟩ averaged
+    over the slices r is ∇α ⟨ḡ, v⟩, since ⟨·, v⟩ is linear."""
     names, weights = zip(*[(n, p) for n, p in obj.net.named_parameters() if p.requires_grad])
     alphas = _arch_params(obj)
     ra = obj.sample()
@@ -90,8 +96,12 @@ def second_order(obj: SearchObjective, x_train: torch.Tensor, y_train: torch.Ten
     # exact term the graph of ∇w L_train is kept, to be differentiated once more (in α) along v.
     loss_t, _ = obj.loss(x_train, y_train, ra)
     g_w = torch.autograd.grad(loss_t, weights, allow_unused=True, create_graph=exact)
-    unrolled = {n: (w - xi * g.detach() if g is not None else w).detach().requires_grad_()
-                for n, w, g in zip(names, weights, g_w)}
+    g_step = [None if g is None else g.detach() for g in g_w]
+    if reduce is not None:  # the global batch's ∇w L_train (copies: g_w stays in the graph of the exact term)
+        g_step = [None if g is None else g.clone() for g in g_step]
+        reduce(g_step)
+    unrolled = {n: (w - xi * g if g is not None else w).detach().requires_grad_()
+                for n, w, g in zip(names, weights, g_step)}
 
     ra_v = obj.sample(like=ra)
     loss_v, logits_v = obj.loss(x_val, y_val, ra_v, params=unrolled)
@@ -99,6 +109,8 @@ def second_order(obj: SearchObjective, x_train: torch.Tensor, y_train: torch.Ten
     grads = torch.autograd.grad(loss_v + obj.penalty(ra_v), [*alphas, *unrolled.values()], allow_unused=True)
     d_alpha, d_w = grads[: len(alphas)], grads[len(alphas):]
     d_w = [torch.zeros_like(w) if g is None else g for w, g in zip(weights, d_w)]
+    if reduce is not None:
+        reduce(d_w)  # v of the global batch: the direction (and ε) must be the same on every process
 
     if exact:
         dot = sum((g * d).sum() for g, d in zip(g_w, d_w) if g is not None and g.requires_grad)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from hwnas import distributed as dist
 from hwnas.config import SearchConfig  # its home; imported from here too
 from hwnas.data import DeviceLoader, default_augment, load_dataset, one_level_split, search_split
 from hwnas.errors import HwnasError
@@ -57,7 +58,8 @@ class Search:
 
     def __init__(self, cfg: SearchConfig):
         self.cfg = cfg
-        self.device = resolve_device(cfg.device)
+        self.device = dist.device_for(resolve_device(cfg.device))
+        dist.check_batch(cfg.batch_size)
         splits = load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
         info = splits.info
         one_level = cfg.arch_grad == "one-level"  # one loss on the training data, less a held-out part
@@ -65,10 +67,11 @@ class Search:
         aug = default_augment(info) if cfg.augment else None
         cl = memory_format(self.device, cfg.channels_last) == torch.channels_last
         kw = dict(device=self.device, channels_last=cl)
+        # Under torchrun each process takes its slice of every (identical) global batch: hwnas.distributed.
         self.train_loader = DeviceLoader(xw, yw, info, cfg.batch_size, shuffle=True, augment=aug,
-                                         drop_last=True, generator_seed=cfg.seed * 1000 + 1, **kw)
+                                         drop_last=True, generator_seed=cfg.seed * 1000 + 1, shard=True, **kw)
         self.arch_loader = None if one_level else DeviceLoader(xa, ya, info, cfg.batch_size, shuffle=True,
-                                                               augment=aug, drop_last=True,
+                                                               augment=aug, drop_last=True, shard=True,
                                                                generator_seed=cfg.seed * 1000 + 2, **kw)
         if len(self.train_loader) == 0:
             raise HwnasError(f"--batch-size {cfg.batch_size} is larger than the search split "
@@ -185,19 +188,23 @@ class Search:
                                                allowed=self.cfg.control.allowed_ops)[0]
                 ra = RelaxedArch(one_hot(ops_n, n_ops, self.device), one_hot(ops_r, n_ops, self.device), ops_n, ops_r)
                 self.w_opt.zero_grad(set_to_none=True)
-                loss, logits = self.obj.loss(xt, yt, ra)
-                loss.backward()
+                with dist.synced_batch_norm():  # under torchrun: the global batch's BN statistics
+                    loss, logits = self.obj.loss(xt, yt, ra)
+                    loss.backward()
+                dist.average_gradients(self.net.parameters())
                 torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.grad_clip)
                 self.w_opt.step()
                 stats.update(loss, logits, yt)
                 epoch_stats.update(loss, logits, yt)
                 if on_step is not None:
                     on_step(i + 1, n_steps)
+            dist.reduce_stats(epoch_stats)
             if on_epoch_end is not None:
                 loss, acc = epoch_stats.result()
                 on_epoch_end({"phase": "warm-up", "epoch": epoch + 1, "epochs": epochs, "train_loss": loss,
                               "train_acc": acc, "epoch_seconds": time.perf_counter() - t0})
-        return stats.result()
+        dist.average_buffers(self.net)  # every process's BN statistics the same before Λ is estimated
+        return dist.reduce_stats(stats).result()
 
     def warmup_and_estimate_lambda_max(self, on_step: Callable[[int, int], None] | None = None,
                                        on_epoch_end: Callable[[dict], None] | None = None) -> dict:
@@ -229,27 +236,35 @@ class Search:
     def step(self, xt: torch.Tensor, yt: torch.Tensor, xv: torch.Tensor | None, yv: torch.Tensor | None,
              train_stats: RunningStats, update_arch: bool = True) -> None:
         """One search step: α, then w (bilevel); or both on one loss (one-level). λ is chosen first
-        (without `update_arch`, as in the warm-up, the caller's λ stays)."""
+        (without `update_arch`, as in the warm-up, the caller's λ stays). Under torchrun the batches are this
+        process's slices, BN uses the global batch's statistics and gradients are averaged (hwnas.distributed)."""
+        with dist.synced_batch_norm():
+            self._step(xt, yt, xv, yv, train_stats, update_arch)
+
+    def _step(self, xt, yt, xv, yv, train_stats: RunningStats, update_arch: bool) -> None:
         cfg = self.cfg
         if update_arch:
             self.lam.apply(self.obj)
         self.a_opt.zero_grad(set_to_none=True)
         self.w_opt.zero_grad(set_to_none=True)
         one_level = cfg.arch_grad == "one-level" and update_arch
+        arch_params = list(self.arch.parameters())
         with bn_stats_kept(self.net):  # α passes must not move the BN statistics eval mode reads
             if update_arch and cfg.arch_grad == "first":
                 first_order(self.obj, xv, yv)
-                self.a_opt.step()
             elif update_arch and cfg.arch_grad == "second":
-                second_order(self.obj, xt, yt, xv, yv, xi=self.sched.get_last_lr()[0])
-                self.a_opt.step()
+                second_order(self.obj, xt, yt, xv, yv, xi=self.sched.get_last_lr()[0],
+                             reduce=dist.average_ if dist.is_distributed() else None)
             elif update_arch and self.hyper is not None:
                 hyper_arch_grad(self.obj, self.hyper, xv, yv)
+            if update_arch and not one_level:
+                dist.average_gradients(arch_params)  # under torchrun: the global batch's ∇α
                 self.a_opt.step()
         if self.hyper is not None:  # w and φ on L_train(w_φ(α̃), α̃), α̃ around the current α
             self.hyper_opt.zero_grad(set_to_none=True)
             loss, logits = hyper_weight_loss(self.obj, self.hyper, xt, yt, cfg.hyper_sigma, self.hyper_gen)
             loss.backward()
+            dist.average_gradients(self.hyper.parameters())
             torch.nn.utils.clip_grad_norm_(self.hyper.parameters(), cfg.grad_clip)
             self.hyper_opt.step()
         else:
@@ -258,9 +273,11 @@ class Search:
                 ra = RelaxedArch(ra.w_normal.detach(), ra.w_reduce.detach(), ra.idx_normal, ra.idx_reduce)
             loss, logits = self.obj.loss(xt, yt, ra)
             (loss + self.obj.penalty(ra) if one_level else loss).backward()
+        dist.average_gradients(self.net.parameters())
         torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip)
         self.w_opt.step()
         if one_level:
+            dist.average_gradients(arch_params)
             self.a_opt.step()
         train_stats.update(loss, logits, yt)
 
@@ -284,7 +301,8 @@ class Search:
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - t0
         self.sched.step()
-        train_loss, train_acc = stats.result()
+        train_loss, train_acc = dist.reduce_stats(stats).result()
+        dist.average_buffers(self.net)  # one BN state on every process: evaluation and checkpoint agree
         self.net.eval()
         self._set_eval_lambda(None)  # a λ-hypernet is evaluated at λ = 0; a fixed-λ search at its λ
         ra = self.obj.expected()
@@ -342,13 +360,23 @@ def run_search(cfg: SearchConfig, out: str | Path, resume: bool = False,
                on_step: Callable[[int, int], None] | None = None,
                on_epoch_end: Callable[[dict], None] | None = None) -> SearchResult:
     """Search, writing the run directory `out`; `resume` continues the run saved there with its own config.
-    A new run's directory is made once the data, tables and network are built: bad input leaves nothing."""
+    A new run's directory is made once the data, tables and network are built: bad input leaves nothing.
+
+    Started by torchrun with several processes, it runs data-parallel (`hwnas.distributed`): every process
+    searches on its slice of each batch, gradients are averaged, and only rank 0 writes `out`."""
     if resume:
         run = RunDir.create(out, {}, resume=True)
         cfg = SearchConfig.from_dict(run.read_json("config.json"))
     else:
         RunDir.check_new(out)
+    with dist.session(dist.device_for(resolve_device(cfg.device))):
+        return _run_search(cfg, out, run if resume else None, on_step, on_epoch_end)
+
+
+def _run_search(cfg: SearchConfig, out: str | Path, run: RunDir | None, on_step, on_epoch_end) -> SearchResult:
+    resume = run is not None
     search = Search(cfg)
+    dist.barrier()  # every process has checked a new `out` before rank 0 creates the run there
     if not resume:
         run = RunDir.create(out, cfg.to_dict())
     if resume and (state := run.load_checkpoint(search.device, keys=("epoch", "net", "arch"))) is not None:
@@ -373,7 +401,7 @@ def run_search(cfg: SearchConfig, out: str | Path, resume: bool = False,
             on_epoch_end(row)
     genotype = search.genotype()
     run.write_json("genotype.json", genotype.record())
-    if search.history:
+    if search.history and dist.is_main():
         from hwnas.plots import plot_alpha_history  # matplotlib only when a plot is made
 
         plot_alpha_history(search.history, run.file("plots/alphas.png"), title=f"{cfg.relax.kind}, {cfg.arch_grad}")

@@ -257,8 +257,9 @@ def test_imagenet_shaped_weights_start_a_small_stem_resnet18():
 @pytest.mark.slow
 def test_defaults_prune_a_trained_network_along_lambda(prune_run, tmp_path):
     """A trained network pruned with hwnas prune's defaults (Λ rule, phase 1, hypernet, learning rate; only the
-    amount of work cut): more than one gate set along λ, all valid, predicted latency non-increasing, and the
-    largest λ well below the intact network's latency (issue #12.1: the intact network at every λ before)."""
+    amount of work cut): at least 3 gate sets along λ, all valid, predicted latency non-increasing, and the
+    largest λ's at most half the intact network's (issue #12.1: the intact network at every λ before; then
+    0.73× on the MNIST ResNet18, with the intact network's BN statistics and λ drawn uniformly)."""
     import pandas as pd
 
     root, _, _ = prune_run
@@ -272,9 +273,9 @@ def test_defaults_prune_a_trained_network_along_lambda(prune_run, tmp_path):
     for _, row in frame.iterrows():
         g = GateSet(tuple(row[f"frac[{b}]"] for b in BLOCKS), tuple(bool(row[f"shortcut[{p}]"]) for p in PROJECTIONS))
         assert g.is_valid() and g.describe() == row["gates"]
-    assert frame["gates"].nunique() > 1, frame["gates"].tolist()
+    assert frame["gates"].nunique() >= 3, frame["gates"].tolist()
     ms = frame["predicted_latency_ms"].to_numpy()
     assert all(b <= a + 1e-9 for a, b in itertools.pairwise(ms)), ms
-    assert ms[-1] < 0.7 * ms[0]
+    assert ms[-1] <= 0.5 * ms[0], ms   # issue #12.1: the cheapest at most half the intact network's latency
     pre = json.loads((out / "pretrained.json").read_text())
     assert pre["phase1_steps"] > 0 and pre["gated_lambda0_val_acc"] >= pre["val_acc"] - 0.01

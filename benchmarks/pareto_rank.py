@@ -75,6 +75,9 @@ def main() -> None:
                     help="seeds per from-scratch training; τ is taken against their mean, and the τ between two "
                          "seeds is reported as the reference's own noise ceiling")
     ap.add_argument("--reuse", action="store_true", help="reuse RUN/pareto.csv when it exists (rescoring only)")
+    ap.add_argument("--scratch-from", type=Path, default=None,
+                    help="a previous result JSON of this benchmark: its from-scratch accuracies are reused for the "
+                         "networks it trained (same genotype, seeds and epochs); only the others are trained")
     ap.add_argument("--finetune-sweep", default="0,20,60,150",
                     help="fine-tune step counts at which to recompute the inherited accuracy and Kendall τ")
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench")
@@ -106,10 +109,22 @@ def main() -> None:
 
     cfg = json.loads((run / "config.json").read_text())
     per_seed = []                       # per_seed[s][i]: test accuracy of distinct network i trained with seed s
+    known = {}                          # (network, seed) -> accuracy, from --scratch-from
+    if args.scratch_from is not None:
+        old = json.loads(args.scratch_from.read_text())
+        if int(old["scratch_epochs"]) != args.train_epochs:
+            sys.exit(f"--scratch-from {args.scratch_from} trained {old['scratch_epochs']} epochs, not {args.train_epochs}")
+        for seed, accs in enumerate(old["scratch_test_acc_per_seed"]):
+            for g, a in zip(old["scratch_test_acc"], accs):
+                known[(str(edge_ops(Genotype.parse(g))), seed)] = a
     t0 = time.perf_counter()
     for seed in range(args.train_seeds):
         accs = []
         for g in distinct["genotype"]:
+            if (str(edge_ops(Genotype.parse(g))), seed) in known:
+                accs.append(known[(str(edge_ops(Genotype.parse(g))), seed)])
+                print(f"scratch seed {seed}: {accs[-1]:.4f} (from {args.scratch_from})", flush=True)
+                continue
             res = train_network(Genotype.parse(g), TrainConfig(dataset=cfg["dataset"], epochs=args.train_epochs,
                                                                layers=cfg["layers"], channels=cfg["channels"],
                                                                batch_size=cfg["batch_size"], seed=seed))

@@ -238,11 +238,11 @@ def quickstart(
                   "cheapest architecture becomes optimal; Theorem 1 recorded)")
     run = _run_search(search_config(base, table=str(table), hypernet="linear"), out / "search", resume=False)
     console.print("[bold]3/5 pareto[/] the architectures along λ ∈ [0, Λ], without retraining")
-    frame = run.pareto(lambdas=8, finetune_steps=20)
+    frame = run.pareto(lambdas=8)
     cols = [c for c in frame.columns if c.startswith("predicted_latency_ms[")][:1]
     for _, row in frame.iterrows():
-        console.print(f"  λ {row['lambda']:.4g}: val acc {row['val_acc']:.3f} (inherited weights, 20 fine-tune "
-                      f"steps, BN recalibrated), {row['params']:,} params"
+        console.print(f"  λ {row['lambda']:.4g}: val acc {row['val_acc']:.3f} (inherited weights, 40 shared "
+                      f"fine-tune steps per network of the front, BN recalibrated), {row['params']:,} params"
                       + "".join(f", {row[c]:.3f} ms predicted" for c in cols), highlight=False)
     if cols:
         lat = frame[cols[0]]
@@ -272,10 +272,12 @@ def pareto(
     run: Annotated[Path, typer.Argument(help="a λ-hypernet search run directory")],
     lambdas: Annotated[int, typer.Option(help="how many λ values along [0, Λ] (per target: a grid over the "
                                               "simplex Σ λ_d/Λ_d ≤ 1 with several tables)")] = 11,
-    finetune_steps: Annotated[int, typer.Option(help="SGD steps each architecture is fine-tuned for, from the "
-                                                     "supernet's weights, before its BN statistics are recalibrated "
-                                                     "and it is evaluated (the same for every λ; 0: recalibration "
-                                                     "only)")] = 20,
+    front_steps: Annotated[int, typer.Option(help="SGD steps per network on a copy of the supernet, trained on "
+                                                  "the front's distinct networks in turn before each is evaluated "
+                                                  "(the supernet trained mostly at cheap cells; this evens it out)")] = 40,
+    finetune_steps: Annotated[int, typer.Option(help="then SGD steps on each architecture alone (the same for every "
+                                                     "λ), before its BN statistics are recalibrated and it is "
+                                                     "evaluated")] = 0,
     spacing: Annotated[str, typer.Option(help="cost: the λ whose networks' predicted costs are evenly spread "
                                               "between the λ = 0 and the λ = Λ network's (one table); lambda: an "
                                               "even grid in λ")] = "cost",
@@ -283,7 +285,8 @@ def pareto(
     """Architectures along λ from a trained hypernet, without retraining the search: pareto.csv and plots."""
     from hwnas.search_run import SearchRun
 
-    frame = SearchRun.load(run).pareto(lambdas=lambdas, finetune_steps=finetune_steps, spacing=spacing)
+    frame = SearchRun.load(run).pareto(lambdas=lambdas, finetune_steps=finetune_steps, front_steps=front_steps,
+                                       spacing=spacing)
     table = Table(title=f"{run}: architectures along λ")
     cols = ["lambda", "val_acc", "params"] + [c for c in frame.columns if c.startswith("predicted_latency_ms[")]
     for c in cols + ["pareto"]:

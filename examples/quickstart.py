@@ -27,7 +27,7 @@ def main(out: Path) -> None:
 
     # 3. The architectures along λ from the trained hypernet, without another search (a pandas DataFrame;
     #    also run/pareto.csv and run/plots/pareto_*.png).
-    front = run.pareto(lambdas=4, finetune_steps=5)
+    front = run.pareto(lambdas=4, front_steps=10)
     ms = next(c for c in front.columns if c.startswith("predicted_latency_ms["))
     print("3. along λ:\n" + front[["lambda", "val_acc", "params", ms]].to_string(index=False))
 

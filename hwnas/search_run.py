@@ -202,18 +202,21 @@ class SearchRun:
             raise HwnasError(f"{self.path} has {n} cost targets; give one λ or {n}")
         return self.search.genotype(torch.tensor(values * n if len(values) == 1 else values))
 
-    def pareto(self, lambdas: int = 11, finetune_steps: int = 20, **options) -> pd.DataFrame:
+    def pareto(self, lambdas: int = 11, finetune_steps: int = 0, front_steps: int = 40, **options) -> pd.DataFrame:
         """The architectures along λ from the trained hypernet, without another search (`hwnas pareto`): one row
-        per λ (genotype, predicted latency per table, params, FLOPs, val_acc after `finetune_steps` SGD steps
-        from the supernet's weights and BN recalibration, pareto_optimal). Writes pareto.csv and
-        plots/pareto_*.png into the run. `options` go to `hwnas.search.pareto.pareto_table` as they are."""
+        per λ (genotype, predicted latency per table, params, FLOPs, val_acc with the supernet's weights after
+        `front_steps` SGD steps per network on the front's networks in turn, `finetune_steps` on each alone,
+        and BN recalibration; pareto_optimal). Writes pareto.csv and plots/pareto_*.png into the run.
+        `options` go to `hwnas.search.pareto.pareto_table` as they are (e.g. spacing="lambda")."""
         from hwnas.runs import RunDir
         from hwnas.search.inherit import InheritConfig
         from hwnas.search.pareto import _cost_column, pareto_table
 
-        if finetune_steps < 0:
-            raise HwnasError(f"--finetune-steps must be non-negative, got {finetune_steps}")
-        frame = pareto_table(self.search, lambdas, InheritConfig(steps=finetune_steps), **options)
+        if finetune_steps < 0 or front_steps < 0:
+            raise HwnasError(f"--finetune-steps and --front-steps must be non-negative, got {finetune_steps}, "
+                             f"{front_steps}")
+        frame = pareto_table(self.search, lambdas, InheritConfig(steps=finetune_steps, front_steps=front_steps),
+                             **options)
         run = RunDir(self.path)
         run.write_text("pareto.csv", frame.to_csv(index=False))
         from hwnas.plots import plot_pareto

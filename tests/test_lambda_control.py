@@ -35,7 +35,7 @@ def test_one_hypernet_search_gives_a_family_of_networks_along_lambda(tmp_path):
     rec = _search(tmp_path / "run", ControlConfig(tables=(str(MOBILE_8X8),), hypernet="linear"))
     assert rec["none_excluded"] and "cheapest architecture becomes optimal" in rec["lambda_max_source"]
     assert rec["lambda_max"][0] > 0 and rec["lambda_max_theorem"] is not None
-    frame = write_pareto(tmp_path / "run", 6, InheritConfig(steps=10))
+    frame = write_pareto(tmp_path / "run", 6)  # pareto's defaults
     lat = _latency(frame)
     assert distinct_architectures(frame["genotype"]) >= 3
     assert (lat.diff().dropna() <= 1e-9).all(), lat.tolist()          # non-increasing in λ
@@ -44,7 +44,7 @@ def test_one_hypernet_search_gives_a_family_of_networks_along_lambda(tmp_path):
     assert frame["argmax_valid"].all() and (frame["argmax_none_edges"] == 0).all()
     # pareto's λ are spaced by cost: its networks cover [cost(Λ), cost(0)] with smaller gaps, and no fewer
     # distinct ones, than an even grid in λ of the same length
-    even = pareto_table(load_search(tmp_path / "run"), 6, InheritConfig(steps=0), spacing="lambda")
+    even = pareto_table(load_search(tmp_path / "run"), 6, InheritConfig(front_steps=0), spacing="lambda")
     assert frame["lambda"].is_monotonic_increasing and frame["lambda"].iloc[-1] == pytest.approx(rec["lambda_max"][0])
     assert distinct_architectures(frame["genotype"]) >= distinct_architectures(even["genotype"])
     assert -lat.diff().min() <= -_latency(even).diff().min() + 1e-9, (lat.tolist(), _latency(even).tolist())
@@ -53,7 +53,7 @@ def test_one_hypernet_search_gives_a_family_of_networks_along_lambda(tmp_path):
 @pytest.mark.slow
 def test_mlp_hypernet_on_params_trades_parameters_for_accuracy(tmp_path):
     _search(tmp_path / "run", ControlConfig(cost="params", hypernet="mlp"))
-    frame = write_pareto(tmp_path / "run", 5, InheritConfig(steps=10))
+    frame = write_pareto(tmp_path / "run", 5, InheritConfig(front_steps=10))
     assert distinct_architectures(frame["genotype"]) >= 2
     assert frame["params"].iloc[-1] < frame["params"].iloc[0]
     assert (frame["val_acc"] > 0.3).all()
@@ -86,7 +86,7 @@ def test_two_devices_each_lambda_moves_toward_what_is_cheap_there(tmp_path):
     b = _synthetic_table(MOBILE_8X8, tmp_path / "b.csv", {**{o: 0.05 for o in convs}, **{o: 0.001 for o in free}})
     rec = _search(tmp_path / "run", ControlConfig(tables=(str(a), str(b)), hypernet="linear"))
     assert len(rec["lambda_max"]) == 2
-    frame = write_pareto(tmp_path / "run", 3, InheritConfig(steps=0))
+    frame = write_pareto(tmp_path / "run", 3, InheritConfig(front_steps=0))
     # the simplex grid: (0, 0), (0, ½), (½, 0), (0, 1), (½, ½), (1, 0)
     assert len(frame) == 6
     fa = frame[[c for c in frame.columns if c.startswith("lambda[")]].to_numpy() / rec["lambda_max"]

@@ -13,8 +13,8 @@ of the 18 distinct networks a fine grid finds lie below λ = Λ/4, and latency f
 
 Each genotype is reported with its predicted latency on every table of the run, its parameters
 and FLOPs as a discrete network at the search's size, and its validation accuracy with the
-weights it inherits from the supernet, after the same short fine-tune and BN recalibration for
-every λ (`hwnas.search.inherit`). Beside it: the accuracy of the relaxed architecture α(λ)
+weights it inherits from the supernet, after the same fine-tune on the front's networks and BN
+recalibration for every λ (`hwnas.search.inherit`). Beside it: the accuracy of the relaxed architecture α(λ)
 itself (what the search optimised), and the network the relaxed weights point at when `none`
 may win an edge (`argmax_none_edges`, `argmax_valid`), which shows where λ has broken a cell
 even though the DARTS derivation never picks `none`.
@@ -31,7 +31,7 @@ import torch
 
 from hwnas.errors import HwnasError
 from hwnas.runs import RunDir
-from hwnas.search.inherit import InheritConfig, inherited_accuracy
+from hwnas.search.inherit import InheritConfig, front_finetune, inherited_accuracy
 from hwnas.search.lambda_max import NONE, argmax_ops, is_valid, one_hot
 from hwnas.search.loop import Search, SearchConfig
 from hwnas.spaces.genotype import Genotype, edge_ops
@@ -120,13 +120,18 @@ def pareto_table(search: Search, n_lambdas: int = 11, inherit: InheritConfig = I
     rows = []
     grid = ([(f,) for f in cost_spaced_fractions(search, n_lambdas)]
             if spacing == "cost" and search.lam.n_targets == 1 else lambda_grid(n_lambdas, search.lam.n_targets))
+    shared = None
+    if inherit.front_steps > 0 and search.hyper is None:  # HyperDARTS' weights are w_φ(α(λ)), one set per λ
+        with torch.no_grad():
+            front = {str(edge_ops(g)): g for g in (search.genotype(lmax * torch.tensor(f)) for f in grid)}
+        shared = front_finetune(search, list(front.values()), inherit.front_steps * len(front), inherit.seed)
     for frac in grid:
         lam = lmax * torch.tensor(frac, dtype=lmax.dtype)
         with torch.no_grad():
             g = search.genotype(lam)
             ra = search.obj.expected()
             expected = search.cost.expected(ra.w_normal, ra.w_reduce).tolist()
-        loss, acc = inherited_accuracy(search, g, inherit)
+        loss, acc = inherited_accuracy(search, g, inherit, net=shared)
         params, flops = network_size(search, g)
         ops_n, ops_r = argmax_ops(ra.w_normal), argmax_ops(ra.w_reduce)
         with torch.no_grad():
@@ -136,7 +141,7 @@ def pareto_table(search: Search, n_lambdas: int = 11, inherit: InheritConfig = I
                "relaxed_val_acc": relaxed_acc, "params": params, "flops": flops,
                "argmax_none_edges": ops_n.count(NONE) + ops_r.count(NONE),
                "argmax_valid": is_valid(ops_n, ops_r, search.net.cfg.steps, search.net.cfg.multiplier),
-               "finetune_steps": inherit.steps}
+               "finetune_steps": inherit.steps, "front_steps": inherit.front_steps if shared is not None else 0}
         if len(names) > 1:
             row.update({f"lambda[{n}]": float(v) for n, v in zip(names, lam)})
         for name, unit, v in zip(names, search.cost.units, expected):

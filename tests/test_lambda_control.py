@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from hwnas.search.control import ControlConfig
 from hwnas.search.inherit import InheritConfig
 from hwnas.search.loop import quick_config, run_search
-from hwnas.search.pareto import distinct_architectures, load_search, pareto_table, write_pareto
+from hwnas.latency.table import LatencyTable
+from hwnas.search.pareto import distinct_architectures, lambda_grid, load_search, write_pareto
 from hwnas.spaces.genotype import Genotype
 
 PROFILES = Path(__file__).resolve().parents[1] / "profiles"
@@ -44,10 +46,12 @@ def test_one_hypernet_search_gives_a_family_of_networks_along_lambda(tmp_path):
     assert frame["argmax_valid"].all() and (frame["argmax_none_edges"] == 0).all()
     # pareto's λ are spaced by cost: its networks cover [cost(Λ), cost(0)] with smaller gaps, and no fewer
     # distinct ones, than an even grid in λ of the same length
-    even = pareto_table(load_search(tmp_path / "run"), 6, InheritConfig(front_steps=0), spacing="lambda")
+    search, table = load_search(tmp_path / "run"), LatencyTable.load(MOBILE_8X8)
+    even = [search.genotype(torch.tensor([f * rec["lambda_max"][0]])) for (f,) in lambda_grid(6, 1)]
+    even_lat = pd.Series([table.predict(g) for g in even])
     assert frame["lambda"].is_monotonic_increasing and frame["lambda"].iloc[-1] == pytest.approx(rec["lambda_max"][0])
-    assert distinct_architectures(frame["genotype"]) >= distinct_architectures(even["genotype"])
-    assert -lat.diff().min() <= -_latency(even).diff().min() + 1e-9, (lat.tolist(), _latency(even).tolist())
+    assert distinct_architectures(frame["genotype"]) >= distinct_architectures(even)
+    assert -lat.diff().min() <= -even_lat.diff().min() + 1e-9, (lat.tolist(), even_lat.tolist())
 
 
 @pytest.mark.slow

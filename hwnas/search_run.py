@@ -208,21 +208,15 @@ class SearchRun:
         `front_steps` SGD steps per network on the front's networks in turn, `finetune_steps` on each alone,
         and BN recalibration; pareto_optimal). Writes pareto.csv and plots/pareto_*.png into the run.
         `options` go to `hwnas.search.pareto.pareto_table` as they are (e.g. spacing="lambda")."""
-        from hwnas.runs import RunDir
         from hwnas.search.inherit import InheritConfig
-        from hwnas.search.pareto import _cost_column, pareto_table
+        from hwnas.search.pareto import pareto_table, save_pareto
 
         if finetune_steps < 0 or front_steps < 0:
             raise HwnasError(f"--finetune-steps and --front-steps must be non-negative, got {finetune_steps}, "
                              f"{front_steps}")
         frame = pareto_table(self.search, lambdas, InheritConfig(steps=finetune_steps, front_steps=front_steps),
                              **options)
-        run = RunDir(self.path)
-        run.write_text("pareto.csv", frame.to_csv(index=False))
-        from hwnas.plots import plot_pareto
-
-        plot_pareto(frame, _cost_column(frame), run.file("plots"))
-        return frame
+        return save_pareto(self.path, frame)
 
     def network_config(self):
         """(NetworkConfig, (H, W)) of the run's discrete networks: the search's cells and channels, its data."""

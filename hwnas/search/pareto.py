@@ -196,8 +196,11 @@ def hypervolume(cost: np.ndarray, acc: np.ndarray, ref_cost: float, ref_acc: flo
 def write_pareto(run_dir: str | Path, n_lambdas: int = 11, inherit: InheritConfig = InheritConfig(),
                  spacing: str = "cost") -> pd.DataFrame:
     """pareto.csv and plots/pareto_*.png in the run directory."""
-    search = load_search(run_dir)
-    frame = pareto_table(search, n_lambdas, inherit, spacing)
+    return save_pareto(run_dir, pareto_table(load_search(run_dir), n_lambdas, inherit, spacing))
+
+
+def save_pareto(run_dir: str | Path, frame: pd.DataFrame) -> pd.DataFrame:
+    """Write `frame` as the run's pareto.csv and plots/pareto_*.png; returns it."""
     run = RunDir(run_dir)
     run.write_text("pareto.csv", frame.to_csv(index=False))
     from hwnas.plots import plot_pareto

@@ -68,6 +68,9 @@ def search(
     batch_size: Annotated[int, typer.Option(help="batch size")] = 64,
     augment: Annotated[bool, typer.Option(help="random crop (and flip for CIFAR) during the search")] = False,
     max_steps: Annotated[int | None, typer.Option(help="cap on steps per epoch (quick runs)")] = None,
+    partial_channels: Annotated[int, typer.Option(help="PC-DARTS: only channels/K of each edge's input go through "
+                                                       "its candidate ops (the rest bypass them), with edge "
+                                                       "normalisation; K must divide --channels; 1: off")] = 1,
     arch_lr: Annotated[float | None, typer.Option(help="Adam learning rate of α (or of the λ-hypernet). Adam moves "
                                                        "each logit by at most about this per step; default: 6 / (α "
                                                        "steps of the run) within [3e-4, 3e-2] (DARTS's 3e-4 over its "
@@ -101,10 +104,10 @@ def search(
     cfg = search_config(dataset=dataset, data_dir=data_dir, download=download, space=space, relax=relax, hard=hard,
                         tau_start=tau_start, tau_end=tau_end, arch_grad=arch_grad, epochs=epochs, layers=layers,
                         channels=channels, batch_size=batch_size, augment=augment, max_steps=max_steps,
-                        arch_lr=arch_lr, seed=seed, device=device, table=table or (), cost=cost, hypernet=hypernet,
-                        lam=lam, lambda_max=lambda_max, lambda_sampling=lambda_sampling,
-                        lambda_warmup_epochs=lambda_warmup_epochs, lambda_samples=lambda_samples,
-                        lambda_margin=lambda_margin, with_none=none_op)
+                        partial_channels=partial_channels, arch_lr=arch_lr, seed=seed, device=device,
+                        table=table or (), cost=cost, hypernet=hypernet, lam=lam, lambda_max=lambda_max,
+                        lambda_sampling=lambda_sampling, lambda_warmup_epochs=lambda_warmup_epochs,
+                        lambda_samples=lambda_samples, lambda_margin=lambda_margin, with_none=none_op)
     _run_search(cfg, out, resume)
 
 

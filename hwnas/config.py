@@ -121,6 +121,7 @@ class SearchConfig:
     device: str = "auto"
     channels_last: bool | None = None   # None: the measured default for the device (hwnas.runtime)
     fused: bool = True                  # fused per-source cell execution (hwnas.spaces.fused); False: per-edge reference
+    partial_channels: int = 1           # K: PC-DARTS, 1/K of each edge's channels through its ops (+ edge norm.); 1: off
     amp: bool | None = None
     max_steps_per_epoch: int | None = None  # cap for quick runs and benchmarks
     control: ControlConfig = field(default_factory=ControlConfig)  # cost term, λ, λ-hypernet (control.py)
@@ -137,6 +138,9 @@ class SearchConfig:
             raise HwnasError(f"--epochs must be non-negative, got {self.epochs}")
         if self.layers < 3:
             raise HwnasError(f"--layers must be at least 3 (two reduction cells and a normal one), got {self.layers}")
+        if self.partial_channels < 1 or self.channels % self.partial_channels:
+            raise HwnasError(f"--partial-channels {self.partial_channels} must be at least 1 and divide --channels "
+                             f"{self.channels} (each edge's ops get channels/K of them)")
         if self.a_lr is not None and not (self.a_lr > 0 and math.isfinite(self.a_lr)):
             raise HwnasError(f"--arch-lr must be a positive number, got {self.a_lr}")
         if self.hyper_sigma < 0 or self.hyper_lr <= 0:

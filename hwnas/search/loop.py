@@ -27,7 +27,7 @@ from hwnas.search.control import LambdaSchedule, build_arch, build_cost, estimat
 from hwnas.search.hyperdarts import (HYPER_GRADS, best_response_params, build_best_response, hyper_arch_grad,
                                      hyper_weight_loss)
 from hwnas.search.lambda_max import one_hot, sample_valid
-from hwnas.search.objective import RelaxedArch, SearchObjective
+from hwnas.search.objective import EdgeNorm, RelaxedArch, SearchObjective
 from hwnas.search.relax import temperature
 from hwnas.spaces.genotype import Genotype, derive_genotype, edge_ops
 from hwnas.spaces.supernet import Supernet, SupernetConfig
@@ -81,7 +81,7 @@ class Search:
 
         torch.manual_seed(cfg.seed)
         net_cfg = SupernetConfig(channels=cfg.channels, layers=cfg.layers, num_classes=info.num_classes,
-                                 in_channels=info.channels, fused=cfg.fused)
+                                 in_channels=info.channels, fused=cfg.fused, partial_channels=cfg.partial_channels)
         self.net = Supernet(net_cfg).to(self.device, memory_format=memory_format(self.device, cfg.channels_last))
         self.space = SpaceConfig(space="darts", input_h=info.height, input_w=info.width, in_channels=info.channels,
                                  channels=cfg.channels, layers=cfg.layers, batch=cfg.batch_size,
@@ -91,11 +91,15 @@ class Search:
             self.cost.to(self.device)
         n_targets = self.cost.n_targets if self.cost is not None else 1
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + 3)
-        self.arch = build_arch(cfg.control, net_cfg.n_edges, net_cfg.n_ops, n_targets, gen).to(self.device)
+        self.arch = build_arch(cfg.control, net_cfg.n_edges, net_cfg.n_ops, n_targets, gen)
+        if cfg.partial_channels > 1:  # PC-DARTS's β: part of the architecture module (its optimiser, checkpoint)
+            self.arch.edges = EdgeNorm(net_cfg.steps, generator=torch.Generator().manual_seed(cfg.seed * 1000 + 10))
+        self.arch.to(self.device)
         self.gumbel_gen = torch.Generator().manual_seed(cfg.seed * 1000 + 4)
         self.obj = SearchObjective(self.net, self.arch, cfg.relax, self.gumbel_gen,
                                    autocast_dtype(self.device, cfg.amp), cost=self.cost,
-                                   exclude_none=cfg.control.none_excluded)
+                                   exclude_none=cfg.control.none_excluded,
+                                   edges=self.arch.edges if cfg.partial_channels > 1 else None)
         self.lam = LambdaSchedule(cfg.control, n_targets, self.device, cfg.seed * 1000 + 5)
         if cfg.control.lambda_max is not None:
             self.lam.set_lambda_max([cfg.control.lambda_max] * n_targets)
@@ -150,7 +154,7 @@ class Search:
         """The derived genotype; with a λ-hypernet, at `lam` (default λ = 0)."""
         self._set_eval_lambda(lam)
         ra = self.obj.expected()
-        return derive_genotype(ra.w_normal, ra.w_reduce, self.net.cfg.steps, self.net.cfg.multiplier)
+        return derive_genotype(*ra.derivation_weights(), self.net.cfg.steps, self.net.cfg.multiplier)
 
     @torch.no_grad()
     def subnetwork_accuracy(self, genotype: Genotype, loader=None) -> tuple[float, float]:
@@ -270,7 +274,7 @@ class Search:
         else:
             ra = self.obj.sample()
             if not one_level:  # the weight step needs no α gradient, so do not compute one
-                ra = RelaxedArch(ra.w_normal.detach(), ra.w_reduce.detach(), ra.idx_normal, ra.idx_reduce)
+                ra = ra.detach()
             loss, logits = self.obj.loss(xt, yt, ra)
             (loss + self.obj.penalty(ra) if one_level else loss).backward()
         dist.average_gradients(self.net.parameters())

@@ -14,7 +14,9 @@ from torch import nn
 from torch.func import functional_call
 
 from hwnas.search.relax import RelaxConfig, expected_weights, relax, sample_gumbel
+from hwnas.spaces.genotype import num_edges
 from hwnas.spaces.ops import PRIMITIVES
+from hwnas.spaces.partial import node_softmax
 from hwnas.spaces.supernet import Supernet
 
 NONE = PRIMITIVES.index("none")
@@ -36,15 +38,49 @@ class ArchParams(nn.Module):
         return self.normal, self.reduce
 
 
+class EdgeNorm(nn.Module):
+    """PC-DARTS's edge normalisation: β per edge of the normal and the reduction cell (1e-3·N(0, 1), as PC-DARTS
+    initialises them); node i weights its input edges by β̂ = softmax of β over them. A partial-channel search
+    holds it as the `edges` submodule of its architecture module (α or a λ-hypernet), so β is learnt by α's
+    optimiser, checkpointed and averaged with it. It does not depend on λ: a λ-hypernet's α(λ) picks the ops
+    (and, through them, the edges) for each λ; β̂ is one edge weighting shared by every λ."""
+
+    def __init__(self, steps: int, init_scale: float = 1e-3, generator: torch.Generator | None = None):
+        super().__init__()
+        self.steps = steps
+        self.normal = nn.Parameter(init_scale * torch.randn(num_edges(steps), generator=generator))
+        self.reduce = nn.Parameter(init_scale * torch.randn(num_edges(steps), generator=generator))
+
+    def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """β̂ (normal, reduce): (n_edges,) each, summing to 1 over each node's input edges."""
+        return node_softmax(self.normal, self.steps), node_softmax(self.reduce, self.steps)
+
+
 @dataclass
 class RelaxedArch:
-    """One draw of the relaxed architecture: weights per cell type and, in hard mode, the sampled ops."""
+    """One draw of the relaxed architecture: weights per cell type and, in hard mode, the sampled ops;
+    with partial channels, the edge weights β̂ (None: every edge weighs 1)."""
 
     w_normal: torch.Tensor
     w_reduce: torch.Tensor
     idx_normal: list[int] | None = None
     idx_reduce: list[int] | None = None
     noise: tuple[torch.Tensor, torch.Tensor] | None = None  # the Gumbel draw, to rebuild this sample
+    e_normal: torch.Tensor | None = None
+    e_reduce: torch.Tensor | None = None
+
+    def detach(self) -> RelaxedArch:
+        """The same draw without a graph to the architecture parameters (a weight step needs none)."""
+        d = lambda t: None if t is None else t.detach()
+        return RelaxedArch(self.w_normal.detach(), self.w_reduce.detach(), self.idx_normal, self.idx_reduce,
+                           self.noise, d(self.e_normal), d(self.e_reduce))
+
+    def derivation_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the genotype is derived from: w, or β̂ · w per edge with edge normalisation (PC-DARTS ranks a
+        node's input edges by β̂_j · max_o w_jo; the op on an edge is its argmax either way)."""
+        if self.e_normal is None:
+            return self.w_normal, self.w_reduce
+        return self.w_normal * self.e_normal.unsqueeze(1), self.w_reduce * self.e_reduce.unsqueeze(1)
 
 
 class SearchObjective:
@@ -63,8 +99,9 @@ class SearchObjective:
 
     def __init__(self, net: Supernet, arch: nn.Module, relax_cfg: RelaxConfig,
                  generator: torch.Generator | None = None, autocast_dtype: torch.dtype | None = None,
-                 cost: nn.Module | None = None, exclude_none: bool = False):
+                 cost: nn.Module | None = None, exclude_none: bool = False, edges: EdgeNorm | None = None):
         self.net, self.arch, self.relax_cfg = net, arch, relax_cfg
+        self.edges = edges  # PC-DARTS's β (partial channels), or None
         self.exclude_none = exclude_none
         self.generator = generator
         self.tau = relax_cfg.tau_start
@@ -118,14 +155,21 @@ class SearchObjective:
                 sample_gumbel(a.shape, a.device, a.dtype, self.generator) for a in (a_n, a_r))
         w_n, i_n = relax(a_n, self.relax_cfg, self.tau, None if noise is None else noise[0])
         w_r, i_r = relax(a_r, self.relax_cfg, self.tau, None if noise is None else noise[1])
-        return RelaxedArch(w_n, w_r, i_n, i_r, noise)
+        return RelaxedArch(w_n, w_r, i_n, i_r, noise, *self.edge_weights())
+
+    def edge_weights(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """β̂ (normal, reduce) with edge normalisation, else (None, None)."""
+        return (None, None) if self.edges is None else self.edges()
 
     def expected(self) -> RelaxedArch:
         a_n, a_r = self.arch_logits()
-        return RelaxedArch(expected_weights(a_n, self.relax_cfg), expected_weights(a_r, self.relax_cfg))
+        return RelaxedArch(expected_weights(a_n, self.relax_cfg), expected_weights(a_r, self.relax_cfg),
+                           None, None, None, *self.edge_weights())
 
     def logits(self, x: torch.Tensor, ra: RelaxedArch, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         args = (x, ra.w_normal, ra.w_reduce, ra.idx_normal, ra.idx_reduce)
+        if ra.e_normal is not None:
+            args += (ra.e_normal, ra.e_reduce)
         with torch.autocast(x.device.type, dtype=self.autocast_dtype or torch.bfloat16,
                             enabled=self.autocast_dtype is not None):
             out = self.net(*args) if params is None else functional_call(self.net, params, args, strict=False)

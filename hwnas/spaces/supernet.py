@@ -13,6 +13,10 @@ conv ops of every edge that reads that state; weighted sums use fused multiply-a
 With `fused=True` (the default) soft weights take the per-source fused path of
 `hwnas.spaces.fused` (same parameters, same math, far fewer kernel calls); the per-edge
 `MixedOp` path stays as the readable reference and serves hard (indexed) samples.
+
+`partial_channels` K > 1 is PC-DARTS (`hwnas.spaces.partial`): each edge's ops see C/K of its
+input's channels (they are built with C/K), the rest bypass them, and the forward takes edge
+weights β̂ (one per edge; None: 1). Fused as well; K = 1 is the full-channel DARTS cell.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hwnas.spaces import partial
 from hwnas.spaces.fused import fused_cell_forward
 from hwnas.spaces.genotype import num_edges
 from hwnas.spaces.ops import OPS, PRIMITIVES, FactorizedReduce, ReLUConvBN, apply_op, make_op
@@ -37,6 +42,7 @@ class SupernetConfig:
     multiplier: int = 4          # how many of the last states are concatenated
     stem_multiplier: int = 3
     fused: bool = True           # soft weights: run each cell's edges fused per source state (fused.py)
+    partial_channels: int = 1    # K: PC-DARTS, 1/K of each edge's channels through its ops (partial.py); 1: off
 
     @property
     def n_edges(self) -> int:
@@ -80,19 +86,26 @@ class SearchCell(nn.Module):
     """Two inputs, `steps` nodes each summing mixed ops over all earlier states, concat of the last `multiplier`."""
 
     def __init__(self, steps: int, multiplier: int, c_pp: int, c_p: int, c: int, reduction: bool,
-                 reduction_prev: bool, fused: bool = False):
+                 reduction_prev: bool, fused: bool = False, partial_channels: int = 1):
         super().__init__()
         self.reduction = reduction
         self.fused = fused  # a plain attribute, not state: the parameters are the same either way
+        self.partial = partial_channels  # K: the edges' ops have C/K channels
         self.steps, self.multiplier = steps, multiplier
         self.preprocess0 = FactorizedReduce(c_pp, c, affine=False) if reduction_prev else ReLUConvBN(c_pp, c, 1, 1, 0, affine=False)
         self.preprocess1 = ReLUConvBN(c_p, c, 1, 1, 0, affine=False)
         self.edges = nn.ModuleList(
-            MixedOp(c, 2 if reduction and j < 2 else 1) for i in range(steps) for j in range(i + 2)
+            MixedOp(c // partial_channels, 2 if reduction and j < 2 else 1) for i in range(steps) for j in range(i + 2)
         )
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor,
-                indices: list[int] | None = None) -> torch.Tensor:
+                indices: list[int] | None = None, edge_weights: torch.Tensor | None = None) -> torch.Tensor:
+        if self.partial > 1:
+            if self.fused and indices is None:
+                return partial.fused_forward(self, s0, s1, weights, edge_weights, self.partial)
+            return partial.per_edge_forward(self, s0, s1, weights, indices, edge_weights, self.partial)
+        if edge_weights is not None:
+            raise ValueError("edge weights (PC-DARTS edge normalisation) need a partial-channel supernet")
         if self.fused and indices is None:
             return fused_cell_forward(self, s0, s1, weights)
         states = [self.preprocess0(s0), self.preprocess1(s1)]
@@ -126,16 +139,18 @@ class Supernet(nn.Module):
             if reduction:
                 c_curr *= 2
             self.cells.append(SearchCell(cfg.steps, cfg.multiplier, c_pp, c_p, c_curr, reduction, reduction_prev,
-                                         fused=cfg.fused))
+                                         fused=cfg.fused, partial_channels=cfg.partial_channels))
             reduction_prev = reduction
             c_pp, c_p = c_p, cfg.multiplier * c_curr
         self.classifier = nn.Linear(c_p, cfg.num_classes)
 
     def forward(self, x: torch.Tensor, w_normal: torch.Tensor, w_reduce: torch.Tensor,
-                idx_normal: list[int] | None = None, idx_reduce: list[int] | None = None) -> torch.Tensor:
-        """x: (B, C_in, H, W); w_*: (n_edges, n_ops) relaxed weights; idx_*: sampled op per edge (hard mode)."""
+                idx_normal: list[int] | None = None, idx_reduce: list[int] | None = None,
+                e_normal: torch.Tensor | None = None, e_reduce: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, C_in, H, W); w_*: (n_edges, n_ops) relaxed weights; idx_*: sampled op per edge (hard mode);
+        e_*: (n_edges,) edge weights β̂ of a partial-channel supernet (None: 1)."""
         s0 = s1 = self.stem(x)
         for cell in self.cells:
-            w, idx = (w_reduce, idx_reduce) if cell.reduction else (w_normal, idx_normal)
-            s0, s1 = s1, cell(s0, s1, w, idx)
+            w, idx, e = (w_reduce, idx_reduce, e_reduce) if cell.reduction else (w_normal, idx_normal, e_normal)
+            s0, s1 = s1, cell(s0, s1, w, idx, e)
         return self.classifier(torch.flatten(F.adaptive_avg_pool2d(s1, 1), 1))  # (B, num_classes)

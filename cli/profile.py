@@ -119,7 +119,7 @@ def _warn_noisy(timings: list[tuple[bool, float]], where: str) -> None:
                       f"quiet machine or raise --budget", highlight=False)
 
 
-@profile_app.command("bundle")
+@profile_app.command("bundle", short_help="Profile a device without PyTorch: ONNX op models and run.py.")
 @user_errors
 def bundle(
     out: Annotated[Path, typer.Option(help="folder to write the bundle into (must be new or empty)")],
@@ -137,13 +137,19 @@ def bundle(
     exporter: ExporterOpt = "dynamo",
 ) -> None:
     """Write ONNX op models + run.py (onnxruntime and numpy only) to profile a device without PyTorch."""
-    from hwnas.api import profile_setup
-    from hwnas.latency.bundle import write_bundle
+    from hwnas.api import profile_bundle
 
-    sp, bcfg = profile_setup(device, space, threads, batch, input_size, in_channels, channels, layers, classes,
-                             "float32", graph_opt, budget, exporter)
-    with _bar("export") as update:
-        write_bundle(sp, bcfg, out, on_progress=update)
+    with contextlib.ExitStack() as stack:
+        bar = []  # opened at the first op: bad options fail before any output
+
+        def on_progress(done: int, total: int) -> None:
+            if not bar:
+                bar.append(stack.enter_context(_bar("export")))
+            bar[0](done, total)
+
+        profile_bundle(device, space, out=out, threads=threads, batch=batch, input_size=input_size,
+                       in_channels=in_channels, channels=channels, layers=layers, classes=classes, graph_opt=graph_opt,
+                       budget=budget, exporter=exporter, on_progress=on_progress)
     console.print(f"bundle in {out}/: copy it to the device, run `python run.py` there, bring the folder back and "
                   f"run `hwnas profile import {out}`", highlight=False)
 
@@ -155,11 +161,10 @@ def import_(
     out: Annotated[Path | None, typer.Option(help="table CSV (default profiles/<bundle name>.csv)")] = None,
 ) -> None:
     """Turn a run bundle's results into a lookup table."""
-    from hwnas.latency.bundle import import_bundle
+    from hwnas.api import import_bundle
 
-    out = out or Path("profiles") / f"{bundle_dir.name}.csv"
     table = import_bundle(bundle_dir, out)
-    console.print(f"{len(table)} keys from {table.meta['device']} written to {out}", highlight=False)
+    console.print(f"{len(table)} keys from {table.meta['device']} written to {table.path}", highlight=False)
 
 
 @user_errors
@@ -212,6 +217,6 @@ def measure(
 
 
 def register(app: typer.Typer) -> None:
-    app.add_typer(profile_app, name="profile")
-    app.command("calibrate")(calibrate)
-    app.command("measure")(measure)
+    app.add_typer(profile_app, name="profile", short_help="Measure every op of a search space on a device into a table.")
+    app.command("calibrate", short_help="Check a table against whole networks; store a correction.")(calibrate)
+    app.command("measure", short_help="Time an ONNX file the way hwnas's tables time ops.")(measure)

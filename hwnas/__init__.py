@@ -33,6 +33,8 @@ _HOMES = {
     "PruneConfig": "hwnas.config",
     "profile": "hwnas.api",
     "calibrate": "hwnas.api",
+    "profile_bundle": "hwnas.api",
+    "import_bundle": "hwnas.api",
     "measure": "hwnas.api",
     "ExportReport": "hwnas.api",
     "search_config": "hwnas.search_run",
@@ -45,17 +47,23 @@ _HOMES = {
 # subpackages), export, train and info (modules). Importing a submodule sets the package attribute to it, so
 # a plain function of that name would be replaced the moment anything imported, say, hwnas.search.loop.
 # Instead each such module becomes callable as it is bound to the package: hwnas.search(...) is
-# hwnas.search_run.search(...) (signature included), and hwnas.search.loop stays what it is.
+# hwnas.search_run.search(...), and hwnas.search.loop stays what it is. What users see of it as a function
+# (tests/test_api.py pins each): inspect.signature, help() and __doc__ (the function's signature and
+# docstring first, then the module's), pickling and copying (by reference, as a function pickles), and
+# for type checkers the function itself (the TYPE_CHECKING imports at the end; they then flag
+# `hwnas.search.loop.X` as an attribute chain, while `from hwnas.search.loop import X` is fine).
 _CALLABLE_MODULES = {"search": "hwnas.search_run", "prune": "hwnas.prune_api", "export": "hwnas.api",
                      "train": "hwnas.api", "info": "hwnas.api"}
 
 __all__ = ["__version__", "HwnasError", "LatencyTable", "Genotype", "SearchConfig", "PruneConfig",  # noqa: RUF022
-           "profile", "calibrate", "measure", "search", "search_config", "SearchRun", "load_run", "prune",
-           "prune_config", "PruneRun", "train", "export", "ExportReport", "info"]  # in pipeline order
+           "profile", "profile_bundle", "import_bundle", "calibrate", "measure", "search", "search_config",
+           "SearchRun", "load_run", "prune", "prune_config", "PruneRun", "train", "export", "ExportReport",
+           "info"]  # in pipeline order
 
 
 class _CallableModule(types.ModuleType):
-    """A module of hwnas that is also the API function of the same name (`_CALLABLE_MODULES`)."""
+    # A module of hwnas that is also the API function of the same name (`_CALLABLE_MODULES`). No class
+    # docstring: `__doc__` is the property below.
 
     def _function(self):
         name = self.__name__.rpartition(".")[2]
@@ -69,6 +77,31 @@ class _CallableModule(types.ModuleType):
         import inspect
 
         return inspect.signature(self._function())
+
+    @property
+    def __doc__(self) -> str | None:
+        own = self.__dict__.get("__doc__")
+        try:
+            import inspect
+
+            fn = self._function()
+            call = f"hwnas.{fn.__name__}{inspect.signature(fn)}\n\n{inspect.getdoc(fn) or ''}"
+        except (ImportError, AttributeError, TypeError, ValueError):  # help must never fail a lookup
+            return own
+        return f"{call}\n\n---- {self.__name__} is also the module:\n\n{inspect.cleandoc(own or '')}"
+
+    @__doc__.setter
+    def __doc__(self, value) -> None:
+        self.__dict__["__doc__"] = value
+
+    def __reduce__(self):  # by reference, as a function pickles: unpickled, hwnas.<name> itself
+        return importlib.import_module, (self.__name__,)
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
 
 
 class _Package(types.ModuleType):
@@ -96,10 +129,10 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from hwnas.api import ExportReport, calibrate, export, info, measure, profile, train
+    from hwnas.api import ExportReport, calibrate, export, import_bundle, info, measure, profile, profile_bundle, train
     from hwnas.config import PruneConfig, SearchConfig
     from hwnas.errors import HwnasError
     from hwnas.latency.table import LatencyTable
-    from hwnas.prune_api import PruneRun, prune_config
-    from hwnas.search_run import SearchRun, load_run, search_config
+    from hwnas.prune_api import PruneRun, prune, prune_config
+    from hwnas.search_run import SearchRun, load_run, search, search_config
     from hwnas.spaces.genotype import Genotype

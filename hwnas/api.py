@@ -1,5 +1,6 @@
-"""hwnas from Python, beyond runs: lookup tables (`profile`, `calibrate`), timing (`measure`), training
-(`train`), ONNX export (`export` → `ExportReport`) and the environment (`info`).
+"""hwnas from Python, beyond runs: lookup tables (`profile`, `calibrate`; `profile_bundle` and `import_bundle`
+for a device without PyTorch), timing (`measure`), training (`train`), ONNX export (`export` →
+`ExportReport`) and the environment (`info`).
 
 Thin wrappers over the library (`hwnas.latency.*`, `hwnas.train`, `hwnas.export`): each builds the
 component config from plain keyword options with the defaults the CLI shows, checks it before anything
@@ -91,6 +92,35 @@ def profile(device: str = "cpu", space: str = "darts", *, out: PathLike | None =
     tag = device if cuda_graphs else f"{device}-eager"
     out = Path(out) if out is not None else Path("profiles") / f"{space}-{tag}-{sp.input_h}x{sp.input_w}.csv"
     return run_profile(ProfileConfig(sp, bcfg), out, backend=backend, on_progress=on_progress)
+
+
+def profile_bundle(device: str = "mobile", space: str = "darts", *, out: PathLike, threads: int | None = None,
+                   batch: int | None = None, input_size: str | tuple[int, int] = "8x8", in_channels: int | None = None,
+                   channels: int = 8, layers: int = 5, classes: int = 10, graph_opt: str = "all", budget: float = 0.25,
+                   exporter: str = "dynamo", on_progress: Callable[[int, int], None] | None = None) -> Path:
+    """Profile a device that cannot run PyTorch: write a bundle folder `out` (new or empty) holding every key's
+    op as an ONNX model, keys.csv, bundle.json and run.py, which needs only onnxruntime and numpy.
+
+    Copy the folder to the device, run `python run.py` there (it resumes if interrupted), bring the folder back
+    and turn it into a table with `import_bundle(out)`. `device`: ort-cpu, mobile (1-thread batch-1 ORT
+    proxy) or mobile-int8; the other options are `profile`'s (float32 only). `on_progress(done, total)` after
+    each exported op. Returns the bundle folder (`hwnas profile bundle`)."""
+    from hwnas.latency.bundle import write_bundle
+
+    sp, bcfg = profile_setup(device, space, threads, batch, input_size, in_channels, channels, layers, classes,
+                             "float32", graph_opt, budget, exporter)
+    return write_bundle(sp, bcfg, out, on_progress=on_progress)
+
+
+def import_bundle(bundle: PathLike, out: PathLike | None = None) -> LatencyTable:
+    """The lookup table of a bundle (`profile_bundle`) that run.py has been run in on the device: its
+    results.csv and device.json joined with the bundle's keys, saved at `out` (default
+    profiles/<bundle folder name>.csv) and returned (`hwnas profile import`)."""
+    from hwnas.latency.bundle import import_bundle as read_bundle
+
+    bundle = Path(bundle)
+    out = Path(out) if out is not None else Path("profiles") / f"{bundle.resolve().name}.csv"
+    return read_bundle(bundle, out)
 
 
 def load_table(table: LatencyTable | PathLike) -> LatencyTable:
@@ -248,17 +278,17 @@ def export(source, path: PathLike, *, lam: float | None = None, tables: Sequence
     Runtime and re-measure it as the first table's device times its ops; the report also goes to `<path>.json`.
 
     `source`: a `SearchRun` or `PruneRun` or its directory (`lam` picks the trade-off of a λ-hypernet or prune
-    run, 0 ≤ λ ≤ Λ); a `Genotype`, a `Genotype(...)` string or a published name such as DARTS_V2 (built at
-    `dataset`/`layers`/`channels`, default: a darts table's size, else digits, 8 cells, 16 channels; trained
-    `weights` from `train(out=...)`); or an `nn.Module`
-    (with `input_shape` (C, H, W) unless it came from `run.network`). `tables` predict its latency; a run's own
-    tables are added. The same network as `run.network(lam)` / `hwnas export`."""
+    run, 0 ≤ λ ≤ Λ); a `Genotype`, a `Genotype(...)` string, a genotype JSON file or a published name such as
+    DARTS_V2 (built at `dataset`/`layers`/`channels`, default: a darts table's size, else digits, 8 cells, 16
+    channels; trained `weights` from `train(out=...)`); or an `nn.Module` (with `input_shape` (C, H, W) unless
+    it came from `run.network`). `tables` predict its latency; a run's own tables are added. The same network
+    as `run.network(lam)` / `hwnas export`."""
     from hwnas.runs import check_out
     from hwnas.search_run import SearchRun, check_lambda, load_run
 
     check_out(path, "--out", folder=False)
     run_dir = (source.path if isinstance(source, SearchRun) or _is_prune_run(source) else Path(source)
-               if isinstance(source, Path) or (isinstance(source, str) and not _genotype_text(source)) else None)
+               if isinstance(source, (str, Path)) and not _genotype_text(str(source)) else None)
     if run_dir is not None:
         if lam is not None:
             check_lambda(run_dir, lam)  # before anything loads: λ outside [0, Λ] is refused at once
@@ -285,9 +315,11 @@ def export(source, path: PathLike, *, lam: float | None = None, tables: Sequence
 
 
 def _genotype_text(text: str) -> bool:
+    """Whether a `source` string is a genotype rather than a run directory: a Genotype(...) string, a published
+    name, or a file (a genotype JSON: a run is a directory)."""
     from hwnas.spaces.genotype import PUBLISHED
 
-    return text.strip().startswith("Genotype(") or text.strip() in PUBLISHED
+    return text.strip().startswith("Genotype(") or text.strip() in PUBLISHED or Path(text).is_file()
 
 
 def _is_prune_run(source) -> bool:

@@ -202,20 +202,24 @@ class SearchRun:
             raise HwnasError(f"{self.path} has {n} cost targets; give one λ or {n}")
         return self.search.genotype(torch.tensor(values * n if len(values) == 1 else values))
 
-    def pareto(self, lambdas: int = 11, finetune_steps: int = 0, front_steps: int = 40, **options) -> pd.DataFrame:
+    def pareto(self, lambdas: int = 11, finetune_steps: int = 0, front_steps: int = 40,
+               spacing: str = "cost") -> pd.DataFrame:
         """The architectures along λ from the trained hypernet, without another search (`hwnas pareto`): one row
         per λ (genotype, predicted latency per table, params, FLOPs, val_acc with the supernet's weights after
         `front_steps` SGD steps per network on the front's networks in turn, `finetune_steps` on each alone,
-        and BN recalibration; pareto_optimal). Writes pareto.csv and plots/pareto_*.png into the run.
-        `options` go to `hwnas.search.pareto.pareto_table` as they are (e.g. spacing="lambda")."""
+        and BN recalibration; pareto_optimal). `spacing`: "cost" picks the λ whose networks' predicted costs are
+        evenly spread between the λ = 0 and the λ = Λ network's (one table), "lambda" an even grid in λ. Writes
+        pareto.csv and plots/pareto_*.png into the run."""
         from hwnas.search.inherit import InheritConfig
-        from hwnas.search.pareto import pareto_table, save_pareto
+        from hwnas.search.pareto import SPACINGS, pareto_table, save_pareto
 
         if finetune_steps < 0 or front_steps < 0:
             raise HwnasError(f"--finetune-steps and --front-steps must be non-negative, got {finetune_steps}, "
                              f"{front_steps}")
+        if spacing not in SPACINGS:  # before the search is loaded
+            raise HwnasError(f"--spacing must be one of {', '.join(SPACINGS)}, got {spacing!r}")
         frame = pareto_table(self.search, lambdas, InheritConfig(steps=finetune_steps, front_steps=front_steps),
-                             **options)
+                             spacing=spacing)
         return save_pareto(self.path, frame)
 
     def network_config(self):

@@ -18,3 +18,17 @@ def fails_cleanly(result, *fragments, first_line: bool = False) -> None:
     text = " ".join(result.output.split())  # rich wraps long lines
     for f in fragments:
         assert f in text
+
+
+def commands(group=None, path: tuple[str, ...] = ()) -> list[list[str]]:
+    """Every command and subcommand of `hwnas` (groups included), as argument lists: [], ["search"], …,
+    ["profile", "bundle"], so a test over them covers a command added later."""
+    if group is None:
+        import typer.main
+        from hwnas_cli.app import app
+
+        group = typer.main.get_command(app)
+    found = [list(path)]
+    for name, cmd in getattr(group, "commands", {}).items():
+        found += commands(cmd, (*path, name))
+    return found

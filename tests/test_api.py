@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 import hwnas
 from hwnas.latency.space import SpaceConfig
 from hwnas_cli.app import app
-from tests.cli_helpers import ok
+from tests.cli_helpers import commands, ok
 from tests.test_latency_table import synthetic
 
 runner = CliRunner()
@@ -151,6 +151,7 @@ def test_cli_resumes_an_api_prune_run(prune_run):
 
 def test_bad_input_is_a_one_line_hwnas_error_and_nothing_is_printed(runs, tmp_path, capsys):
     table = hwnas.LatencyTable.load(runs / "t.csv")
+    (tmp_path / "g.json").write_text(hwnas.SearchRun.load(runs / "api").genotype().to_json())
     cases = [
         (lambda: hwnas.search(out=tmp_path / "a", relax="tanh"), "--relax"),
         (lambda: hwnas.search(out=tmp_path / "a", epochz=3), "unknown search option(s) epochz"),
@@ -162,6 +163,8 @@ def test_bad_input_is_a_one_line_hwnas_error_and_nothing_is_printed(runs, tmp_pa
         (lambda: hwnas.SearchRun.load(runs / "api").network(1e9), "outside the trained range"),
         (lambda: hwnas.export(runs / "api", tmp_path / "m.onnx"), "pass --lambda"),
         (lambda: hwnas.export(torch.nn.Linear(2, 2), tmp_path / "m.onnx"), "input_shape"),
+        (lambda: hwnas.export(tmp_path / "g.json", tmp_path / "m.onnx", lam=0.1), "RUN directory"),  # a genotype file
+        (lambda: hwnas.SearchRun.load(runs / "api").pareto(spacing="even"), "--spacing"),
         (lambda: hwnas.measure(torch.nn.Linear(2, 2)), "input_shape"),
         (lambda: table.predict(torch.nn.Linear(2, 2)), "cannot tell the architecture"),
         (lambda: hwnas.profile("npu", out=tmp_path / "x.csv"), "unknown --device 'npu'"),
@@ -204,6 +207,110 @@ def test_cli_and_api_share_their_defaults():
         assert api[name].default == default, name
 
 
+# Every command's API function, and the CLI option → API parameter renames. An option that is not a parameter goes
+# through the function's **options into a config, compared in test_cli_and_api_share_their_defaults.
+API_OF = {
+    ("info",): (lambda: hwnas.info, {}),
+    ("search",): (lambda: hwnas.search, {}),
+    ("train",): (lambda: hwnas.train, {}),
+    ("prune",): (lambda: hwnas.prune, {}),
+    ("pareto",): (lambda: hwnas.SearchRun.pareto, {"run": None}),  # hwnas.SearchRun.load(run).pareto(...)
+    ("export",): (lambda: hwnas.export, {"run": "source", "genotype": "source", "table": "tables",
+                                                    "out": "path"}),
+    ("profile",): (lambda: hwnas.profile, {}),
+    ("profile", "bundle"): (lambda: hwnas.profile_bundle, {}),
+    ("profile", "import"): (lambda: hwnas.import_bundle, {"bundle_dir": "bundle"}),
+    ("calibrate",): (lambda: hwnas.calibrate, {}),
+    ("measure",): (lambda: hwnas.measure, {"model": "onnx_or_module"}),
+}
+NO_API = {("quickstart",): "a guided tour of the calls above; examples/quickstart.py is its Python form"}
+CONFIG_OPTIONS = {("search",), ("train",), ("prune",)}
+
+
+def _command(path: tuple[str, ...]):
+    import typer.main
+
+    cmd = typer.main.get_command(app)
+    for name in path:
+        cmd = cmd.commands[name]
+    return cmd
+
+
+def test_every_command_has_its_api_function():
+    assert {tuple(c) for c in commands() if c} == set(API_OF) | set(NO_API)  # `profile` is a group and a command
+
+
+@pytest.mark.parametrize("path", list(API_OF), ids=" ".join)
+def test_cli_options_have_the_api_defaults(path):
+    """Each option is the API function's parameter of that name (or renamed) with the same default, and required
+    where the parameter has none; so a default changed on one side only fails here."""
+    function, renamed = API_OF[path][0](), API_OF[path][1]
+    params = inspect.signature(function).parameters
+    options = [p for p in _command(path).params if p.name != "ctx"]
+    targets = [renamed.get(p.name, p.name) for p in options]
+    for option, name in zip(options, targets):
+        if name is None:
+            continue
+        if name not in params:
+            assert path in CONFIG_OPTIONS and any(q.kind is q.VAR_KEYWORD for q in params.values()), option.name
+            continue
+        default = params[name].default
+        if default is inspect.Parameter.empty:  # required: by the CLI too, or by one of several CLI alternatives
+            assert option.required or targets.count(name) > 1, option.name
+            continue
+        assert not option.required, option.name
+        assert (option.default or () if getattr(option, "multiple", False) else option.default) == default, option.name
+
+
+def test_library_code_never_prints_nor_uses_typer_or_rich():
+    """Library code reports through return values, HwnasError and callbacks; the CLI alone talks to the terminal.
+    bundle_runner.py is exempt: it is run.py of a profiling bundle, a script run on the device."""
+    import ast
+
+    root = Path(hwnas.__file__).parent
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        if path.name == "bundle_runner.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("print", "input"):
+                found.append(f"{path.relative_to(root)}:{node.lineno} {node.func.id}()")
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            found += [f"{path.relative_to(root)}:{node.lineno} import {n}" for n in names
+                      if n.split(".")[0] in ("typer", "rich", "click", "tqdm")]
+            if isinstance(node, ast.Attribute) and node.attr in ("stdout", "stderr", "exit") and \
+                    isinstance(node.value, ast.Name) and node.value.id == "sys":
+                found.append(f"{path.relative_to(root)}:{node.lineno} sys.{node.attr}")
+    assert not found, found
+
+
+def test_a_bundle_made_by_the_api_is_imported_by_the_cli_and_the_other_way(tmp_path, monkeypatch):
+    """`hwnas profile bundle` and hwnas.profile_bundle write the same bundle; run.py runs it on the "device"
+    (here: this machine, as a user there would: `python run.py` in the folder); then `hwnas profile import`
+    and hwnas.import_bundle make the same table."""
+    monkeypatch.chdir(tmp_path)
+    made = hwnas.profile_bundle(out="api", channels=4, layers=3, budget=0.002, exporter="torchscript")
+    assert made == Path("api") and (made / "run.py").is_file()
+    ok(runner.invoke(app, ["profile", "bundle", "--out", "cli", "--channels", "4", "--layers", "3", "--budget", "0.002",
+                           "--exporter", "torchscript"]))
+    api, cli = ({k: v for k, v in json.loads((tmp_path / b / "bundle.json").read_text()).items() if k != "date"}
+                for b in ("api", "cli"))
+    assert api == cli
+    assert (tmp_path / "api" / "keys.csv").read_text() == (tmp_path / "cli" / "keys.csv").read_text()
+    with pytest.raises(hwnas.HwnasError, match="python run.py"):
+        hwnas.import_bundle("api")
+    done = subprocess.run([sys.executable, "run.py"], cwd=tmp_path / "api", capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    out = ok(runner.invoke(app, ["profile", "import", "api"]))  # default --out: profiles/<bundle name>.csv
+    assert "profiles/api.csv" in out
+    table = hwnas.import_bundle(tmp_path / "api", out="t.csv")
+    assert isinstance(table, hwnas.LatencyTable) and table.path == Path("t.csv") and table.meta["source"] == "bundle"
+    pd.testing.assert_frame_equal(hwnas.LatencyTable.load("profiles/api.csv").frame, hwnas.LatencyTable.load("t.csv").frame)
+    assert len(table) == len(pd.read_csv(tmp_path / "api" / "keys.csv")) and table.backend == "mobile"
+
+
 def test_import_is_light_and_every_public_name_resolves():
     code = ("import sys, hwnas\nassert 'torch' not in sys.modules\n"
             "assert all(getattr(hwnas, n) is not None for n in hwnas.__all__)\n"
@@ -213,6 +320,47 @@ def test_import_is_light_and_every_public_name_resolves():
             "assert list(__import__('inspect').signature(hwnas.search).parameters)[:2] == ['config', 'out']\n"
             "print('ok')")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "ok", done.stderr
+
+
+_CALLABLE_MODULES = """
+import copy, inspect, pickle, pydoc, sys
+unpickled = pickle.loads(bytes.fromhex(sys.argv[2]))  # before anything imported hwnas: a spawned worker's case
+import hwnas
+assert unpickled is hwnas.train and callable(unpickled)
+if sys.argv[1] == "modules-first":
+    import hwnas.search.loop, hwnas.prune.gate_cost, hwnas.export, hwnas.train, hwnas.info
+from hwnas import export, info, prune, search, train
+import hwnas.search.loop, hwnas.prune.gate_cost, hwnas.export, hwnas.train, hwnas.info
+import hwnas.search.loop as loop
+from hwnas.search.loop import run_search
+homes = {"search": "hwnas.search_run", "prune": "hwnas.prune_api", "export": "hwnas.api", "train": "hwnas.api",
+         "info": "hwnas.api"}
+for name, got in [("search", search), ("prune", prune), ("export", export), ("train", train), ("info", info)]:
+    fn = getattr(sys.modules[homes[name]] if homes[name] in sys.modules else __import__(homes[name], fromlist=["x"]), name)
+    assert got is getattr(hwnas, name) is sys.modules["hwnas." + name] and callable(got), name
+    assert inspect.signature(got) == inspect.signature(fn), name
+    assert got.__doc__.startswith("hwnas." + name + "(") and inspect.getdoc(fn) in got.__doc__, name
+    assert inspect.getdoc(fn).splitlines()[0] in pydoc.plain(pydoc.render_doc(got)), name
+    assert pickle.loads(pickle.dumps(got)) is got and copy.copy(got) is got and copy.deepcopy(got) is got, name
+assert hwnas.search.loop is loop and loop.run_search is run_search and hwnas.prune.gate_cost.GateCost
+try:
+    hwnas.search(out="never", relax="tanh")
+except hwnas.HwnasError as e:
+    assert "--relax" in str(e)
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("order", ["modules-first", "functions-first"])
+def test_api_functions_named_like_modules_behave_as_functions(order):
+    """hwnas.search, prune, export, train and info are their modules made callable (hwnas/__init__.py): whichever
+    is imported first, `from hwnas import search` and `import hwnas.search.loop` both work, and the callable has
+    the function's signature, help text and docstring, and pickles (a process pool's worker gets hwnas.train)."""
+    import pickle
+
+    done = subprocess.run([sys.executable, "-c", _CALLABLE_MODULES, order, pickle.dumps(hwnas.train).hex()],
+                          capture_output=True, text=True, timeout=120, check=False)
     assert done.stdout.strip() == "ok", done.stderr
 
 

@@ -46,7 +46,7 @@ def info() -> None:
     console.print(table)
 
 
-@app.command()
+@app.command(short_help="DARTS cell search; with a cost, for every λ ∈ [0, Λ] in one run.")
 @user_errors(interrupted=lambda o: f"continue the run with: hwnas search --out {o['out']} --resume")
 def search(
     out: Annotated[Path, typer.Option(help="run directory (config.json, metrics.csv, checkpoint.pt, genotype.json, plots/)")],
@@ -149,7 +149,7 @@ def _train_interrupted(o: dict) -> str:
     return f"continue from the last finished epoch with: hwnas train --out {o['out']} --resume"
 
 
-@app.command()
+@app.command(short_help="Train a genotype's network (or a ResNet18) and test it.")
 @user_errors(interrupted=_train_interrupted)
 def train(
     genotype: Annotated[str | None, typer.Option(help="a DARTS Genotype(...) string, a genotype JSON file, or a run "
@@ -205,7 +205,7 @@ def _run_train(g, cfg, out: Path | None, resume: bool = False):
     return result
 
 
-@app.command()
+@app.command(short_help="The whole chain on digits: profile, search, export, train.")
 @user_errors(interrupted=lambda o: "what it wrote is left as it is; `hwnas quickstart` starts again in a fresh folder")
 def quickstart(
     out: Annotated[Path, typer.Option(help="where the run goes (a fresh name if taken)")] = Path("runs/quickstart"),
@@ -269,7 +269,7 @@ def quickstart(
                    out / "train")
 
 
-@app.command()
+@app.command(short_help="Architectures along λ from a hypernet run, without retraining.")
 @user_errors
 def pareto(
     run: Annotated[Path, typer.Argument(help="a λ-hypernet search run directory")],
@@ -301,7 +301,7 @@ def pareto(
     console.print(f"written {run}/pareto.csv and {run}/plots/pareto_*.png")
 
 
-@app.command()
+@app.command(short_help="A network to ONNX, checked against PyTorch and re-measured.")
 @user_errors
 def export(
     out: Annotated[Path, typer.Option(help="the ONNX file to write (never overwritten); the report goes to <out>.json")],

@@ -105,4 +105,4 @@ def print_prune_export(r) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("prune")(prune)
+    app.command("prune", short_help="Prune a ResNet18 with gates for every λ ∈ [0, Λ] in one fit.")(prune)

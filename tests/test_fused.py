@@ -7,9 +7,16 @@ import pytest
 import torch
 from torch.func import functional_call
 
+from hwnas.spaces import supernet
 from hwnas.spaces.supernet import Supernet, SupernetConfig
 
 ATOL = 1e-10
+
+
+@pytest.fixture(autouse=True)
+def _fused_without_grad(monkeypatch):
+    """Forward passes without gradients run per edge on the CPU (faster there); here the fused path is tested."""
+    monkeypatch.setattr(supernet, "FUSED_WITHOUT_GRAD", True)
 
 
 def _pair(layers: int, seed: int = 0) -> tuple[Supernet, Supernet]:

@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from hwnas_cli.app import app
 from typer.testing import CliRunner
 
 from hwnas.errors import HwnasError
@@ -16,7 +17,6 @@ from hwnas.search_run import search_config
 from hwnas.spaces import partial
 from hwnas.spaces.ops import PRIMITIVES
 from hwnas.spaces.supernet import MixedOp, Supernet, SupernetConfig
-from hwnas_cli.app import app
 from tests.cli_helpers import fails_cleanly, ok
 
 ATOL = 1e-10
@@ -168,6 +168,29 @@ def test_a_none_edge_of_a_sub_network_is_off() -> None:
     out = partial.per_edge_forward(cell, s, s, w, idx, None, 2)
     _close(out[:, :4], partial.channel_shuffle(cell.preprocess0(s), 2))
     assert torch.equal(out[:, 4:], torch.zeros_like(out[:, 4:]))
+
+
+def test_cpu_evaluation_runs_per_edge(monkeypatch) -> None:
+    """Without gradients on the CPU (an epoch's evaluation) the full-channel supernet runs per edge (the faster
+    path there), with the fused path's result; with gradients it runs fused."""
+    from hwnas.spaces import fused as fused_module
+    from hwnas.spaces import supernet
+
+    torch.manual_seed(0)
+    net = Supernet(SupernetConfig(channels=4, layers=3, in_channels=1)).double().eval()
+    x = torch.randn(2, 1, 6, 6, dtype=torch.float64)
+    (wn, wr), _ = _weights(4)
+    with torch.no_grad():
+        monkeypatch.setattr(supernet, "FUSED_WITHOUT_GRAD", True)
+        fused_out = net(x, wn, wr)
+        monkeypatch.setattr(supernet, "FUSED_WITHOUT_GRAD", False)
+        calls = []
+        monkeypatch.setattr(supernet, "fused_cell_forward",
+                            lambda *a: calls.append(1) or fused_module.fused_cell_forward(*a))
+        _close(net(x, wn, wr), fused_out)
+        assert not calls
+    net(x, wn, wr)
+    assert calls
 
 
 def _search(**kw):

@@ -12,7 +12,8 @@ output and its gradients are zero); relu(h) is computed once per state and share
 conv ops of every edge that reads that state; weighted sums use fused multiply-adds.
 With `fused=True` (the default) soft weights take the per-source fused path of
 `hwnas.spaces.fused` (same parameters, same math, far fewer kernel calls); the per-edge
-`MixedOp` path stays as the readable reference and serves hard (indexed) samples.
+`MixedOp` path stays as the readable reference and serves hard (indexed) samples and, on the
+CPU, forward passes without gradients (evaluation), where it is the faster one.
 
 `partial_channels` K > 1 is PC-DARTS (`hwnas.spaces.partial`): each edge's ops see C/K of its
 input's channels (they are built with C/K), the rest bypass them, and the forward takes edge
@@ -30,6 +31,12 @@ from hwnas.spaces import partial
 from hwnas.spaces.fused import fused_cell_forward
 from hwnas.spaces.genotype import num_edges
 from hwnas.spaces.ops import OPS, PRIMITIVES, FactorizedReduce, ReLUConvBN, apply_op, make_op
+
+# Without gradients on the CPU (an epoch's evaluation) the per-edge path is the faster one: the fused path's gain
+# is in the backward pass, and its forward over m-fold repeated inputs is slower (measured, one thread, 28×28,
+# 8 channels, 5 cells, channels-last: per-edge 1.8× faster at batch 64, 3× at the evaluation's batch 256).
+# True restores the fused forward there (benchmarks/search_speed.py's before/after row).
+FUSED_WITHOUT_GRAD = False
 
 
 @dataclass(frozen=True)
@@ -106,7 +113,8 @@ class SearchCell(nn.Module):
             return partial.per_edge_forward(self, s0, s1, weights, indices, edge_weights, self.partial)
         if edge_weights is not None:
             raise ValueError("edge weights (PC-DARTS edge normalisation) need a partial-channel supernet")
-        if self.fused and indices is None:
+        fused = self.fused and (torch.is_grad_enabled() or FUSED_WITHOUT_GRAD or s0.device.type != "cpu")
+        if fused and indices is None:
             return fused_cell_forward(self, s0, s1, weights)
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         relus = [F.relu(s) for s in states]

@@ -15,12 +15,27 @@ peak is `torch.cuda.max_memory_allocated` over the warm-up and timed steps, afte
 search split holds exactly warm-up + timed steps batches: the steps are then one search epoch
 (`epoch_s`, without the epoch-end evaluation, as `epoch_seconds` in a run's metrics.csv).
 
+`--partial-channels 2,4` adds optimised rows with PC-DARTS's partial channels (K = 1 is the plain fused row).
+
+`--epoch N` measures the step as a user sees it instead (issue #13.3): the real `run_search` for one epoch of
+20 steps on N MNIST digits from the idx dataset (default 2,560: a search split of 1,280 digits for w, i.e.
+20 steps of 64, and 1,280 for α and the epoch's evaluation; written as a train/t10k IDX pair in a temporary
+folder), timed from the start of the epoch to its `on_epoch_end` (training steps, evaluation, checkpoint,
+metrics.csv, genotype.json) and divided by the steps; metrics.csv's own `epoch_seconds` (training steps only)
+is recorded beside it. Rows: the per-edge reference, the fused default and fused + each --partial-channels
+K (`--fused-eval-row`: also the fused default with the evaluation fused as well, as before it ran per edge),
+each repetition a fresh process per row, rows interleaved, `--repeats` times; medians per row.
+
     python benchmarks/search_speed.py                      # CPU, and CUDA where available
     python benchmarks/search_speed.py --steps 3 --quick    # fewer configurations
     # issue #13's GPU configuration (what benchmarks/gpu_check.sh runs): CIFAR-10-shaped synthetic
     # data, 8 cells, 16 channels, batch 64, AMP and channels-last on and off, beside the reference
     python benchmarks/search_speed.py --devices cuda --dataset synthetic:3x32x32 --layers 8 --channels 16 \\
         --grads first --relaxes softmax --amp on,off --channels-last on,off --steps 20 --warmup 3
+    # issue #13.3: user-seen step (one real epoch, evaluation and checkpoint included), PC-DARTS K = 2, 4
+    OMP_NUM_THREADS=1 python benchmarks/search_speed.py --epoch 2560 --partial-channels 2,4 --repeats 3 --fused-eval-row
+    # peak memory of one step with partial channels
+    python benchmarks/search_speed.py --grads first --relaxes softmax --partial-channels 2,4 --steps 1 --warmup 1
 """
 from __future__ import annotations
 
@@ -43,6 +58,7 @@ RELAXES = {"softmax": {"kind": "softmax"}, "gumbel": {"kind": "gumbel"},
 GRADS = ("first", "second", "one-level")
 SWITCH = {"auto": None, "on": True, "off": False}  # --amp / --channels-last values → SearchConfig's field
 SYNTHETIC_CLASSES = 10
+PT_DARTS_STEP_S = 9.9  # issue #13.3: pt.darts's user-seen step at the --epoch configuration on this machine
 
 
 def synthetic_shape(dataset: str) -> tuple[int, int, int] | None:
@@ -96,7 +112,8 @@ def measure_one(spec: dict) -> dict:
     amp, cl = (spec.get("amp"), spec.get("channels_last")) if optimised else (False, False)
     cfg = SearchConfig(dataset=spec["dataset"], layers=spec["layers"], channels=spec["channels"],
                        batch_size=spec["batch"], epochs=1, relax=RelaxConfig(**RELAXES[spec["relax"]]),
-                       arch_grad=spec["grad"], device=spec["device"], channels_last=cl, fused=optimised, amp=amp)
+                       arch_grad=spec["grad"], device=spec["device"], channels_last=cl, fused=optimised, amp=amp,
+                       partial_channels=spec.get("partial", 1))
     search = Search(cfg)
     device = search.device
     train, arch = iter(search.train_loader), iter(search.arch_loader) if search.arch_loader else None
@@ -156,12 +173,159 @@ def build_specs(args) -> list[dict]:
             for relax in relaxes:
                 for amp in _switches(args.amp, "--amp"):
                     for cl in _switches(args.channels_last, "--channels-last"):
-                        specs.append(dict(impl="optimised", relax=relax, grad=grad, device=device,
-                                          amp_option=amp, cl_option=cl, amp=SWITCH[amp], channels_last=SWITCH[cl],
-                                          **common))
+                        for k in _partials(args.partial_channels):
+                            specs.append(dict(impl="optimised", relax=relax, grad=grad, device=device,
+                                              amp_option=amp, cl_option=cl, amp=SWITCH[amp],
+                                              channels_last=SWITCH[cl], partial=k, **common))
                 if not args.no_reference and relax == "softmax" and (grad == "first" or not args.quick):
                     specs.append(dict(impl="reference", relax=relax, grad=grad, device=device, **common))
     return specs
+
+
+def _partials(text: str) -> list[int]:
+    """1 (the plain fused row) and every K of --partial-channels."""
+    try:
+        ks = [int(v) for v in text.split(",") if v.strip()] if text else []
+    except ValueError:
+        raise SystemExit(f"--partial-channels {text!r}: a comma-separated list of integers") from None
+    return sorted({1, *ks})
+
+
+def write_idx(path: Path, data: torch.Tensor) -> None:
+    """An uncompressed IDX file (uint8): magic 0x08 (unsigned byte) and the rank, then big-endian sizes."""
+    header = bytes([0, 0, 0x08, data.dim()]) + b"".join(int(n).to_bytes(4, "big") for n in data.shape)
+    path.write_bytes(header + data.to(torch.uint8).contiguous().numpy().tobytes())
+
+
+def subset_dataset(dataset: str, n: int, folder: Path) -> str:
+    """The first `n` images of `dataset`'s training split as an `idx:` train pair (the rest, up to 512, as the
+    t10k pair, which a search does not read): a search split of n/2 + n/2 digits."""
+    from hwnas.data import load_dataset
+
+    splits = load_dataset(dataset)
+    x, y = torch.cat([splits.x_train, splits.x_test]), torch.cat([splits.y_train, splits.y_test])
+    if len(x) < n + 1:
+        raise SystemExit(f"--epoch {n}: {dataset} holds only {len(x)} images")
+    folder.mkdir(parents=True, exist_ok=True)
+    rest = slice(n, min(len(x), n + 512))
+    for prefix, part in (("train", slice(0, n)), ("t10k", rest)):
+        write_idx(folder / f"{prefix}-images-idx3-ubyte", x[part, 0])
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte", y[part])
+    return f"idx:{folder}"
+
+
+def measure_epoch(spec: dict) -> dict:
+    """One search epoch through `run_search` (as `hwnas search` runs it), timed as its user sees it."""
+    import tempfile
+
+    import pandas as pd
+
+    from hwnas.search import loop
+    from hwnas.search.loop import Search, SearchConfig, run_search
+    from hwnas.search.relax import RelaxConfig
+    from hwnas.spaces import supernet
+
+    optimised = spec["impl"] == "optimised"
+    supernet.FUSED_WITHOUT_GRAD = bool(spec.get("fused_eval"))  # the evaluation as it ran before (fused)
+    amp, cl = (spec.get("amp"), spec.get("channels_last")) if optimised else (False, False)
+    cfg = SearchConfig(dataset=spec["dataset"], layers=spec["layers"], channels=spec["channels"],
+                       batch_size=spec["batch"], epochs=1, relax=RelaxConfig(**RELAXES[spec["relax"]]),
+                       arch_grad=spec["grad"], device=spec["device"], channels_last=cl, fused=optimised, amp=amp,
+                       partial_channels=spec.get("partial", 1), max_steps_per_epoch=spec["steps"])
+    marks: dict[str, float] = {}
+    run_epoch = Search.run_epoch
+
+    def timed_epoch(self, on_step):
+        marks["rss_before_epoch_mib"] = rss_now_mib()
+        marks["start"] = time.perf_counter()
+        return run_epoch(self, on_step)
+
+    loop.Search.run_epoch = timed_epoch
+    with tempfile.TemporaryDirectory() as tmp:
+        run_search(cfg, Path(tmp) / "run", on_epoch_end=lambda row: marks.setdefault("end", time.perf_counter()))
+        metrics = pd.read_csv(Path(tmp) / "run" / "metrics.csv")
+    steps = int(metrics["steps"].iloc[0])
+    wall = marks["end"] - marks["start"]
+    train = float(metrics["epoch_seconds"].iloc[0])
+    return {**spec, "steps_per_epoch": steps, "epoch_wall_s": wall, "user_step_s": wall / steps,
+            "metrics_epoch_seconds": train, "metrics_step_s": train / steps, "eval_checkpoint_s": wall - train,
+            "val_acc": float(metrics["val_acc"].iloc[0]), "torch_threads": torch.get_num_threads(),
+            "rss_before_epoch_mib": marks["rss_before_epoch_mib"],
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def epoch_specs(args, dataset: str) -> list[dict]:
+    """The user-seen rows: per-edge reference, fused default, fused + each K of --partial-channels (softmax, first)."""
+    common = {"dataset": dataset, "steps": 20, "layers": args.layers, "channels": args.channels,
+              "batch": args.batch, "relax": "softmax", "grad": "first", "device": args.devices.split(",")[0],
+              "mode": "epoch"}
+    specs = [] if args.no_reference else [dict(impl="reference", partial=1, **common)]
+    specs += [dict(impl="optimised", amp=None, channels_last=None, partial=k, **common)
+              for k in _partials(args.partial_channels)]
+    if args.fused_eval_row:  # before/after: the default with its evaluation fused too (as before it ran per edge)
+        specs.insert(len(specs) - len(_partials(args.partial_channels)) + 1,
+                     dict(impl="optimised", amp=None, channels_last=None, partial=1, fused_eval=True, **common))
+    return specs
+
+
+def epoch_name(row: dict) -> str:
+    if row["impl"] == "reference":
+        return "reference"
+    if row.get("fused_eval"):
+        return "fused, fused eval"
+    return "fused" if row.get("partial", 1) == 1 else f"fused K={row['partial']}"
+
+
+def epoch_main(args, env: dict) -> int:
+    """--epoch N: interleaved repetitions of the user-seen rows, medians, ratios to pt.darts and the reference."""
+    import os
+    import statistics
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        dataset = subset_dataset(args.dataset, args.epoch, Path(tmp) / "data")
+        specs = epoch_specs(args, dataset)
+        print(f"# {args.epoch} digits of {args.dataset} ({args.epoch // 2} for w: 20 steps of {args.batch}), "
+              f"{args.layers} cells, {args.channels} channels; one real epoch per process, {args.repeats} "
+              f"interleaved repetitions; load average {os.getloadavg()[0]:.2f}")
+        print(f"{'rep':>3} {'row':17} {'user s/step':>11} {'train s/step':>12} {'eval+ckpt s':>11} {'RSS MiB':>8}")
+        rows = []
+        for rep in range(args.repeats):
+            for spec in specs:
+                row = run_spec({**spec, "repeat": rep}, args.timeout)
+                rows.append(row)
+                if "error" in row:
+                    print(f"{rep:3d} {epoch_name(spec):17} FAILED: {row['error']}", flush=True)
+                    continue
+                print(f"{rep:3d} {epoch_name(row):17} {row['user_step_s']:11.2f} {row['metrics_step_s']:12.2f} "
+                      f"{row['eval_checkpoint_s']:11.1f} {row['peak_rss_mib']:8.0f}", flush=True)
+        load_end = os.getloadavg()[0]
+    med = {}
+    for spec in specs:
+        ok = [r for r in rows if "error" not in r and epoch_name(r) == epoch_name(spec)]
+        if ok:
+            med[epoch_name(spec)] = {k: statistics.median(r[k] for r in ok) for k in
+                                     ("user_step_s", "metrics_step_s", "eval_checkpoint_s", "peak_rss_mib",
+                                      "val_acc")} | {"n": len(ok)}
+    ref = med.get("reference", {}).get("user_step_s")
+    print(f"# medians (load average at the end {load_end:.2f}); issue #13.3 target: ≤ {PT_DARTS_STEP_S / 3:.2f} s "
+          f"per user-seen step (3x pt.darts's {PT_DARTS_STEP_S} s)")
+    for name, m in med.items():
+        m["vs_pt_darts"] = PT_DARTS_STEP_S / m["user_step_s"]
+        m["vs_reference"] = ref / m["user_step_s"] if ref else None
+        m["meets_target"] = m["user_step_s"] <= PT_DARTS_STEP_S / 3
+        print(f"#   {name:17} {m['user_step_s']:.2f} s/step (train {m['metrics_step_s']:.2f}, eval+checkpoint "
+              f"{m['eval_checkpoint_s']:.1f} s/epoch), {m['vs_pt_darts']:.2f}x pt.darts, "
+              + (f"{m['vs_reference']:.2f}x the reference, " if ref else "")
+              + f"peak RSS {m['peak_rss_mib']:.0f} MiB, target {'met' if m['meets_target'] else 'MISSED'}")
+    out = args.out or RESULTS / "search_speed-cpu-epoch.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    config = {"dataset": args.dataset, "digits": args.epoch, "steps": 20, "layers": args.layers,
+              "channels": args.channels, "batch": args.batch, "repeats": args.repeats,
+              "pt_darts_step_s": PT_DARTS_STEP_S, "load_average_end": load_end}
+    out.write_text(json.dumps({"environment": env, "config": config, "rows": rows, "medians": med}, indent=2) + "\n")
+    print(f"# saved {out}")
+    return 1 if any("error" in r for r in rows) else 0
 
 
 def run_spec(spec: dict, timeout: float | None) -> dict:
@@ -186,7 +350,8 @@ def print_row(row: dict) -> None:
         print(f"{row['device']:6} {row['grad']:9} {row['relax']:11} {row['impl']:9} FAILED: {row['error']}", flush=True)
         return
     step_mib = row["peak_rss_mib"] - row["rss_before_steps_mib"]
-    print(f"{row['device']:6} {row['grad']:9} {row['relax']:11} {row['impl']:9} {'bf16' if row['amp'] else 'fp32':4} "
+    impl = row["impl"] if row.get("partial", 1) == 1 else f"K={row['partial']}"
+    print(f"{row['device']:6} {row['grad']:9} {row['relax']:11} {impl:9} {'bf16' if row['amp'] else 'fp32':4} "
           f"{'CL' if row['channels_last'] else 'NCHW':4} {row['median_ms']:10.1f} {row['p10_ms']:8.1f} "
           f"{row['p90_ms']:8.1f} {_fmt(row['epoch_s'], '8.2f')} {row['peak_rss_mib']:8.0f} {step_mib:+7.0f} "
           f"{_fmt(row.get('peak_cuda_mib'), '9.0f')}", flush=True)
@@ -200,8 +365,9 @@ def speedups(rows: list[dict]) -> list[str]:
         for r in ok:
             if r["impl"] == "optimised" and (r["device"], r["grad"], r["relax"]) == (ref["device"], ref["grad"],
                                                                                       ref["relax"]):
+                pc = "" if r.get("partial", 1) == 1 else f", partial channels K={r['partial']}"
                 lines.append(f"# {r['device']} {r['grad']} {r['relax']}: optimised ({'bf16' if r['amp'] else 'fp32'}, "
-                             f"{'channels-last' if r['channels_last'] else 'NCHW'}) is "
+                             f"{'channels-last' if r['channels_last'] else 'NCHW'}{pc}) is "
                              f"{ref['median_ms'] / r['median_ms']:.2f}x the reference's speed")
     return lines
 
@@ -223,13 +389,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-reference", action="store_true", help="optimised rows only")
     ap.add_argument("--timeout", type=float, default=None, help="seconds per configuration (its process is killed)")
     ap.add_argument("--out", type=Path, help="JSON to write (default benchmarks/results/search_speed-<devices>.json)")
+    ap.add_argument("--partial-channels", default="", help="comma-separated K: also fused rows with PC-DARTS's "
+                                                            "partial channels (--partial-channels K)")
+    ap.add_argument("--epoch", type=int, default=0, metavar="N",
+                    help="user-seen step: one real search epoch (20 steps) on N digits of --dataset; see above")
+    ap.add_argument("--repeats", type=int, default=3, help="--epoch: interleaved repetitions (medians)")
+    ap.add_argument("--fused-eval-row", action="store_true",
+                    help="--epoch: also the fused default with its evaluation fused (as before: on the CPU it now "
+                         "runs per edge without gradients)")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one JSON spec, print its row
     args = ap.parse_args(argv)
     if args.one:
-        print(json.dumps(measure_one(json.loads(args.one))))
+        spec = json.loads(args.one)
+        print(json.dumps(measure_epoch(spec) if spec.get("mode") == "epoch" else measure_one(spec)))
         return 0
 
     env = header()
+    if args.epoch:
+        return epoch_main(args, env)
     specs = build_specs(args)
     shape = synthetic_shape(args.dataset)
     print(f"# {args.dataset}, {args.layers} cells, {args.channels} channels, batch {args.batch}; "

@@ -276,6 +276,20 @@ def epoch_name(row: dict) -> str:
     return "fused" if row.get("partial", 1) == 1 else f"fused K={row['partial']}"
 
 
+def paired_ratios(rows: list[dict]) -> dict[str, float]:
+    """Per row, the median over repetitions of (the reference's user-seen step / the row's) within the same
+    repetition: on a machine whose load drifts, steadier than the ratio of the medians."""
+    import statistics
+
+    by_rep: dict[int, dict[str, float]] = {}
+    for r in rows:
+        if "error" not in r:
+            by_rep.setdefault(r["repeat"], {})[epoch_name(r)] = r["user_step_s"]
+    names = {n for rep in by_rep.values() for n in rep}
+    return {n: statistics.median(rep["reference"] / rep[n] for rep in by_rep.values() if n in rep and "reference" in rep)
+            for n in names if any(n in rep and "reference" in rep for rep in by_rep.values())}
+
+
 def epoch_main(args, env: dict) -> int:
     """--epoch N: interleaved repetitions of the user-seen rows, medians, ratios to pt.darts and the reference."""
     import os
@@ -307,6 +321,9 @@ def epoch_main(args, env: dict) -> int:
             med[epoch_name(spec)] = {k: statistics.median(r[k] for r in ok) for k in
                                      ("user_step_s", "metrics_step_s", "eval_checkpoint_s", "peak_rss_mib",
                                       "val_acc")} | {"n": len(ok)}
+    for name, r in paired_ratios(rows).items():
+        if name in med:
+            med[name]["vs_reference_paired"] = r
     ref = med.get("reference", {}).get("user_step_s")
     print(f"# medians (load average at the end {load_end:.2f}); issue #13.3 target: ≤ {PT_DARTS_STEP_S / 3:.2f} s "
           f"per user-seen step (3x pt.darts's {PT_DARTS_STEP_S} s)")
@@ -316,7 +333,8 @@ def epoch_main(args, env: dict) -> int:
         m["meets_target"] = m["user_step_s"] <= PT_DARTS_STEP_S / 3
         print(f"#   {name:17} {m['user_step_s']:.2f} s/step (train {m['metrics_step_s']:.2f}, eval+checkpoint "
               f"{m['eval_checkpoint_s']:.1f} s/epoch), {m['vs_pt_darts']:.2f}x pt.darts, "
-              + (f"{m['vs_reference']:.2f}x the reference, " if ref else "")
+              + (f"{m['vs_reference']:.2f}x the reference (paired per repetition {m['vs_reference_paired']:.2f}x), "
+                 if ref else "")
               + f"peak RSS {m['peak_rss_mib']:.0f} MiB, target {'met' if m['meets_target'] else 'MISSED'}")
     out = args.out or RESULTS / "search_speed-cpu-epoch.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -78,7 +78,7 @@ def test_search_speed_rows_resolve_options_in_process(ss, monkeypatch):
 def test_search_speed_grid_and_bad_options(ss):
     args = SimpleNamespace(dataset="synthetic:3x32x32", steps=1, warmup=0, layers=8, channels=16, batch=64,
                            devices="cuda", grads="first", relaxes="softmax", amp="on,off", channels_last="on,off",
-                           no_reference=False, quick=False)
+                           no_reference=False, quick=False, partial_channels="")
     specs = ss.build_specs(args)
     assert sorted((s["impl"], s.get("amp"), s.get("channels_last")) for s in specs if s["impl"] == "optimised") == \
         sorted(("optimised", a, c) for a in (True, False) for c in (True, False))

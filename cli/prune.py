@@ -53,7 +53,8 @@ def prune(
     eval_samples: Annotated[int | None, typer.Option(help="validation images per evaluation (default: all)")] = None,
     empirical_points: Annotated[int, typer.Option(help="fixed-λ fits for the empirical Λ (0: skip)")] = 6,
     empirical_steps: Annotated[int, typer.Option(help="steps per fixed-λ fit")] = 30,
-    pareto_points: Annotated[int, typer.Option(help="λ values in pareto.csv")] = 9,
+    pareto_points: Annotated[int, typer.Option(help="λ values in pareto.csv (first those where the gate set "
+                                                    "changes, then an even grid)")] = 9,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N")] = "auto",
     resume: Annotated[bool, typer.Option(help="continue the run in --out with its saved config")] = False,

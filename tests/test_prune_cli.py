@@ -126,6 +126,34 @@ def test_every_pareto_lambda_exports(prune_run, tmp_path):
     assert report["gates"] == frame["gates"].iloc[-1] and report["top1_identical"]
 
 
+def test_pareto_csv_shows_gate_sets_between_the_grid_points(prune_run, tmp_path):
+    """Issue #12.4: a hypernet whose gates change only between the even grid's points (here 0, Λ/1000 and Λ:
+    4 blocks go to ¼ width at λ/Λ ≈ 0.013–0.18). pareto.csv's 3 rows are 3 distinct gate sets (the even grid
+    showed 2: intact and all four pruned), each exported as it is listed."""
+    import shutil
+
+    import pandas as pd
+
+    from hwnas.prune.prune_run import load_pruned
+
+    root, _, _ = prune_run
+    run = tmp_path / "run"
+    shutil.copytree(root / "run", run)
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    b1 = torch.zeros(46)
+    for block, slope in enumerate((4.0, 5.0, 6.0, 8.0)):   # ¼ width wins past input 3/slope
+        b1[5 * block + 1] = slope
+    state["hypernet"]["net.b2"] = intact_logits(3.0).view_as(state["hypernet"]["net.b2"])
+    state["hypernet"]["net.b1"] = b1.view_as(state["hypernet"]["net.b1"])
+    torch.save(state, run / "checkpoint.pt")
+    ok(runner.invoke(app, ["prune", "--out", str(run), "--table", str(root / "t.csv"), "--resume"]))
+    frame = pd.read_csv(run / "pareto.csv")
+    assert len(frame) == 3 and frame["gates"].nunique() == 3, frame["gates"].tolist()
+    assert [row.count("0.25") for row in frame["gates"]] == [0, 2, 4]
+    for lam, gates in zip(frame["lambda"], frame["gates"]):
+        assert load_pruned(run, float(lam))[2].describe() == gates
+
+
 def test_bad_inputs_are_one_line_errors(tmp_path, prune_run):
     root, _, _ = prune_run
     base = ["prune", "--table", str(root / "t.csv"), "--dataset", "digits", "--device", "cpu"]

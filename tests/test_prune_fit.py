@@ -106,3 +106,28 @@ def test_check_start_refuses_networks_near_chance():
     with pytest.raises(HwnasError, match=r"at 62\.0 % .*near chance \(60\.0 %; pruning needs ≥ 64\.0 %\)"):
         check_start(0.62, y, 3, "--weights w.pt")
     check_start(0.64, y, 3, "--weights w.pt")
+
+
+@pytest.mark.parametrize("sampling", ["log-uniform", "uniform"])
+def test_pareto_lambdas_show_the_gate_sets_the_even_grid_misses(sampling):
+    """Issue #12.4: the fit's gate set changed only between two points of the even grid (MNIST ResNet18: 9 sets
+    along λ, 4 in pareto.csv). pareto.csv's λ are now the first λ of each distinct set along λ (at most n of
+    them, λ = 0 and the last set always), topped up from the even grid."""
+    from hwnas.prune.gate_hypernet import hypernet_input
+    from hwnas.prune.prune_run import lambda_values, pareto_lambdas
+
+    lmax = 2.0
+    steps = [0.011, 0.013, 0.02, 0.05, 0.09] if sampling == "log-uniform" else [0.31, 0.32, 0.33, 0.34, 0.35]
+
+    def gates(lam):
+        k = sum(lam / lmax >= s for s in steps)
+        return gr.GateSet((0.25,) * k + (1.0,) * (8 - k), (True,) * 3)
+
+    assert len({gates(v) for v in lambda_values(lmax, 9, sampling)}) < 6   # the even grid: some sets missing
+    lams = pareto_lambdas(gates, lmax, 9, sampling)
+    assert len(lams) == 9 and lams == sorted(lams) and lams[0] == 0.0 and lams[-1] <= lmax
+    assert len({gates(v) for v in lams}) == 6   # every distinct set, then grid points
+    few = pareto_lambdas(gates, lmax, 3, sampling)   # fewer rows than sets: intact, one between, the last
+    assert [gates(v).fractions.count(0.25) for v in few] == [0, 2, 5]
+    # the rows are spread: no two grid top-ups at the same place on the hypernet's input scale
+    assert len({round(hypernet_input(v / lmax, sampling), 9) for v in lams}) == 9

@@ -35,6 +35,13 @@ def hypernet_input(lam_frac: float, sampling: str) -> float:
     return max(0.0, 1.0 + math.log10(lam_frac) / 3.0) if lam_frac > 0 else 0.0
 
 
+def lambda_from_input(u: float, sampling: str) -> float:
+    """λ̃ = λ/Λ at the hypernet input u ∈ [0, 1]: the inverse of `hypernet_input` (u = 0: λ̃ = 0)."""
+    if sampling != "log-uniform":
+        return float(u)
+    return 10.0 ** (3.0 * (u - 1.0)) if u > 0 else 0.0
+
+
 def intact_logits(margin: float) -> torch.Tensor:
     """(46,) logits whose argmax is the intact network: `margin` on full width and on kept shortcuts."""
     branch = torch.zeros(len(BLOCKS), len(BRANCH_CHOICES))

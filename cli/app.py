@@ -82,7 +82,8 @@ def search(
                                                           "devices: λ gets one entry per table")] = None,
     cost: Annotated[str, typer.Option(help="what λ·Tᵀγ penalises: none, latency (with --table), params, flops")] = "none",
     hypernet: Annotated[str, typer.Option(help="none (one fixed --lambda), linear or mlp (one run, every λ in [0, Λ]; mlp's networks match "
-                                                "separate fixed-λ searches, linear's inherited accuracies rank better)")] = "none",
+                                                "separate fixed-λ searches (the quickstart's choice); linear's move in "
+                                                "proportion to λ)")] = "none",
     lam: Annotated[float, typer.Option("--lambda", help="the fixed λ of a search without hypernet")] = 0.0,
     lambda_max: Annotated[str, typer.Option(help="Λ: 'auto' (Theorem 1, estimated on a briefly trained supernet) "
                                                  "or a number")] = "auto",
@@ -237,9 +238,9 @@ def quickstart(
             f"the {cal.chosen} correction by {cal.figures[cal.chosen]['mape_pct']:.1f} % held out (stored with the table)")
     console.print(f"  calibrated on 12 whole networks: the per-op sum (less one session call per op) is off by "
                   f"{cal.figures['sum']['mape_pct']:.0f} %; {best}", highlight=False)
-    console.print("[bold]2/5 search[/] DARTS with a linear λ-hypernet on L_val + λ·Tᵀγ over λ ∈ [0, Λ] (Λ: where the "
+    console.print("[bold]2/5 search[/] DARTS with an mlp λ-hypernet on L_val + λ·Tᵀγ over λ ∈ [0, Λ] (Λ: where the "
                   "cheapest architecture becomes optimal; Theorem 1 recorded)")
-    run = _run_search(search_config(base, table=str(table), hypernet="linear"), out / "search", resume=False)
+    run = _run_search(search_config(base, table=str(table), hypernet="mlp"), out / "search", resume=False)
     console.print("[bold]3/5 pareto[/] the architectures along λ ∈ [0, Λ], without retraining")
     frame = run.pareto(lambdas=8)
     cols = [c for c in frame.columns if c.startswith("predicted_latency_ms[")][:1]

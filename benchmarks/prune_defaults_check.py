@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import itertools
 import json
 import os
 import subprocess
@@ -36,7 +37,11 @@ from time_onnx import time_models
 
 
 def read_idx_gz(path: Path) -> np.ndarray:
-    data = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
+    if path.suffix == ".gz":
+        with gzip.open(path) as f:
+            data = f.read()
+    else:
+        data = path.read_bytes()
     ndim = data[3]
     dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
@@ -127,7 +132,7 @@ def main() -> None:
     rec["pareto"] = frame.drop(columns=[c for c in frame.columns if c.startswith(("frac[", "shortcut["))]
                                ).to_dict(orient="records")
     rec["checks"] = {"distinct_gate_sets": len(distinct), "invalid": invalid,
-                     "predicted_non_increasing": all(b <= a + 1e-9 for a, b in zip(pred, pred[1:])),
+                     "predicted_non_increasing": all(b <= a + 1e-9 for a, b in itertools.pairwise(pred)),
                      "pretrained_test_acc_ge_95": rec["pretrained_test_acc_independent"] >= 0.95}
     print(f"pareto.csv: {len(frame)} λ, {len(distinct)} distinct gate sets, invalid {invalid}, predicted "
           f"non-increasing {rec['checks']['predicted_non_increasing']}")
@@ -140,7 +145,7 @@ def main() -> None:
         path = out / f"lam{i}.onnx"
         t0 = time.perf_counter()
         p = subprocess.run(["hwnas", "export", str(run), "--lambda", repr(float(lam)), "--out", str(path)],
-                           capture_output=True, text=True)
+                           capture_output=True, text=True, check=False)
         e = {"lambda": lam, "gates": gates, "rc": p.returncode, "seconds": time.perf_counter() - t0,
              "onnx": str(path), "tail": (p.stdout + p.stderr)[-600:]}
         if p.returncode == 0:

@@ -9,6 +9,7 @@ from torch.func import functional_call
 
 from hwnas.spaces import supernet
 from hwnas.spaces.supernet import Supernet, SupernetConfig
+from tests.supernet_pairs import reference_and_fused
 
 ATOL = 1e-10
 
@@ -20,18 +21,7 @@ def _fused_without_grad(monkeypatch):
 
 
 def _pair(layers: int, seed: int = 0) -> tuple[Supernet, Supernet]:
-    """(reference, fused) supernets with identical parameters and (randomised, per-edge different) BN buffers."""
-    torch.manual_seed(seed)
-    cfg = SupernetConfig(channels=4, layers=layers, in_channels=1, steps=4, fused=False)
-    ref = Supernet(cfg).double()
-    with torch.no_grad():  # distinct running stats per BN, so eval mode checks every edge's own buffers
-        for m in ref.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.normal_()
-                m.running_var.uniform_(0.5, 2.0)
-    fused = Supernet(dataclasses.replace(cfg, fused=True)).double()
-    fused.load_state_dict(ref.state_dict())
-    return ref, fused
+    return reference_and_fused(SupernetConfig(channels=4, layers=layers, in_channels=1, steps=4), seed)
 
 
 def _weights(kind: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

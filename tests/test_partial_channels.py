@@ -2,7 +2,6 @@
 against the per-edge one, edge normalisation β in the search and the genotype, and a CLI run end to end."""
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import pytest
@@ -18,6 +17,7 @@ from hwnas.spaces import partial
 from hwnas.spaces.ops import PRIMITIVES
 from hwnas.spaces.supernet import MixedOp, Supernet, SupernetConfig
 from tests.cli_helpers import fails_cleanly, ok
+from tests.supernet_pairs import reference_and_fused
 
 ATOL = 1e-10
 
@@ -108,16 +108,7 @@ def test_edge_bypasses_the_other_channels_unchanged(stride: int, size: int) -> N
 
 
 def _pair(k: int, channels_last: bool = False) -> tuple[Supernet, Supernet]:
-    torch.manual_seed(k)
-    cfg = SupernetConfig(channels=8, layers=3, in_channels=1, partial_channels=k, fused=False)
-    ref = Supernet(cfg).double()
-    with torch.no_grad():
-        for m in ref.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.normal_()
-                m.running_var.uniform_(0.5, 2.0)
-    fused = Supernet(dataclasses.replace(cfg, fused=True)).double()
-    fused.load_state_dict(ref.state_dict())
+    ref, fused = reference_and_fused(SupernetConfig(channels=8, layers=3, in_channels=1, partial_channels=k), seed=k)
     if channels_last:
         ref, fused = (n.to(memory_format=torch.channels_last) for n in (ref, fused))
     return ref, fused

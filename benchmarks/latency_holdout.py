@@ -10,11 +10,22 @@ of the round medians. The noise floor is measured in the same run: the same netw
 the even rounds against the odd rounds.
 
 For `--device cpu` the independent loop times the PyTorch module in eager mode instead (the
-table's backend), rebuilt from the genotype.
+table's backend): rebuilt from the genotype, or the exported pruned ResNet18 itself.
+
+`--space resnet18` (the pruning space): `hwnas profile --space resnet18` (default 28x28, MNIST-like: 1
+channel, 10 classes, the small 3×3 stem; batch 1 on every device, the batch `hwnas prune` needs), `hwnas
+calibrate`, then N random *valid* gate sets (`GateSet.sample`, broken ones redrawn: a width fraction per
+block, 0 removing the branch, and the three projection shortcuts kept or removed). Each is the real,
+smaller network (`hwnas.spaces.gated_resnet.materialise` of torchvision's resnet18, freshly initialised
+with seed 0: what a prune run exports), exported with `hwnas.export(module, ...)` — the public API;
+`hwnas export` on the command line exports a gate set only from a prune run — which calls the same
+`export_network` as the prune export; the prediction is the calibrated table's for the gate set's arch.
 
     python benchmarks/latency_holdout.py --device mobile --input-size 8x8
     python benchmarks/latency_holdout.py --device ort-cpu --threads 2 --input-size 28x28
     python benchmarks/latency_holdout.py --device mobile --table t.csv   # an existing (calibrated) table
+    python benchmarks/latency_holdout.py --space resnet18 --device mobile
+    python benchmarks/latency_holdout.py --space resnet18 --device ort-cpu --threads 1
 
 Prints and saves: share within ±10 % and Spearman ρ of the prediction (calibrated, and the raw
 sum), the noise floor, and each network's figures.
@@ -66,12 +77,11 @@ def ort_timer(path: Path, shape: tuple[int, ...], threads: int, warmup: int, run
     return timed
 
 
-def torch_timer(genotype, space, threads: int, warmup: int, runs: int):
+def torch_timer(model, space, threads: int, warmup: int, runs: int):
+    """The same loop for the PyTorch module `model` in eager mode (`--device cpu`)."""
     import torch
 
-    from hwnas.latency.calibrate import build_network
-
-    model = build_network(space, genotype).eval()
+    model = model.eval()
     x = torch.randn(space.batch, space.in_channels, space.input_h, space.input_w)
 
     def timed() -> float:
@@ -93,6 +103,39 @@ def torch_timer(genotype, space, threads: int, warmup: int, runs: int):
     return timed
 
 
+def resnet18_gate_sets(n: int, seed: int) -> list:
+    """`n` distinct random valid gate sets (every gate uniform over its choices; broken sets redrawn)."""
+    import torch
+
+    from hwnas.spaces.gated_resnet import GateSet
+
+    gen, out = torch.Generator().manual_seed(seed), []
+    while len(out) < n:
+        g = GateSet.sample(gen)
+        if g.is_valid() and g not in out:
+            out.append(g)
+    return out
+
+
+def export_gate_set(gates, space, table_path: Path, onnx: Path):
+    """The real pruned network of `gates` (torchvision resnet18 at `space`, seed-0 weights, materialised as a prune
+    run exports it), exported, checked and re-measured through `hwnas.export`; returns (report, network)."""
+    import torch
+
+    import hwnas
+    from hwnas.latency.resnet_keys import torchvision_resnet18
+    from hwnas.spaces.gated_resnet import materialise
+
+    print(f"$ hwnas.export(materialise(resnet18, GateSet({gates.describe()})), {onnx.name!r}, tables=[table])",
+          flush=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = torchvision_resnet18(space).eval()
+    net = materialise(model, gates)
+    net.hwnas_arch, net.hwnas_input_shape = gates.arch(), (space.in_channels, space.input_h, space.input_w)
+    return hwnas.export(net, onnx, tables=[table_path]).data, net
+
+
 def figures(pred, meas) -> dict:
     from scipy.stats import spearmanr
 
@@ -106,8 +149,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="mobile")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--space", default="darts", choices=["darts"])
-    ap.add_argument("--input-size", default="8x8")
+    ap.add_argument("--space", default="darts", choices=["darts", "resnet18"])
+    ap.add_argument("--input-size", default=None, help="default: 8x8 for darts, 28x28 for resnet18")
+    ap.add_argument("--batch", type=int, default=None,
+                    help="profile's --batch (default: darts: the device's default; resnet18: 1, as prune needs)")
     ap.add_argument("--table", type=Path, default=None, help="use this table instead of profiling a fresh one")
     ap.add_argument("--calibrate-samples", type=int, default=30)
     ap.add_argument("--networks", type=int, default=20)
@@ -118,41 +163,59 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/latency_holdout"))
     ap.add_argument("--name", default=None)
     args = ap.parse_args()
+    if args.input_size is None:
+        args.input_size = "28x28" if args.space == "resnet18" else "8x8"
+    if args.batch is None and args.space == "resnet18":
+        args.batch = 1
     env = header()
-    from hwnas.latency.calibrate import random_architecture
+    from hwnas.latency.calibrate import build_network, random_architecture
     from hwnas.latency.table import LatencyTable
 
     tag = f"{args.device}{'-t' + str(args.threads) if args.threads else ''}-{args.input_size}"
+    if args.space != "darts":
+        tag = f"{args.space}-{tag}"
     work = args.work / tag
     work.mkdir(parents=True, exist_ok=True)
     times = {}
     table_path = args.table
     if table_path is None:
-        table_path = work / f"darts-{tag}-{time.strftime('%H%M%S')}.csv"
+        table_path = work / f"{'darts-' if args.space == 'darts' else ''}{tag}-{time.strftime('%H%M%S')}.csv"
         t0 = time.perf_counter()
         hwnas("profile", "--device", args.device, "--space", args.space, "--input-size", args.input_size,
-              *(["--threads", str(args.threads)] if args.threads else []), "--out", str(table_path))
+              *(["--threads", str(args.threads)] if args.threads else []),
+              *(["--batch", str(args.batch)] if args.batch else []), "--out", str(table_path))
         times["profile_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         hwnas("calibrate", "--table", str(table_path), "--samples", str(args.calibrate_samples))
         times["calibrate_s"] = time.perf_counter() - t0
     table = LatencyTable.load(table_path)
     space, threads = table.space, int(table.meta["threads"])
-    rng = random.Random(args.seed)
-    nets = [random_architecture(space, rng) for _ in range(args.networks)]
+    if space.space != args.space:
+        sys.exit(f"{table_path} is a {space.space} table, not --space {args.space}")
+    if space.space == "resnet18":
+        nets = resnet18_gate_sets(args.networks, args.seed)
+    else:
+        rng = random.Random(args.seed)
+        nets = [random_architecture(space, rng) for _ in range(args.networks)]
     timers, predicted, raw, reported = [], [], [], []
     t0 = time.perf_counter()
     for i, g in enumerate(nets):
         onnx = work / f"net{i}-{time.strftime('%H%M%S')}.onnx"
-        dataset = {(8, 8): "digits", (28, 28): "mnist"}.get((space.input_h, space.input_w), "cifar10")
-        hwnas("export", "--genotype", str(g), "--table", str(table_path), "--out", str(onnx),
-              "--layers", str(space.layers), "--channels", str(space.channels), "--dataset", dataset)
-        rep = json.loads(Path(str(onnx) + ".json").read_text())
+        if space.space == "resnet18":
+            rep, model = export_gate_set(g, space, table_path, onnx)
+            arch = g.arch()
+        else:
+            dataset = {(8, 8): "digits", (28, 28): "mnist"}.get((space.input_h, space.input_w), "cifar10")
+            hwnas("export", "--genotype", str(g), "--table", str(table_path), "--out", str(onnx),
+                  "--layers", str(space.layers), "--channels", str(space.channels), "--dataset", dataset)
+            rep = json.loads(Path(str(onnx) + ".json").read_text())
+            arch = g
+            model = build_network(space, g) if table.backend == "cpu" else None
         predicted.append(next(iter(rep["predicted_latency_ms"].values())))
-        raw.append(table.predict(g, corrected=False))
+        raw.append(table.predict(arch, corrected=False))
         reported.append(rep.get("measured", {}).get("p50_ms"))
         shape = (space.batch, space.in_channels, space.input_h, space.input_w)
-        timers.append(torch_timer(g, space, threads, args.warmup, args.runs) if table.backend == "cpu"
+        timers.append(torch_timer(model, space, threads, args.warmup, args.runs) if table.backend == "cpu"
                       else ort_timer(onnx, shape, threads, args.warmup, args.runs))
     times["export_s"] = time.perf_counter() - t0
     rounds = np.array([[timer() for timer in timers] for _ in range(args.rounds)])  # (rounds, networks)
@@ -168,7 +231,8 @@ def main() -> None:
         "export_report_vs_independent": figures(reported, measured) if all(reported) else None,
         "noise_floor": {"median_pct": float(100 * np.median(noise)), "p90_pct": float(100 * np.quantile(noise, 0.9)),
                         "within_10pct": float((noise <= 0.10).mean())},
-        "networks": [{"genotype": str(g), "predicted_ms": p, "raw_sum_ms": r, "export_report_ms": e,
+        "networks": [{**({"genotype": str(g)} if space.space == "darts" else {"gates": g.describe(), "arch": g.arch()}),
+                      "predicted_ms": p, "raw_sum_ms": r, "export_report_ms": e,
                       "measured_ms": float(m), "round_ms": rounds[:, i].tolist()}
                      for i, (g, p, r, e, m) in enumerate(zip(nets, predicted, raw, reported, measured))],
         "times_s": times,

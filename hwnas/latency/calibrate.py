@@ -96,9 +96,18 @@ def cross_validated(parts: list[dict[str, float]], measured, fit: Callable, fold
 
 
 def random_architecture(space, rng: random.Random) -> Genotype | dict:
-    """A uniform random genotype (non-`none` ops, two inputs per node) or pruned ResNet18."""
+    """A uniform random genotype (non-`none` ops, two inputs per node), or a uniform random valid pruned
+    ResNet18: every gate `hwnas prune` has — a width fraction per block (0: branch removed) and each
+    projection shortcut kept or removed — drawn uniformly, redrawn while a projection block has lost both
+    (the output would not depend on the input). Shortcut removal is sampled so that the `shortcut` kind
+    varies across the samples and its scale is fitted like the branches', not pinned at 1."""
     if space.space == "resnet18":
-        return {b: rng.choice((0.0, *rk.FRACTIONS)) for b in rk.BLOCKS}
+        projections = [p.name for p in rk.block_positions(space) if p.projection]
+        while True:
+            arch = {b: rng.choice((0.0, *rk.FRACTIONS)) for b in rk.BLOCKS}
+            arch.update({rk.downsample_name(p): float(rng.random() < 0.5) for p in projections})
+            if all(arch[p] > 0 or arch[rk.downsample_name(p)] for p in projections):
+                return arch
     ops = [p for p in PRIMITIVES if p != "none"]
 
     def cell():

@@ -55,6 +55,9 @@ def prune(
     empirical_steps: Annotated[int, typer.Option(help="steps per fixed-λ fit")] = 30,
     pareto_points: Annotated[int, typer.Option(help="λ values in pareto.csv (first those where the gate set "
                                                     "changes, then an even grid)")] = 9,
+    channel_multiple: Annotated[int, typer.Option(help="keep inner channel counts that are multiples of N (1, 2, 4, 8, "
+                                                       "16, 32, 64); the quarter widths are multiples of 16 already, "
+                                                       "so only 32 and 64 change the choices")] = 1,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N")] = "auto",
     resume: Annotated[bool, typer.Option(help="continue the run in --out with its saved config")] = False,
@@ -70,7 +73,7 @@ def prune(
                        pretrain_epochs=pretrain_epochs, lambda_samples=lambda_samples, eval_samples=eval_samples,
                        empirical_points=empirical_points, empirical_steps=empirical_steps,
                        pareto_points=pareto_points, seed=seed, device=device, lambda_margin=lambda_margin,
-                       phase1_steps=phase1_steps)
+                       phase1_steps=phase1_steps, channel_multiple=channel_multiple)
     run = run_prune(cfg, out=out, resume=resume, progress=_progress,
                     say=lambda s: console.print(escape(s), highlight=False))
     rec, frame = run.record, run.pareto()

@@ -196,6 +196,18 @@ class TrainConfig:
             raise HwnasError(f"--drop-path-prob must be in [0, 1), got {self.drop_path_prob}")
 
 
+CHANNEL_MULTIPLES = (1, 2, 4, 8, 16, 32, 64)   # ResNet18's fixed widths (stem 64, block outputs 64–512) are multiples
+
+
+def check_channel_multiple(multiple: int) -> int:
+    """`multiple` if it is one of CHANNEL_MULTIPLES, else HwnasError: the widths pruning never changes are
+    multiples of N only when N divides 64 (`hwnas.spaces.gated_resnet`)."""
+    if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple not in CHANNEL_MULTIPLES:
+        raise HwnasError(f"--channel-multiple {multiple!r}: choose one of {', '.join(map(str, CHANNEL_MULTIPLES))} "
+                         f"(a divisor of 64, ResNet18's smallest fixed width)")
+    return multiple
+
+
 @dataclass(frozen=True)
 class PruneConfig:
     kind: str = "prune"                 # tells run directories of `hwnas prune` from search runs
@@ -235,6 +247,8 @@ class PruneConfig:
     empirical_min: float = 1e-3         # the fixed-λ grid: Λ_ref · geomspace(min, max)
     empirical_max: float = 10.0
     pareto_points: int = 9
+    channel_multiple: int = 1           # kept inner channels a multiple of this (1: any; the quarter widths are
+    #                                     multiples of 16 already, hwnas.spaces.gated_resnet)
     seed: int = 0
     device: str = "auto"
 
@@ -247,6 +261,7 @@ class PruneConfig:
             raise HwnasError(f"--lambda-sampling {self.sampling!r}: choose one of {', '.join(LAMBDA_SAMPLING)}")
         if self.bn not in ("adapt", "frozen"):
             raise HwnasError(f"bn {self.bn!r}: choose adapt or frozen")
+        check_channel_multiple(self.channel_multiple)
         if not self.table:
             raise HwnasError("pruning needs a resnet18 latency table: --table T.csv (hwnas profile --space resnet18)")
         if self.lambda_max_from not in ("theorem", "empirical"):

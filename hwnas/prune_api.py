@@ -40,7 +40,7 @@ def prune_config(config: PruneConfig | None = None, **options) -> PruneConfig:
     `options` applied by the CLI's names: table, model, weights, dataset, data_dir, download, lambda_max ('auto',
     'empirical' or a number), lambda_margin, phase1_steps, hypernet, lambda_sampling, epochs, max_steps,
     batch_size, lr, finetune, pretrain_epochs, lambda_samples, eval_samples, empirical_points, empirical_steps,
-    pareto_points, seed, device; or any other PruneConfig field."""
+    pareto_points, channel_multiple, seed, device; or any other PruneConfig field."""
     from hwnas.api import parse_lambda_max
 
     top = {_RENAMED.get(k, k): v for k, v in options.items()}

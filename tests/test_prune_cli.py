@@ -307,3 +307,54 @@ def test_defaults_prune_a_trained_network_along_lambda(prune_run, tmp_path):
     assert ms[-1] <= 0.5 * ms[0], ms   # issue #12.1: the cheapest at most half the intact network's latency
     pre = json.loads((out / "pretrained.json").read_text())
     assert pre["phase1_steps"] > 0 and pre["gated_lambda0_val_acc"] >= pre["val_acc"] - 0.01
+
+
+def test_channel_multiple_holds_through_pareto_cost_and_export(prune_run, tmp_path):
+    """Issue #12.5: `--channel-multiple 64` and a hypernet that wants half width everywhere as λ grows: every
+    pareto.csv row keeps multiples of 64 (layer1 stays at 64 where the plain run's gates keep 32), its predicted
+    latency is the table's for that gate set, and the ONNX of `hwnas export` has those widths in its graph."""
+    import pandas as pd
+
+    from hwnas.latency.table import LatencyTable
+    from hwnas.prune.prune_run import load_pruned
+    from hwnas.spaces.gated_resnet import BLOCKS, PROJECTIONS, GateSet
+    from tests.test_prune_widths import conv_shapes
+
+    root, args, _ = prune_run
+    run = tmp_path / "run"
+    ok(runner.invoke(app, [a if a != str(root / "run") else str(run) for a in args] + ["--channel-multiple", "64"]))
+    assert json.loads((run / "config.json").read_text())["channel_multiple"] == 64
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    b1 = torch.zeros(46)
+    for i in range(len(BLOCKS)):
+        b1[5 * i + 2] = 20.0                                  # half width in every block as λ grows
+    state["hypernet"]["net.b2"] = intact_logits(3.0).view_as(state["hypernet"]["net.b2"])
+    state["hypernet"]["net.b1"] = b1.view_as(state["hypernet"]["net.b1"])
+    torch.save(state, run / "checkpoint.pt")
+    ok(runner.invoke(app, ["prune", "--out", str(run), "--table", str(root / "t.csv"), "--resume"]))
+    frame = pd.read_csv(run / "pareto.csv")
+    table = LatencyTable.load(root / "t.csv")
+    for _, row in frame.iterrows():
+        g = GateSet(tuple(row[f"frac[{b}]"] for b in BLOCKS), tuple(bool(row[f"shortcut[{p}]"]) for p in PROJECTIONS))
+        assert g.fits(64) and all(row[f"channels[{b}]"] % 64 == 0 for b in BLOCKS)
+        assert row["predicted_latency_ms"] == pytest.approx(table.predict(g.arch()))
+        assert row["expected_cost_ms"] == pytest.approx(row["predicted_latency_ms"], rel=1e-5)
+    last = frame.iloc[-1]
+    lam = float(last["lambda"])
+    assert [last[f"channels[{b}]"] for b in BLOCKS] == [64, 64, 64, 64, 128, 128, 256, 256]
+    # the same hypernet in the run without the option keeps layer1 at 32
+    plain = tmp_path / "plain"
+    import shutil
+
+    shutil.copytree(root / "run", plain)
+    plain_state = torch.load(plain / "checkpoint.pt", weights_only=True)
+    plain_state["hypernet"] = state["hypernet"]
+    plain_state["lambda_max"] = state["lambda_max"]
+    torch.save(plain_state, plain / "checkpoint.pt")
+    assert load_pruned(plain, lam)[2].channels()[:2] == (32, 32)
+    ok(runner.invoke(app, ["export", str(run), "--lambda", repr(lam), "--out", str(tmp_path / "m.onnx")]))
+    report = json.loads((tmp_path / "m.onnx.json").read_text())
+    assert report["gates"] == last["gates"] and report["channels[layer1.0]"] == 64
+    outs = sorted(s[0] for s in conv_shapes(tmp_path / "m.onnx"))
+    branches = [64, 64, 64, 64, 64, 128, 64, 128, 128, 256, 128, 256, 256, 512, 256, 512]   # conv1, conv2 per block
+    assert outs == sorted([64, 128, 256, 512] + branches)   # + the stem and the three projection shortcuts

@@ -131,7 +131,7 @@ class Pruner:
         self.gated = GatedResNet18(self.model, batch_stats=cfg.bn == "adapt").to(device)
         self.cost = cost.to(device)
         gen = torch.Generator().manual_seed(cfg.seed)
-        self.hypernet = GateHypernet(cfg.hypernet, cfg.init_logit, gen).to(device)   # phase 1
+        self.hypernet = GateHypernet(cfg.hypernet, cfg.init_logit, gen, cfg.channel_multiple).to(device)   # phase 1
         self.lr = hypernet_lr(cfg.lr, cfg.epochs * self.steps_per_epoch())
         # Phase 2 moves only the λ-dependent part: the λ = 0 network is phase 1's (b₂). Trained at every λ, b₂
         # took the loss of the pruned samples at large λ as well (measured: its "full width" margins grew to

@@ -42,14 +42,24 @@ from hwnas.search.lambda_max import (
     summarise_losses,
 )
 from hwnas.search.relax import RelaxConfig, temperature
-from hwnas.spaces.gated_resnet import BLOCKS, PROJECTIONS, GatedResNet18, GateSet, materialise
+from hwnas.spaces.gated_resnet import (
+    BLOCKS,
+    PROJECTIONS,
+    GatedResNet18,
+    GateSet,
+    allowed_choices,
+    materialise,
+    round_gates,
+)
 
 PLATEAU_DROP = 0.01   # accuracy within 1 point of the pretrained network: still on the plateau
 CHANCE_MARGIN = 0.05  # accuracy within 5 points of chance: fallen
 
 
-def valid_gate_sets(n: int, seed: int, max_draws: int = 100_000) -> tuple[list[GateSet], int]:
-    """The intact and the smallest valid gate set, then uniform draws (broken ones rejected); also the draw count."""
+def valid_gate_sets(n: int, seed: int, max_draws: int = 100_000,
+                    channel_multiple: int = 1) -> tuple[list[GateSet], int]:
+    """The intact and the smallest valid gate set, then uniform draws (broken ones rejected; kept widths rounded to
+    multiples of `channel_multiple`, `round_gates`); also the draw count."""
     smallest = GateSet((0.0,) * len(BLOCKS), (True,) * len(PROJECTIONS))
     sets, draws = [GateSet(), smallest], 0
     gen = torch.Generator().manual_seed(seed)
@@ -57,24 +67,27 @@ def valid_gate_sets(n: int, seed: int, max_draws: int = 100_000) -> tuple[list[G
         draws += 1
         g = GateSet.sample(gen)
         if g.is_valid():
-            sets.append(g)
+            sets.append(round_gates(g, channel_multiple) if channel_multiple > 1 else g)
     return sets[:n], draws
 
 
-def cheapest_gates(cost: GateCost) -> GateSet:
-    """The cheapest valid gate set under `cost` (the most probable one of logits −T)."""
-    return argmax_gates(-cost.t_branch.cpu(), -cost.t_shortcut.cpu())
+def cheapest_gates(cost: GateCost, channel_multiple: int = 1) -> GateSet:
+    """The cheapest valid gate set under `cost` (the most probable one of logits −T) whose kept widths are
+    multiples of `channel_multiple`."""
+    branch = (-cost.t_branch.cpu()).masked_fill(~allowed_choices(channel_multiple), float("-inf"))
+    return argmax_gates(branch, -cost.t_shortcut.cpu())
 
 
 @torch.no_grad()
 def theorem_lambda_max(model: nn.Module | Callable[[GateSet], nn.Module], cost: GateCost, eval_batches: Callable[[], Iterable], num_classes: int,
-                       samples: int, seed: int, margin: float = 2.0) -> dict:
+                       samples: int, seed: int, margin: float = 2.0, channel_multiple: int = 1) -> dict:
     """Λ of Theorem 1 with its parts, the λ at which the cheapest valid gate set becomes optimal, and the Λ to
     train with (`resolve_lambda_max`). `model`: the network (its gate sets materialised as they are) or a
-    function from a gate set to its pruned network (`prune.adapt.pruned_network`: BN re-estimated)."""
+    function from a gate set to its pruned network (`prune.adapt.pruned_network`: BN re-estimated). With
+    `channel_multiple` every gate set evaluated keeps multiples of it (`valid_gate_sets`, `cheapest_gates`)."""
     network = model if not isinstance(model, nn.Module) else (lambda g: materialise(model, g))
-    sets, draws = valid_gate_sets(samples, seed)
-    cheap = cheapest_gates(cost)
+    sets, draws = valid_gate_sets(samples, seed, channel_multiple=channel_multiple)
+    cheap = cheapest_gates(cost, channel_multiple)
     # L̄ on the samples S is measured on (issue #16.4)
     losses, l_bar = losses_and_label_entropy((network(g) for g in [*sets, cheap]), eval_batches(),
                                              num_classes)
@@ -115,10 +128,11 @@ def resolve_lambda_max(l_bar: float, s: float, bound: float, rule: float = math.
 
 
 def fixed_lambda_fit(gated: GatedResNet18, cost: GateCost, relax_cfg: RelaxConfig, batches: Callable[[], Iterable],
-                     lam: float, steps: int, lr: float, init_logit: float, seed: int) -> GateSet:
+                     lam: float, steps: int, lr: float, init_logit: float, seed: int,
+                     channel_multiple: int = 1) -> GateSet:
     """Gate logits alone (no hypernet) fitted at one λ from the intact start; their deterministic gate set."""
     device = gated.keep0.device
-    gates = FixedGates(init_logit).to(device)
+    gates = FixedGates(init_logit, channel_multiple).to(device)
     opt = torch.optim.Adam(gates.parameters(), lr=lr)
     fit = GateFit(gated, cost, relax_cfg, torch.Generator().manual_seed(seed))
     stream = itertools.chain.from_iterable(batches() for _ in itertools.count())
@@ -151,11 +165,11 @@ def summarise_empirical(lams: list[float], accs: list[float], acc0: float, chanc
 def empirical_lambda_max(gated: GatedResNet18, cost: GateCost, relax_cfg: RelaxConfig,
                          batches: Callable[[], Iterable], accuracy: Callable[[GateSet], float], grid: list[float],
                          acc0: float, chance: float, steps: int, lr: float, init_logit: float, seed: int,
-                         on_point: Callable[[int, int], None] | None = None) -> dict:
+                         on_point: Callable[[int, int], None] | None = None, channel_multiple: int = 1) -> dict:
     """Fixed-λ fits over `grid`: per λ the gate set, predicted cost and accuracy; and the summary."""
     rows = []
     for i, lam in enumerate(grid):
-        g = fixed_lambda_fit(gated, cost, relax_cfg, batches, lam, steps, lr, init_logit, seed + i)
+        g = fixed_lambda_fit(gated, cost, relax_cfg, batches, lam, steps, lr, init_logit, seed + i, channel_multiple)
         rows.append({"lambda": lam, "gates": g.describe(), "val_acc": accuracy(g),
                      "predicted_ms": cost.of(g)})
         if on_point is not None:

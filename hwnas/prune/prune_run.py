@@ -170,7 +170,7 @@ def _lambda_max(run: RunDir, cfg: PruneConfig, model, cost: GateCost, data: Prun
     say(f"Λ: Theorem 1 from {cfg.lambda_samples} valid gate sets on {len(data.eval.x)} validation images")
     network = partial(pruned_network, model, calibration=data.calibration, bn=cfg.bn)
     rec = theorem_lambda_max(network, cost, lambda: iter(data.eval), data.info.num_classes,
-                             cfg.lambda_samples, cfg.seed, cfg.lambda_margin)
+                             cfg.lambda_samples, cfg.seed, cfg.lambda_margin, cfg.channel_multiple)
     if cfg.lambda_max is not None:
         rec.update(lambda_max=[cfg.lambda_max], lambda_max_source="given (--lambda-max)")
     if cfg.empirical_points > 0:
@@ -184,7 +184,7 @@ def _lambda_max(run: RunDir, cfg: PruneConfig, model, cost: GateCost, data: Prun
             rec["empirical"] = empirical_lambda_max(
                 gated, cost, cfg.relax, lambda: iter(data.val), lambda g: evaluate(network(g), data.eval)[1],
                 grid, pre["val_acc"], chance, cfg.empirical_steps, cfg.empirical_lr, cfg.init_logit, cfg.seed,
-                on_point=on_step)
+                on_point=on_step, channel_multiple=cfg.channel_multiple)
         rec["agreement"] = _agreement(rec)
         if cfg.lambda_max_from == "empirical" and cfg.lambda_max is None:
             emp = rec["empirical"]
@@ -246,7 +246,9 @@ def pareto_lambdas(gates_fn: Callable[[float], GateSet], lambda_max: float, n: i
 
 
 def gate_columns(gates: GateSet) -> dict:
+    """frac[b], channels[b] (kept inner channels, 0: removed), shortcut[p]."""
     cols = {f"frac[{b}]": f for b, f in zip(BLOCKS, gates.fractions)}
+    cols.update({f"channels[{b}]": c for b, c in zip(BLOCKS, gates.channels())})
     cols.update({f"shortcut[{p}]": int(s) for p, s in zip(PROJECTIONS, gates.shortcuts)})
     return cols
 
@@ -293,7 +295,7 @@ def load_pruned(run_dir: str | Path, lam: float):
     model = torchvision_resnet18(resnet18_space(cfg.dataset, cfg.data_dir))
     model.load_state_dict(state["model"] if "model" in state else
                           torch.load(run.file("pretrained.pt"), map_location="cpu", weights_only=True))
-    hypernet = GateHypernet(cfg.hypernet, cfg.init_logit)
+    hypernet = GateHypernet(cfg.hypernet, cfg.init_logit, channel_multiple=cfg.channel_multiple)
     hypernet.load_state_dict(state["hypernet"])
     return cfg, model.eval(), gates_at(hypernet, lam, lmax, cfg.sampling), lmax
 

@@ -9,6 +9,13 @@ Gates γ, on torchvision's resnet18 (`hwnas.latency.resnet_keys.torchvision_resn
 - per projection block (layer2.0, layer3.0, layer4.0), a binary gate on the 1×1 projection
   shortcut (kept / removed).
 
+Kept widths come in fixed groups: a block of width W ∈ {64, 128, 256, 512} keeps W/4, W/2, 3W/4 or W
+inner channels, so every kept count is already a multiple of 16 (layer1's quarter, 16, is the smallest).
+`channel_multiple` N (a divisor of 64: `CHANNEL_MULTIPLES`) restricts the choices to kept counts that are
+multiples of N (`allowed_choices`; the removed branch and full width always stay): N ≤ 16 changes nothing,
+N = 32 drops layer1's 16 and 48, N = 64 keeps layer1 at 0 or 64 and layer2 at 0, 64 or 128. That is exactly
+the set of networks one gets by rounding each kept count to the nearest multiple of N (`round_gates`).
+
 Channels are kept in importance order: `reorder_by_importance` permutes each block's inner
 channels once (conv1 out, bn1, conv2 in: the function is unchanged) so that "the first k" are
 the k with the largest ‖conv1 filter‖₁ · |bn1 γ|.
@@ -48,11 +55,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hwnas.config import CHANNEL_MULTIPLES, check_channel_multiple  # noqa: F401  (torch-free: options checked early)
 from hwnas.errors import HwnasError
 from hwnas.latency.resnet_keys import BLOCKS, FRACTIONS, BlockPosition, PrunedBlock, downsample_name, inner_width
 
 BRANCH_CHOICES = (0.0, *FRACTIONS)                  # index 0: branch removed
 PROJECTIONS = ("layer2.0", "layer3.0", "layer4.0")  # blocks with a 1×1/2 projection shortcut
+BLOCK_WIDTHS = tuple(64 * 2 ** (int(b[len("layer")]) - 1) for b in BLOCKS)   # torchvision's 64/128/256/512
+
+
+def round_channels(channels: int, multiple: int) -> int:
+    """`channels` to the nearest multiple of `multiple` (halves up), at least `multiple`; 0 stays 0."""
+    return 0 if channels == 0 else max(multiple, (channels + multiple // 2) // multiple * multiple)
+
+
+def allowed_choices(multiple: int = 1) -> torch.Tensor:
+    """(blocks, 5) bool: whether choice j of block b keeps a multiple of `multiple` inner channels (removed: yes)."""
+    check_channel_multiple(multiple)
+    return torch.tensor([[f == 0 or inner_width(f, w) % multiple == 0 for f in BRANCH_CHOICES]
+                         for w in BLOCK_WIDTHS])
 
 
 @dataclass(frozen=True)
@@ -84,6 +105,14 @@ class GateSet:
 
     def indices(self) -> tuple[list[int], list[int]]:
         return [BRANCH_CHOICES.index(f) for f in self.fractions], [int(s) for s in self.shortcuts]
+
+    def channels(self) -> tuple[int, ...]:
+        """Kept inner channels per block (BLOCKS order; 0: branch removed), as `materialise` slices them."""
+        return tuple(inner_width(f, w) if f > 0 else 0 for f, w in zip(self.fractions, BLOCK_WIDTHS))
+
+    def fits(self, multiple: int) -> bool:
+        """Whether every kept inner channel count is a multiple of `multiple`."""
+        return all(c % multiple == 0 for c in self.channels())
 
     def broken_blocks(self) -> list[str]:
         """Projection blocks with branch and shortcut both removed (their output is 0 for every input)."""
@@ -118,6 +147,17 @@ class GateSet:
         """Compact text: fractions per block, then the projection shortcuts (1 kept, 0 removed)."""
         return (" ".join(f"{f:g}" for f in self.fractions) + " | "
                 + " ".join(str(int(s)) for s in self.shortcuts))
+
+
+def round_gates(gates: GateSet, multiple: int) -> GateSet:
+    """`gates` with each kept inner channel count rounded to the nearest multiple of `multiple` (`round_channels`):
+    the choice of that width, which exists for every N in CHANNEL_MULTIPLES. Validity is kept (f > 0 stays > 0)."""
+    check_channel_multiple(multiple)
+    fractions = []
+    for f, w in zip(gates.fractions, BLOCK_WIDTHS):
+        target = round_channels(inner_width(f, w) if f > 0 else 0, multiple)
+        fractions.append(next(c for c in BRANCH_CHOICES if (inner_width(c, w) if c > 0 else 0) == target))
+    return GateSet(tuple(fractions), gates.shortcuts)
 
 
 def _blocks(model: nn.Module) -> list[nn.Module]:

@@ -51,7 +51,11 @@ def prune(
     pretrain_epochs: Annotated[int, typer.Option(help="epochs of training for --weights train|imagenet")] = 3,
     lambda_samples: Annotated[int, typer.Option(help="valid gate sets evaluated for S (Theorem 1)")] = 32,
     eval_samples: Annotated[int | None, typer.Option(help="validation images per evaluation (default: all)")] = None,
-    empirical_points: Annotated[int, typer.Option(help="fixed-λ fits for the empirical Λ (0: skip)")] = 6,
+    lambda_images: Annotated[int, typer.Option(help="Λ's evaluations (Theorem 1's gate sets, fixed-λ fits) on the "
+                                                    "first N validation images (0: as every evaluation)")] = 1024,
+    empirical_points: Annotated[int | None, typer.Option(help="fixed-λ fits for the empirical Λ (default: 6 with "
+                                                              "--lambda-max empirical, else none: with Λ auto they "
+                                                              "are only recorded)")] = None,
     empirical_steps: Annotated[int, typer.Option(help="steps per fixed-λ fit")] = 30,
     pareto_points: Annotated[int, typer.Option(help="λ values in pareto.csv (first those where the gate set "
                                                     "changes, then an even grid)")] = 9,
@@ -71,7 +75,7 @@ def prune(
                        table=table, lambda_max=lambda_max, hypernet=hypernet, lambda_sampling=lambda_sampling,
                        epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, finetune=finetune,
                        pretrain_epochs=pretrain_epochs, lambda_samples=lambda_samples, eval_samples=eval_samples,
-                       empirical_points=empirical_points, empirical_steps=empirical_steps,
+                       lambda_images=lambda_images, empirical_points=empirical_points, empirical_steps=empirical_steps,
                        pareto_points=pareto_points, seed=seed, device=device, lambda_margin=lambda_margin,
                        phase1_steps=phase1_steps, channel_multiple=channel_multiple)
     run = run_prune(cfg, out=out, resume=resume, progress=_progress,

@@ -39,8 +39,8 @@ def prune_config(config: PruneConfig | None = None, **options) -> PruneConfig:
     """A checked `PruneConfig` from `config` (default: hwnas's defaults, as `hwnas prune` shows them) with
     `options` applied by the CLI's names: table, model, weights, dataset, data_dir, download, lambda_max ('auto',
     'empirical' or a number), lambda_margin, phase1_steps, hypernet, lambda_sampling, epochs, max_steps,
-    batch_size, lr, finetune, pretrain_epochs, lambda_samples, eval_samples, empirical_points, empirical_steps,
-    pareto_points, channel_multiple, seed, device; or any other PruneConfig field."""
+    batch_size, lr, finetune, pretrain_epochs, lambda_samples, eval_samples, lambda_images, empirical_points,
+    empirical_steps, pareto_points, channel_multiple, seed, device; or any other PruneConfig field."""
     from hwnas.api import parse_lambda_max
 
     top = {_RENAMED.get(k, k): v for k, v in options.items()}

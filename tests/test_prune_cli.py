@@ -1,5 +1,6 @@
 """`hwnas prune` and `hwnas export` of a prune run, through typer's CliRunner, on digits (8×8) with a
 synthetic resnet18 table and a ResNet18 trained here for 4 epochs: the whole pipeline at toy size."""
+import contextlib
 import itertools
 import json
 from dataclasses import replace
@@ -60,6 +61,7 @@ def test_prune_writes_the_run_directory(prune_run):
     rec = json.loads((run / "lambda_max.json").read_text())
     for key in ("label_entropy", "worst_valid_loss", "cost_bound", "lambda_max_source", "empirical", "agreement"):
         assert key in rec
+    assert (rec["lambda_images"], rec["eval_images"], rec["empirical_points"]) == (48, 48, 2)   # what Λ used
     import pandas as pd
 
     frame = pd.read_csv(run / "pareto.csv")
@@ -222,6 +224,63 @@ def test_prune_with_empirical_lambda_max(prune_run, tmp_path):
     assert "theorem_lambda_max" in rec and "label_entropy" in rec   # Theorem 1's parts are recorded all the same
     fails_cleanly(runner.invoke(app, ["prune", "--out", str(tmp_path / "z"), "--table", str(root / "t.csv"),
                                       "--lambda-max", "empirical", "--empirical-points", "0"]), "empirical-points")
+
+
+def test_lambda_defaults_are_cheap_and_recorded():
+    """Λ's evaluations default to the first 1,024 validation images and the fixed-λ fits to none unless they set
+    Λ (--lambda-max empirical: 6); a run made before the option keeps Λ on every evaluation image."""
+    from hwnas.config import PruneConfig
+    from hwnas.errors import HwnasError
+
+    cfg = PruneConfig(table="t.csv")
+    assert (cfg.lambda_images, cfg.empirical_points, cfg.empirical_fits) == (1024, None, 0)
+    assert PruneConfig(table="t.csv", lambda_max_from="empirical").empirical_fits == 6
+    assert PruneConfig(table="t.csv", empirical_points=3).empirical_fits == 3
+    for bad in (dict(lambda_images=-1), dict(empirical_points=-1), dict(lambda_max_from="empirical", empirical_points=1)):
+        with pytest.raises(HwnasError):
+            PruneConfig(table="t.csv", **bad)
+    old = {k: v for k, v in cfg.to_dict().items() if k != "lambda_images"}
+    assert PruneConfig.from_dict(old).lambda_images == 0
+
+
+def test_lambda_is_evaluated_on_the_first_lambda_images(prune_run, tmp_path, monkeypatch):
+    """--lambda-images N: Theorem 1's gate sets (and the fixed-λ fits) are evaluated on the first N of the
+    evaluation images, the rest of the run on all of them; lambda_max.json records both counts."""
+    from hwnas.latency.table import LatencyTable
+    from hwnas.prune import prune_run as pr
+    from hwnas.prune.prune import PruneData
+    from hwnas.runs import RunDir
+    from hwnas.train import resnet18_space
+
+    root, _, _ = prune_run
+    cfg = replace(pr.load_config(RunDir(root / "run")), lambda_images=16, lambda_samples=2, empirical_points=2,
+                  empirical_steps=1)
+    data = PruneData(cfg, torch.device("cpu"))
+    assert torch.equal(data.lambda_eval.x, data.eval.x[:16]) and len(data.eval.x) == 48
+    seen = []
+    theorem = pr.theorem_lambda_max
+
+    def counting(network, cost, batches, *a, **k):
+        seen.append(sum(len(y) for _, y in batches()))
+        return theorem(network, cost, batches, *a, **k)
+
+    monkeypatch.setattr(pr, "theorem_lambda_max", counting)
+    accuracies = []
+    evaluate = pr.evaluate
+    monkeypatch.setattr(pr, "evaluate", lambda net, loader: accuracies.append(len(loader.x)) or evaluate(net, loader))
+    model = pr.load_pruned(root / "run", 0.0)[1]
+    cost = pr.GateCost.from_table(LatencyTable.load(cfg.table), resnet18_space(cfg.dataset, cfg.data_dir))
+    run = RunDir(tmp_path / "lam")
+    run.path.mkdir()
+
+    @contextlib.contextmanager
+    def quiet(label, total, done=0):
+        yield None, None
+
+    rec = pr._lambda_max(run, cfg, model, cost, data, {"val_acc": 0.9}, quiet, lambda s: None)
+    assert seen == [16] and set(accuracies) == {16}   # Theorem 1's losses, the fits' accuracies and acc0
+    assert (rec["lambda_images"], rec["eval_images"], rec["empirical_points"]) == (16, 48, 2)
+    assert json.loads(run.file("lambda_max.json").read_text())["lambda_images"] == 16
 
 
 class _Interrupt(Exception):

@@ -63,6 +63,9 @@ class PruneData:
                                     augment=default_augment(self.info), generator_seed=cfg.seed * 1000 + 13, **kw)
         self.eval = DeviceLoader(self.x_v[:n_eval], self.y_v[:n_eval], self.info, 256, shuffle=False, **kw)
         self.test = DeviceLoader(self.x_test, self.y_test, self.info, 256, shuffle=False, **kw)
+        n_lam = min(cfg.lambda_images or n_eval, n_eval)   # Λ's evaluations: the first n_lam of `eval`
+        self.lambda_eval = self.eval if n_lam == n_eval else \
+            DeviceLoader(self.x_v[:n_lam], self.y_v[:n_lam], self.info, 256, shuffle=False, **kw)
         self.calibration = DeviceLoader(self.x_w[:CALIBRATION_SAMPLES], self.y_w[:CALIBRATION_SAMPLES], self.info,
                                         CALIBRATION_BATCH, shuffle=False, **kw)   # BN re-estimation (prune.adapt)
         if len(self.val) == 0:

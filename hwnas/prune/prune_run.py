@@ -167,23 +167,26 @@ def _lambda_max(run: RunDir, cfg: PruneConfig, model, cost: GateCost, data: Prun
         return run.read_json("lambda_max.json")
     device = data.eval.device
     model = model.to(device)
-    say(f"Λ: Theorem 1 from {cfg.lambda_samples} valid gate sets on {len(data.eval.x)} validation images")
+    lam_eval = data.lambda_eval   # the first --lambda-images of the evaluation images
+    say(f"Λ: Theorem 1 from {cfg.lambda_samples} valid gate sets on {len(lam_eval.x)} validation images")
     network = partial(pruned_network, model, calibration=data.calibration, bn=cfg.bn)
-    rec = theorem_lambda_max(network, cost, lambda: iter(data.eval), data.info.num_classes,
+    rec = theorem_lambda_max(network, cost, lambda: iter(lam_eval), data.info.num_classes,
                              cfg.lambda_samples, cfg.seed, cfg.lambda_margin, cfg.channel_multiple)
+    rec.update(lambda_images=len(lam_eval.x), eval_images=len(data.eval.x), empirical_points=cfg.empirical_fits)
     if cfg.lambda_max is not None:
         rec.update(lambda_max=[cfg.lambda_max], lambda_max_source="given (--lambda-max)")
-    if cfg.empirical_points > 0:
+    if cfg.empirical_fits > 0:
         gated = GatedResNet18(model, batch_stats=cfg.bn == "adapt").to(device)
-        counts = torch.bincount(data.eval.y, minlength=data.info.num_classes)
+        counts = torch.bincount(lam_eval.y, minlength=data.info.num_classes)
         chance = float(counts.max()) / float(counts.sum())
-        grid = lambda_grid(rec["lambda_max"][0], cfg.empirical_min, cfg.empirical_max, cfg.empirical_points)
+        acc0 = pre["val_acc"] if lam_eval is data.eval else evaluate(model, lam_eval)[1]
+        grid = lambda_grid(rec["lambda_max"][0], cfg.empirical_min, cfg.empirical_max, cfg.empirical_fits)
         say(f"Λ, empirically: {len(grid)} fixed-λ fits of {cfg.empirical_steps} steps over λ ∈ "
             f"[{grid[0]:.3g}, {grid[-1]:.3g}]")
         with progress("fixed-λ", len(grid)) as (on_step, _):
             rec["empirical"] = empirical_lambda_max(
-                gated, cost, cfg.relax, lambda: iter(data.val), lambda g: evaluate(network(g), data.eval)[1],
-                grid, pre["val_acc"], chance, cfg.empirical_steps, cfg.empirical_lr, cfg.init_logit, cfg.seed,
+                gated, cost, cfg.relax, lambda: iter(data.val), lambda g: evaluate(network(g), lam_eval)[1],
+                grid, acc0, chance, cfg.empirical_steps, cfg.empirical_lr, cfg.init_logit, cfg.seed,
                 on_point=on_step, channel_multiple=cfg.channel_multiple)
         rec["agreement"] = _agreement(rec)
         if cfg.lambda_max_from == "empirical" and cfg.lambda_max is None:

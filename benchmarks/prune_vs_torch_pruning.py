@@ -17,6 +17,11 @@ test accuracy against measured latency. Repeat with --seeds for the fine-tuning 
 
     python benchmarks/prune_vs_torch_pruning.py --run RUN --weights W.pt [--steps 100 --seeds 0 1 2]
     python benchmarks/prune_vs_torch_pruning.py --run RUN --weights W.pt --quick     # smoke test
+    python benchmarks/prune_vs_torch_pruning.py --run RUN --lambdas 0.056 0.184 Λ --name NAME   # chosen points
+
+--points N takes N distinct gate sets of pareto.csv evenly along its rows; --lambdas takes the run's gate set at
+each λ given (any λ in [0, Λ], `max` for Λ), e.g. the cheapest set and one near a measured speed-up. Results are
+saved after every fine-tuned network (`complete`: false until the end).
 """
 from __future__ import annotations
 
@@ -112,6 +117,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=0.01, help="fine-tuning learning rate")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--points", type=int, default=3, help="hwnas networks compared (distinct gate sets)")
+    ap.add_argument("--lambdas", nargs="+", default=None,
+                    help="λ values of the run whose gate sets are compared (`max` = Λ); overrides --points")
     ap.add_argument("--name", default="prune_vs_torch_pruning")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
@@ -122,15 +129,20 @@ def main() -> None:
     import pandas as pd
 
     frame = pd.read_csv(Path(args.run) / "pareto.csv")
-    cfg, model, _, _ = load_pruned(args.run, 0.0)
-    distinct = [g for g in dict.fromkeys(frame["gates"]) if g != GateSet().describe()]
-    pick = [distinct[round(i * (len(distinct) - 1) / max(args.points - 1, 1))] for i in range(args.points)] \
-        if len(distinct) > args.points else distinct
-    lams = {g: float(frame.loc[frame["gates"] == g, "lambda"].iloc[0]) for g in pick}
+    cfg, model, _, lmax = load_pruned(args.run, 0.0)
+    if args.lambdas:
+        lams = [lmax if v == "max" else float(v) for v in args.lambdas]
+    else:
+        distinct = [g for g in dict.fromkeys(frame["gates"]) if g != GateSet().describe()]
+        pick = [distinct[round(i * (len(distinct) - 1) / max(args.points - 1, 1))] for i in range(args.points)] \
+            if len(distinct) > args.points else distinct
+        lams = [float(frame.loc[frame["gates"] == g, "lambda"].iloc[0]) for g in pick]
     data = PruneData(cfg, torch.device("cpu"))
-    nets = {"unpruned": model}
-    for i, g in enumerate(pick):
-        nets[f"hwnas{i}"] = pruned_at(args.run, lams[g])[1]   # as `hwnas export` writes it (BN re-estimated)
+    nets, gates_of, lam_of = {"unpruned": model}, {}, {}
+    for i, lam in enumerate(lams):
+        _, net, gates, _, _ = pruned_at(args.run, lam)   # as `hwnas export` writes it (BN re-estimated)
+        nets[f"hwnas{i}"], gates_of[f"hwnas{i}"], lam_of[f"hwnas{i}"] = net, gates.describe(), lam
+        print(f"# hwnas{i}: λ = {lam:.4g} (λ/Λ = {lam / lmax:.3f}) gates {gates.describe()}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         from hwnas.export import export_onnx_dynamic
@@ -148,28 +160,34 @@ def main() -> None:
             paths[k] = tmp / f"final_{k}.onnx"
             export_onnx_dynamic(n.eval(), SHAPE, paths[k])
         timing = interleaved_latency(paths, SHAPE, threads=1, rounds=rounds + 2, runs=runs)
-    rows = []
+    name = args.name + ("-quick" if q else "")
+    meta = {"machine": env, "run": args.run, "steps": steps, "lr": args.lr, "seeds": args.seeds,
+            "lambda_max": lmax, "lambdas": lam_of, "gates": gates_of, "matched": matched,
+            "timing": {k: v["round_medians_ms"] for k, v in timing.items()}}
+    print("# measured: " + "  ".join(f"{k} {v['p50_ms']:.3f} ms" for k, v in timing.items()), flush=True)
+    rows, before = [], {}
     for seed in args.seeds:
         for k, n in nets.items():
+            if k not in before:
+                before[k] = evaluate(n.eval(), data.test)[1]
             tuned = finetune(n, data, steps, args.lr, seed)
             acc = evaluate(tuned, data.test)[1]
             rows.append({"seed": seed, "net": k, "method": k.rstrip("0123456789"), "test_acc": acc,
-                         "test_acc_before_finetune": evaluate(n.eval(), data.test)[1],
+                         "test_acc_before_finetune": before[k],
                          "measured_ms": timing[k]["p50_ms"], "params": count_parameters(n),
-                         "gates": next((g for g, j in zip(pick, range(len(pick))) if k == f"hwnas{j}"), None),
-                         **matched.get(k, {})})
+                         "gates": gates_of.get(k), "lambda": lam_of.get(k), **matched.get(k, {})})
             print(f"seed {seed} {k:9s} {timing[k]['p50_ms']:7.3f} ms  test {acc:.4f} "
                   f"(before fine-tuning {rows[-1]['test_acc_before_finetune']:.4f})", flush=True)
+            save(name, {**meta, "complete": False, "rows": rows})
     res = pd.DataFrame(rows)
-    mean = res.groupby("net").agg(test_acc=("test_acc", "mean"), measured_ms=("measured_ms", "first")).reset_index()
+    mean = res.groupby("net").agg(test_acc=("test_acc", "mean"), test_acc_sd=("test_acc", "std"),
+                                  measured_ms=("measured_ms", "first")).reset_index()
     base = mean.loc[mean["net"] == "unpruned"].iloc[0]
     mean["speedup"] = base["measured_ms"] / mean["measured_ms"]
     mean["acc_loss_points"] = 100 * (base["test_acc"] - mean["test_acc"])
     print(mean.to_string(index=False))
-    _plot(res, Path(__file__).resolve().parent / "results" / f"{args.name}{'-quick' if q else ''}.png")
-    save(args.name + ("-quick" if q else ""), {"machine": env, "run": args.run, "steps": steps, "lr": args.lr,
-                                               "seeds": args.seeds, "rows": rows, "mean": mean.to_dict("records"),
-                                               "timing": {k: v["round_medians_ms"] for k, v in timing.items()}})
+    _plot(res, Path(__file__).resolve().parent / "results" / f"{name}.png")
+    save(name, {**meta, "complete": True, "rows": rows, "mean": mean.to_dict("records")})
 
 
 def _plot(res, path: Path) -> None:

@@ -153,6 +153,8 @@ def main() -> None:
     ap.add_argument("--input-size", default=None, help="default: 8x8 for darts, 28x28 for resnet18")
     ap.add_argument("--batch", type=int, default=None,
                     help="profile's --batch (default: darts: the device's default; resnet18: 1, as prune needs)")
+    ap.add_argument("--channels", type=int, default=None, help="darts: profile's --channels (default: its own)")
+    ap.add_argument("--layers", type=int, default=None, help="darts: profile's --layers (default: its own)")
     ap.add_argument("--table", type=Path, default=None, help="use this table instead of profiling a fresh one")
     ap.add_argument("--calibrate-samples", type=int, default=30)
     ap.add_argument("--networks", type=int, default=20)
@@ -174,6 +176,8 @@ def main() -> None:
     tag = f"{args.device}{'-t' + str(args.threads) if args.threads else ''}-{args.input_size}"
     if args.space != "darts":
         tag = f"{args.space}-{tag}"
+    if args.channels or args.layers:
+        tag += f"-c{args.channels or 'd'}l{args.layers or 'd'}"
     work = args.work / tag
     work.mkdir(parents=True, exist_ok=True)
     times = {}
@@ -183,7 +187,9 @@ def main() -> None:
         t0 = time.perf_counter()
         hwnas("profile", "--device", args.device, "--space", args.space, "--input-size", args.input_size,
               *(["--threads", str(args.threads)] if args.threads else []),
-              *(["--batch", str(args.batch)] if args.batch else []), "--out", str(table_path))
+              *(["--batch", str(args.batch)] if args.batch else []),
+              *(["--channels", str(args.channels)] if args.channels else []),
+              *(["--layers", str(args.layers)] if args.layers else []), "--out", str(table_path))
         times["profile_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         hwnas("calibrate", "--table", str(table_path), "--samples", str(args.calibrate_samples))

@@ -73,6 +73,40 @@ def test_calibrate_a_resnet18_table_recovers_a_known_linear_relation():
     assert len(backend.archs) == 10 and any(a[rk.downsample_name(p)] == 0 for a in backend.archs for p in PROJECTIONS)
     assert [r["architecture"] for r in cal.samples] == backend.archs   # the networks timed are the ones sampled
     assert cal.figures["linear"]["mape_pct"] < 1e-6 and cal.figures["linear"]["spearman"] == pytest.approx(1.0)
-    assert cal.chosen in ("linear", "per-kind") and cal.figures[cal.chosen]["mape_pct"] < 1e-6
+    assert cal.chosen in ("linear", "per-kind", "linear+params") and cal.figures[cal.chosen]["mape_pct"] < 1e-6
     held_out = {**{b: 0.5 for b in rk.BLOCKS}, "layer3.0": 0.0, rk.downsample_name("layer4.0"): 0.0}
     assert table.predict(held_out) == pytest.approx(SCALE * table.predict(held_out, corrected=False) + INTERCEPT)
+
+
+class PaysForWeights(Linear):
+    """SCALE · sum + PER_PARAM · (weights, millions) + INTERCEPT: networks whose weights stream from memory."""
+
+    def measure(self, module, shapes, dtype="float32"):
+        arch = arch_of(module)
+        self.archs.append(arch)
+        ms = SCALE * self.table.predict(arch, corrected=False) + 0.05 * sum(p.numel() for p in module.parameters()) / 1e6
+        return TimingStats(ms + INTERCEPT, ms + INTERCEPT, ms + INTERCEPT, ms + INTERCEPT, 10, 0)
+
+
+def test_a_cost_per_weight_is_found_stored_and_priced_by_predict_and_the_prune_cost():
+    from hwnas.prune.gate_cost import GateCost
+
+    def latency(k):   # per-op times that do not grow with the weights as fast as the networks do
+        return 0.002 * k.h + 0.01
+
+    table = synthetic(SPACE, device="fake-cpu", backend="cpu", latency=latency)
+    cal = calibrate(table, samples=15, folds=5, backend=PaysForWeights(table))
+    assert cal.chosen == "linear+params" and cal.figures["linear+params"]["mape_pct"] < 1e-4
+    assert cal.figures["linear"]["mape_pct"] > 1.0
+    assert table.correction["per_param_m"] == pytest.approx(0.05, rel=1e-4)
+    # held out: a network calibrate never timed, its whole module's weights against the keys' count
+    held_out = {**{b: 0.75 for b in rk.BLOCKS}, "layer1.1": 0.0, rk.downsample_name("layer2.0"): 0.0}
+    net = rk.pruned_resnet18(SPACE, held_out)
+    truth = (SCALE * table.predict(held_out, corrected=False)
+             + 0.05 * sum(p.numel() for p in net.parameters()) / 1e6 + INTERCEPT)
+    assert table.features(held_out)["params_m"] == pytest.approx(sum(p.numel() for p in net.parameters()) / 1e6)
+    assert table.predict(held_out) == pytest.approx(truth, rel=1e-4)
+    # the pruning cost model prices the same correction: constant + Tᵀγ = the table's prediction (less its call)
+    gates = GateSet(tuple(held_out[b] for b in rk.BLOCKS), tuple(bool(held_out.get(rk.downsample_name(p), 1.0))
+                                                                    for p in PROJECTIONS))
+    assert GateCost.from_table(table).of(gates) == pytest.approx(table.predict(held_out), rel=1e-4)

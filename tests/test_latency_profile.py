@@ -123,7 +123,7 @@ def test_calibrate_on_cpu_stores_a_correction_that_predict_uses(tmp_path):
     out = tmp_path / "t.csv"
     table = profile(ProfileConfig(TINY, BackendConfig("cpu", 1, timing=FAST)), out)
     cal = calibrate(table, samples=5, folds=5)
-    assert set(cal.figures) == {"sum", "linear", "per-kind"} and cal.chosen in cal.figures
+    assert set(cal.figures) == {"sum", "linear", "per-kind", "linear+params"} and cal.chosen in cal.figures
     for f in cal.figures.values():
         assert f["n"] == 5 and 0 <= f["within_10pct"] <= 1 and f["mape_pct"] >= 0
     again = LatencyTable.load(out)

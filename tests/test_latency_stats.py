@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from hwnas.latency.calibrate import cross_validated, fit_linear, fit_per_kind, metrics, random_architecture
+from hwnas.latency.calibrate import (choose, cross_validated, fit_linear, fit_linear_params, fit_per_kind, metrics,
+                                     random_architecture)
 from hwnas.latency.space import SpaceConfig
 from hwnas.latency.stats import TimingConfig, drop_slow_outliers, repeat_count, summarise, time_callable
 from hwnas.latency.table import apply_correction
@@ -142,10 +143,33 @@ def test_per_kind_fit_recovers_scales_and_keeps_constant_kinds():
     assert kind_err < 1e-6 < linear_err
 
 
+def test_linear_params_fit_recovers_the_cost_per_weight_and_beats_linear_held_out():
+    """Whole networks that pay for their weights (a · Σ + c · P + b): linear on the sum alone cannot
+    express it, the linear+params fit recovers a, c, b exactly, and `choose` takes it when it ranks no worse."""
+    rng = np.random.default_rng(2)
+    parts = [{"conv": rng.uniform(1, 5), "fixed": 0.5} for _ in range(30)]
+    feats = [{"params_m": rng.uniform(0, 10)} for _ in range(30)]
+    y = np.array([1.2 * sum(p.values()) + 0.3 * f["params_m"] - 0.2 for p, f in zip(parts, feats)])
+    corr = fit_linear_params(parts, y, feats)
+    assert (corr["default_scale"], corr["per_param_m"], corr["intercept"]) == pytest.approx((1.2, 0.3, -0.2), abs=1e-6)
+    assert apply_correction({"conv": 2.0, "fixed": 0.5}, corr, {"params_m": 4.0}) == pytest.approx(1.2 * 2.5 + 1.2 - 0.2)
+    with pytest.raises(ValueError, match="features"):
+        apply_correction({"conv": 2.0}, corr)   # a cost per weight cannot be applied without the network's weights
+    figures = {"sum": metrics([sum(p.values()) for p in parts], y)}
+    for name, fit in (("linear", fit_linear), ("per-kind", fit_per_kind), ("linear+params", fit_linear_params)):
+        figures[name] = metrics(cross_validated(parts, y, fit, features=feats), y)
+    assert figures["linear+params"]["mape_pct"] < 1e-6 < figures["linear"]["mape_pct"]
+    assert choose(figures, linear_slope=fit_linear(parts, y)["default_scale"]) == "linear+params"
+    # weights that cost nothing: the fit's c is held at 0 (a, c ≥ 0), never negative to absorb noise
+    y0 = np.array([1.2 * sum(p.values()) - 0.2 for p in parts]) - 0.01 * np.array([f["params_m"] for f in feats])
+    assert fit_linear_params(parts, y0, feats)["per_param_m"] == pytest.approx(0.0, abs=1e-9)
+
+
 def test_random_architectures_are_valid_and_seeded():
     space = SpaceConfig(channels=4, layers=3)
     a = [random_architecture(space, random.Random(7)) for _ in range(2)]
     assert a[0] == a[1] and isinstance(a[0], Genotype)
     assert all(j1 != j2 for (_, j1), (_, j2) in zip(a[0].normal[::2], a[0].normal[1::2]))
     r = random_architecture(SpaceConfig(space="resnet18", input_h=32, input_w=32, in_channels=3), random.Random(0))
-    assert set(r) == {f"layer{s}.{b}" for s in range(1, 5) for b in range(2)}
+    blocks = {f"layer{s}.{b}" for s in range(1, 5) for b in range(2)}
+    assert set(r) == blocks | {f"layer{s}.0.downsample" for s in range(2, 5)}   # widths and projection shortcuts

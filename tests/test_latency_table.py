@@ -106,6 +106,24 @@ def test_edge_costs_shape_order_and_none():
                                   rel=1e-5)
 
 
+def test_edge_costs_pay_the_cost_per_weight_of_a_linear_params_correction():
+    t = synthetic()
+    t.meta["calibration"] = {"correction": {"fit": "linear+params", "scale": {}, "default_scale": 1.5,
+                                            "per_param_m": 2.0, "intercept": 0.1}}
+    raw, T = t.edge_costs(), t.edge_costs(corrected=True)
+    cells = dk.cell_positions(TINY)
+    for op in ("sep_conv_3x3", "max_pool_3x3", "skip_connect"):
+        key = dk.edge_key(TINY, cells[0], op, 0)
+        o = PRIMITIVES.index(op)
+        assert T[0, 0, o] == pytest.approx(1.5 * raw[0, 0, o].item() + 2.0 * t.key_params(key) / 1e6, rel=1e-5)
+    assert t.key_params(dk.edge_key(TINY, cells[0], "sep_conv_3x3", 0)) > 0
+    assert t.key_params(dk.edge_key(TINY, cells[0], "max_pool_3x3", 0)) == 0
+    # a genotype's prediction: its features are its keys' weights, added at the correction's rate
+    g = DARTS_V2
+    parts = t.breakdown(g)
+    assert t.predict(g) == pytest.approx(1.5 * sum(parts.values()) + 2.0 * t.features(g)["params_m"] + 0.1)
+
+
 def test_missing_key_names_key_and_command(tmp_path):
     t = synthetic()
     t.frame = t.frame[t.frame["op"] != "sep_conv_5x5"]

@@ -12,8 +12,12 @@ all. The profiler measures that call on an empty model and records it in the sid
 `call_overhead_ms` = c, and a key's cost is its p50 minus c (never below 0). A prediction is
 c plus the sum over the network's keys (stem, per-cell preprocessing, chosen ops, glue, head),
 grouped by kind so that a per-kind correction can scale each group:
-corrected = Σ_k scale_k · S_k + intercept. Tables without `call_overhead_ms` (older ones, torch
-eager, GPU backends) have c = 0: the plain sum.
+corrected = Σ_k scale_k · S_k + intercept, plus, for the `linear+params` correction, a cost per
+million weights of the network (an op timed alone, again and again, finds its weights in cache; in a
+whole network whose weights exceed the cache they stream from memory: measured, a ResNet18 whose
+late layers are kept is slower than its ops' sum says, one whose late layers are pruned faster).
+The weights of a key are counted on the module the profiler times (`LatencyTable.key_params`).
+Tables without `call_overhead_ms` (older ones, torch eager, GPU backends) have c = 0: the plain sum.
 """
 from __future__ import annotations
 
@@ -90,6 +94,7 @@ class LatencyTable:
                              f"not {self.meta.get('call_overhead_ms')!r}")
         self._p50 = {_row_key(r): max(float(r["p50_ms"]) - self.call_overhead_ms, 0.0)
                      for _, r in self.frame.iterrows()}
+        self._params: dict[OpKey, int] = {}
 
     # ---- files ---------------------------------------------------------------------------
     @classmethod
@@ -185,6 +190,18 @@ class LatencyTable:
             parts[op_kind(key.op)] = parts.get(op_kind(key.op), 0.0) + self.lookup(key)
         return parts
 
+    def key_params(self, key: OpKey) -> int:
+        """Weights (parameters) of the module the profiler times for `key` (cached)."""
+        if key not in self._params:
+            module_of = dk.darts_module if self.space.space == "darts" else rk.resnet_module
+            self._params[key] = sum(p.numel() for p in module_of(key, self.space)[0].parameters())
+        return self._params[key]
+
+    def features(self, arch: Genotype | dict | str | torch.nn.Module) -> dict[str, float]:
+        """Whole-network quantities a correction may use besides the per-kind times: `params_m`, the
+        network's weights in millions (the sum over its keys)."""
+        return {"params_m": sum(self.key_params(k) for k in self.arch_keys(arch)) / 1e6}
+
     @property
     def correction(self) -> dict | None:
         return (self.meta.get("calibration") or {}).get("correction")
@@ -193,17 +210,21 @@ class LatencyTable:
         """Predicted latency in ms of a genotype (or its string), a ResNet18 gate dict, or a network that carries
         its architecture (`run.network(λ)`): the per-key sum, with the calibration's correction when there is one.
         The prediction is for the table's own space (channels, cells, input size)."""
-        return apply_correction(self.breakdown(arch), self.correction if corrected else None)
+        corr = self.correction if corrected else None
+        feats = self.features(arch) if corr and corr.get("per_param_m") else None
+        return apply_correction(self.breakdown(arch), corr, feats)
 
     def edge_costs(self, corrected: bool = False) -> torch.Tensor:
         """T for the search's cost term: (layers, n_edges, n_ops) ms of op o on edge e of cell l,
         in `PRIMITIVES` column order and the supernet's edge order; `none` = 0. With `corrected`,
-        each op is scaled by its kind's calibrated scale (an intercept does not depend on γ)."""
+        each op is scaled by its kind's calibrated scale and pays the correction's cost of its weights, if it
+        has one (linear in γ like the rest; an intercept does not depend on γ)."""
         space = self.space
         if space.space != "darts":
             raise HwnasError("edge costs exist for the darts space only")
         corr = (self.correction or {}) if corrected else {}
         scale, default = corr.get("scale", {}), corr.get("default_scale", 1.0)
+        per_param = corr.get("per_param_m", 0.0) / 1e6
         t = torch.zeros(space.layers, num_edges(space.steps), len(PRIMITIVES))
         for cell in dk.cell_positions(space):
             e = 0
@@ -212,7 +233,8 @@ class LatencyTable:
                     for o, op in enumerate(PRIMITIVES):
                         key = dk.edge_key(space, cell, op, j)
                         if key is not None:
-                            t[cell.index, e, o] = self.lookup(key) * scale.get(dk.op_kind(op), default)
+                            t[cell.index, e, o] = (self.lookup(key) * scale.get(dk.op_kind(op), default)
+                                                   + (per_param * self.key_params(key) if per_param else 0.0))
                     e += 1
         return t
 
@@ -243,10 +265,16 @@ def _architecture(arch) -> Genotype | dict:
                      f"network from run.network(λ)")
 
 
-def apply_correction(parts: dict[str, float], correction: dict | None) -> float:
-    """Σ_k scale_k · S_k + intercept (no correction: the plain sum)."""
+def apply_correction(parts: dict[str, float], correction: dict | None, features: dict[str, float] | None = None) -> float:
+    """Σ_k scale_k · S_k + per_param_m · params_m + intercept (no correction: the plain sum). `features`
+    (`LatencyTable.features`) is needed by a correction with a cost per weight."""
     if not correction:
         return float(sum(parts.values()))
     scale = correction.get("scale", {})
     default = correction.get("default_scale", 1.0)
-    return float(sum(scale.get(k, default) * v for k, v in parts.items()) + correction.get("intercept", 0.0))
+    out = sum(scale.get(k, default) * v for k, v in parts.items()) + correction.get("intercept", 0.0)
+    if correction.get("per_param_m"):
+        if features is None:
+            raise ValueError("this correction has a cost per weight: give the network's features")
+        out += correction["per_param_m"] * features["params_m"]
+    return float(out)

@@ -6,7 +6,8 @@ with its glue (add + ReLU, or the ReLU alone), and for every projection block
 T_shortcut[p] = (0, latency of the 1×1 projection). Stem and head are a constant every gate
 set pays. For a one-hot γ, constant + Tᵀγ is exactly the table's prediction for that
 pruned network (`LatencyTable.predict`, calibration correction included: each key is scaled
-by its kind's factor and the intercept joins the constant). Under the relaxation the gates
+by its kind's factor, pays the correction's cost of its weights if it has one, and the intercept
+joins the constant). Under the relaxation the gates
 are independent categoricals, so E[cost] = constant + Tᵀγ, linear in γ.
 
 Tᵀ1 of Theorem 1 is the most that any change of gates can save: with a categorical choice
@@ -64,9 +65,11 @@ class GateCost(nn.Module):
                                  f"{SpaceConfig(**{**space.to_dict(), 'batch': ts.batch}).cli_args()}")
         corr = table.correction or {}
         scale, default = corr.get("scale", {}), corr.get("default_scale", 1.0)
+        per_param = corr.get("per_param_m", 0.0) / 1e6
 
         def cost(keys) -> float:
-            return sum(table.lookup(k) * scale.get(rk.op_kind(k.op), default) for k in keys)
+            return sum(table.lookup(k) * scale.get(rk.op_kind(k.op), default)
+                       + (per_param * table.key_params(k) if per_param else 0.0) for k in keys)
 
         positions = rk.block_positions(ts)
         t_branch = torch.zeros(len(positions), len(BRANCH_CHOICES))

@@ -46,6 +46,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import header, save  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+# Per timed block of the independent loop, the median over its runs of CPU time / (wall time × threads): well
+# below 1, a typical run was descheduled (another job on the cores) and the median time measures the load too.
+CPU_SHARE: list[float] = []
+DISTURBED = 0.8
 
 
 def hwnas(*args: str) -> None:
@@ -67,11 +71,14 @@ def ort_timer(path: Path, shape: tuple[int, ...], threads: int, warmup: int, run
     def timed() -> float:
         for _ in range(warmup):
             sess.run(None, feed)
-        t = []
+        t, cpu = [], []
         for _ in range(runs):
+            c0 = time.process_time()
             t0 = time.perf_counter()
             sess.run(None, feed)
             t.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+        CPU_SHARE.append(float(np.median(np.array(cpu) / np.array(t))) / threads)
         return 1e3 * float(np.median(t))
 
     return timed
@@ -91,11 +98,14 @@ def torch_timer(model, space, threads: int, warmup: int, runs: int):
             with torch.inference_mode():
                 for _ in range(warmup):
                     model(x)
-                t = []
+                t, cpu = [], []
                 for _ in range(runs):
+                    c0 = time.process_time()
                     t0 = time.perf_counter()
                     model(x)
                     t.append(time.perf_counter() - t0)
+                    cpu.append(time.process_time() - c0)
+                CPU_SHARE.append(float(np.median(np.array(cpu) / np.array(t))) / threads)
         finally:
             torch.set_num_threads(before)
         return 1e3 * float(np.median(t))
@@ -224,7 +234,9 @@ def main() -> None:
         timers.append(torch_timer(model, space, threads, args.warmup, args.runs) if table.backend == "cpu"
                       else ort_timer(onnx, shape, threads, args.warmup, args.runs))
     times["export_s"] = time.perf_counter() - t0
+    CPU_SHARE.clear()
     rounds = np.array([[timer() for timer in timers] for _ in range(args.rounds)])  # (rounds, networks)
+    share = np.array(CPU_SHARE).reshape(args.rounds, len(timers))
     measured = np.median(rounds, axis=0)
     even, odd = np.median(rounds[0::2], axis=0), np.median(rounds[1::2], axis=0)
     noise = np.abs(even - odd) / ((even + odd) / 2)
@@ -237,9 +249,13 @@ def main() -> None:
         "export_report_vs_independent": figures(reported, measured) if all(reported) else None,
         "noise_floor": {"median_pct": float(100 * np.median(noise)), "p90_pct": float(100 * np.quantile(noise, 0.9)),
                         "within_10pct": float((noise <= 0.10).mean())},
+        "cpu_share": {"median": float(np.median(share)), "min": float(share.min()),
+                      "disturbed_blocks": int((share < DISTURBED).sum()), "blocks": int(share.size),
+                      "what": "median over a network's timed runs in one round of CPU time / (wall time x threads); below "
+                              f"{DISTURBED} a typical run was descheduled and the timing measures the machine's load"},
         "networks": [{**({"genotype": str(g)} if space.space == "darts" else {"gates": g.describe(), "arch": g.arch()}),
                       "predicted_ms": p, "raw_sum_ms": r, "export_report_ms": e,
-                      "measured_ms": float(m), "round_ms": rounds[:, i].tolist()}
+                      "measured_ms": float(m), "round_ms": rounds[:, i].tolist(), "cpu_share": share[:, i].tolist()}
                      for i, (g, p, r, e, m) in enumerate(zip(nets, predicted, raw, reported, measured))],
         "times_s": times,
     }
@@ -247,6 +263,10 @@ def main() -> None:
     print(f"{tag}: calibrated ±10 % {100 * c['within_10pct']:.0f} %, ρ {c['spearman']:.3f}, MAPE {c['mape_pct']:.1f} % | "
           f"raw sum ±10 % {100 * r['within_10pct']:.0f} %, ρ {r['spearman']:.3f} | noise floor median "
           f"{n['median_pct']:.1f} %, p90 {n['p90_pct']:.1f} %, same net within 10 %: {100 * n['within_10pct']:.0f} %")
+    cs = result["cpu_share"]
+    if cs["disturbed_blocks"]:
+        print(f"WARNING: {cs['disturbed_blocks']} of {cs['blocks']} timed blocks ran with under {DISTURBED:.0%} of their "
+              f"CPU (median share {cs['median']:.2f}): the machine was busy; these figures measure its load too")
     save(args.name or f"latency_holdout-{tag}", result)
 
 

@@ -92,6 +92,10 @@ def search(
     lambda_samples: Annotated[int, typer.Option(help="valid architectures evaluated to estimate S")] = 64,
     lambda_margin: Annotated[float, typer.Option(help="Λ = this × the λ at which the cheapest architecture becomes "
                                                       "optimal (with `none` excluded)")] = 2.0,
+    lambda_zero_share: Annotated[float, typer.Option(help="with --hypernet: this share of the search's steps comes "
+                                                          "first, at λ = 0 only (a plain DARTS search, so that the "
+                                                          "λ = 0 end is the unpenalised architecture); then λ over "
+                                                          "[0, Λ]")] = 0.5,
     none_op: Annotated[bool | None, typer.Option("--with-none/--without-none",
                                                  help="keep the `none` op among the candidates (default: without "
                                                       "when there is a cost, since a soft penalty is paid off "
@@ -108,7 +112,8 @@ def search(
                         partial_channels=partial_channels, arch_lr=arch_lr, seed=seed, device=device,
                         table=table or (), cost=cost, hypernet=hypernet, lam=lam, lambda_max=lambda_max,
                         lambda_sampling=lambda_sampling, lambda_warmup_epochs=lambda_warmup_epochs,
-                        lambda_samples=lambda_samples, lambda_margin=lambda_margin, with_none=none_op)
+                        lambda_samples=lambda_samples, lambda_margin=lambda_margin,
+                        lambda_zero_share=lambda_zero_share, with_none=none_op)
     _run_search(cfg, out, resume)
 
 

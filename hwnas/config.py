@@ -51,6 +51,7 @@ class ControlConfig:
     eval_batches: int = 4              # validation batches per evaluated architecture
     exclude_none: bool | None = None   # take `none` out of the candidate ops; None: yes with a cost
     lambda_margin: float = 2.0         # Λ = margin × the λ at which the cheapest architecture becomes optimal
+    zero_share: float = 0.5            # a λ-hypernet's first share of search steps at λ = 0 only (LambdaSchedule)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tables", tuple(str(t) for t in self.tables))
@@ -76,6 +77,8 @@ class ControlConfig:
             raise HwnasError(f"the Λ margin must be a positive number, got {self.lambda_margin}")
         if self.samples < 1 or self.eval_batches < 1 or self.warmup_epochs < 0:
             raise HwnasError("--lambda-samples and evaluation batches must be positive, warm-up epochs non-negative")
+        if not 0.0 <= self.zero_share < 1.0:
+            raise HwnasError(f"--lambda-zero-share {self.zero_share}: the share of steps at λ = 0 must be in [0, 1)")
 
     @property
     def active(self) -> bool:
@@ -153,7 +156,9 @@ class SearchConfig:
     def from_dict(cls, d: dict) -> SearchConfig:
         d = dict(d)
         d["relax"] = RelaxConfig(**d.get("relax", {}))
-        d["control"] = ControlConfig(**d.get("control", {}))
+        control = dict(d.get("control", {}))
+        control.setdefault("zero_share", 0.0)  # runs made before it searched over [0, Λ] from the first step
+        d["control"] = ControlConfig(**control)
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in d.items() if k in known})
 

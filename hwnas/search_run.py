@@ -32,7 +32,7 @@ PathLike = str | Path
 _RELAX = {"relax": "kind", "hard": "hard", "tau_start": "tau_start", "tau_end": "tau_end"}
 _CONTROL = {"cost": "cost", "table": "tables", "tables": "tables", "hypernet": "hypernet", "lam": "lam",
             "lambda_max": "lambda_max", "lambda_sampling": "sampling", "lambda_warmup_epochs": "warmup_epochs",
-            "lambda_samples": "samples", "lambda_margin": "lambda_margin"}
+            "lambda_samples": "samples", "lambda_margin": "lambda_margin", "lambda_zero_share": "zero_share"}
 _RENAMED = {"max_steps": "max_steps_per_epoch", "arch_lr": "a_lr"}
 
 
@@ -41,7 +41,8 @@ def search_config(config: SearchConfig | None = None, **options) -> SearchConfig
     `options` applied, by the CLI's names: dataset, data_dir, download, space (darts), relax, hard, tau_start,
     tau_end, arch_grad, epochs, layers, channels, batch_size, augment, max_steps, arch_lr, seed, device, table
     (one path or several), cost, hypernet, lam, lambda_max ('auto' or a number), lambda_sampling,
-    lambda_warmup_epochs, lambda_samples, lambda_margin, with_none; or any other SearchConfig field."""
+    lambda_warmup_epochs, lambda_samples, lambda_margin, lambda_zero_share, with_none; or any other SearchConfig
+    field."""
     cfg = config or SearchConfig()
     space = options.pop("space", "darts")
     if space != "darts":

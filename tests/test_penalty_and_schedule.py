@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from hwnas.errors import HwnasError
 from hwnas.search.control import ControlConfig, LambdaSchedule, estimate_lambda_max
 from hwnas.search.cost import CostModel
 from hwnas.search.objective import NONE, ArchParams, SearchObjective
@@ -121,6 +122,41 @@ def test_lambda_schedule_gives_the_hypernet_lambda_over_lambda_max():
     a = obj.lam.clone()
     copy.apply(obj)
     assert torch.equal(obj.lam, a)
+
+
+def test_a_hypernet_search_starts_at_lambda_zero_for_its_zero_share_then_samples_and_resumes_there():
+    obj = SearchObjective(nn.Module(), ArchParams(E, O), RelaxConfig())
+    cfg = ControlConfig(cost="params", hypernet="mlp", zero_share=0.3)
+    sched = LambdaSchedule(cfg, 1, torch.device("cpu"), seed=0, total_steps=20)
+    sched.set_lambda_max([4.0])
+    sched.apply(obj, torch.tensor([2.0]))           # an explicit λ (evaluation) is not a step of the schedule
+    drawn = []
+    for i in range(10):
+        sched.apply(obj)
+        drawn.append(obj.lam.item())
+        if i == 7:
+            state = sched.state_dict()
+    assert drawn[:6] == [0.0] * 6 and all(0 < v <= 4.0 for v in drawn[6:])   # round(0.3 × 20) = 6 steps at λ = 0
+    again = LambdaSchedule(cfg, 1, torch.device("cpu"), seed=5, total_steps=20)
+    again.load_state_dict(state)                    # a resumed search continues where the schedule was
+    again.apply(obj)
+    assert obj.lam.item() == drawn[8]
+    # a fixed-λ search and a share of 0 sample from the first step; a share of 1 is refused (no λ > 0 ever)
+    zero = LambdaSchedule(ControlConfig(cost="params", hypernet="mlp", zero_share=0.0), 1, torch.device("cpu"), 0, 20)
+    zero.set_lambda_max([4.0])
+    zero.apply(obj)
+    assert obj.lam.item() > 0
+    with pytest.raises(HwnasError, match="zero-share"):
+        ControlConfig(cost="params", hypernet="mlp", zero_share=1.0)
+
+
+def test_runs_made_before_the_zero_share_resume_without_it():
+    from hwnas.config import SearchConfig
+
+    old = SearchConfig(control=ControlConfig(cost="params", hypernet="linear")).to_dict()
+    del old["control"]["zero_share"]
+    assert SearchConfig.from_dict(old).control.zero_share == 0.0
+    assert SearchConfig().control.zero_share == 0.5
 
 
 def test_fixed_lambda_is_given_to_every_target_and_no_hypernet_input():

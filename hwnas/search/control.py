@@ -56,13 +56,22 @@ def build_arch(cfg: ControlConfig, n_edges: int, n_ops: int, n_targets: int, gen
 
 
 class LambdaSchedule:
-    """Chooses λ for each step and sets it on the objective (λ for the penalty, λ/Λ for a hypernet)."""
+    """Chooses λ for each step and sets it on the objective (λ for the penalty, λ/Λ for a hypernet).
 
-    def __init__(self, cfg: ControlConfig, n_targets: int, device: torch.device, seed: int):
+    A λ-hypernet's search starts with `zero_share` of its `total_steps` at λ = 0 only, then samples λ over
+    [0, Λ]. Sampled from the first step, nine steps in ten land where the answer is already a cheap cell
+    (the λ at which the networks change lies well below Λ), so the weights train mostly cheap cells and α(0)
+    settles on a cheaper network than the unpenalised search finds: on the quickstart's table the λ = 0
+    network measured 0.073–0.091 ms predicted against 0.083–0.095 for plain DARTS searches (3 seeds each).
+    With the first half at λ = 0 it is 0.087–0.099 ms, and λ = Λ still reaches the cheapest (0.038–0.041 ms)."""
+
+    def __init__(self, cfg: ControlConfig, n_targets: int, device: torch.device, seed: int, total_steps: int = 0):
         self.cfg, self.device = cfg, device
         self.n_targets = n_targets
         self.generator = torch.Generator().manual_seed(seed)
         self.lambda_max: torch.Tensor | None = None
+        self.zero_steps = round(cfg.zero_share * total_steps) if cfg.needs_lambda_max else 0
+        self.step = 0   # λ's drawn so far (checkpointed)
 
     def set_lambda_max(self, values: list[float]) -> None:
         self.lambda_max = torch.tensor(values, dtype=torch.float32)
@@ -71,9 +80,12 @@ class LambdaSchedule:
         """Set λ on the objective: `lam` if given, else sampled (hypernet) or the fixed λ."""
         if not self.cfg.active:
             return
-        if lam is None:
-            lam = (sample_lambda(self.lambda_max, self.cfg.sampling, self.generator) if self.cfg.needs_lambda_max
-                   else torch.full((self.n_targets,), float(self.cfg.lam)))
+        if lam is None and self.cfg.needs_lambda_max and self.lambda_max is not None:
+            self.step += 1
+            lam = (torch.zeros(self.n_targets) if self.step <= self.zero_steps
+                   else sample_lambda(self.lambda_max, self.cfg.sampling, self.generator))
+        elif lam is None:
+            lam = torch.full((self.n_targets,), float(self.cfg.lam))
         obj.lam = lam.to(self.device, non_blocking=True)
         if not self.cfg.needs_lambda_max:
             obj.lam_input = None
@@ -85,11 +97,12 @@ class LambdaSchedule:
             obj.lam_input = (lam / self.lambda_max).to(self.device, non_blocking=True)
 
     def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state(), "lambda_max": self.lambda_max}
+        return {"generator": self.generator.get_state(), "lambda_max": self.lambda_max, "step": self.step}
 
     def load_state_dict(self, s: dict) -> None:
         self.generator.set_state(s["generator"])
         self.lambda_max = s["lambda_max"]
+        self.step = s.get("step", 0)
 
 
 def cheapest_ops(cost: CostModel, target: int, allowed: list[int]) -> tuple[list[int], list[int]]:

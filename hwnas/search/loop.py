@@ -100,7 +100,8 @@ class Search:
                                    autocast_dtype(self.device, cfg.amp), cost=self.cost,
                                    exclude_none=cfg.control.none_excluded,
                                    edges=self.arch.edges if cfg.partial_channels > 1 else None)
-        self.lam = LambdaSchedule(cfg.control, n_targets, self.device, cfg.seed * 1000 + 5)
+        self.lam = LambdaSchedule(cfg.control, n_targets, self.device, cfg.seed * 1000 + 5,
+                                  total_steps=cfg.epochs * self.steps_per_epoch())
         if cfg.control.lambda_max is not None:
             self.lam.set_lambda_max([cfg.control.lambda_max] * n_targets)
         self.lambda_record: dict | None = None  # lambda_max.json, once estimated

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from hwnas.errors import HwnasError
 from hwnas.latency import darts_keys as dk
-from hwnas.latency.calibrate import choose
+from hwnas.latency.calibrate import choose, metrics
 from hwnas.latency.measure import measurement, onnx_input_shape
 from hwnas.latency.table import LatencyTable
 from hwnas.spaces.genotype import DARTS_V2
@@ -55,6 +55,24 @@ def test_calibration_keeps_the_sum_when_it_predicts_best_and_never_ranks_worse()
     # (the mobile 8×8 table: held-out ρ 0.899 vs the sum's 0.914, MAPE 3.9 % vs 20.9 %)
     figs = {"sum": _f(20.9, 0.914), "linear": _f(3.9, 0.899), "per-kind": _f(3.6, 0.899)}
     assert choose(figs, linear_slope=0.8) == "linear" and choose(figs, linear_slope=-0.1) == "sum"
+
+
+def test_a_fit_with_more_parameters_must_beat_a_simpler_one_by_more_than_one_standard_error():
+    se = lambda mape, rho, err: {"mape_pct": mape, "spearman": rho, "mape_se_pct": err}  # noqa: E731
+    # the quickstart's 12 networks: per-kind 4.17 % against linear 4.28 %, well within one SE: linear is kept
+    figs = {"sum": se(18.3, 0.79, 3.0), "linear": se(4.28, 0.797, 0.9), "per-kind": se(4.17, 0.853, 0.8),
+            "linear+params": se(4.33, 0.804, 0.9)}
+    assert choose(figs, linear_slope=0.8) == "linear"
+    # better by more than its SE: the richer fit is worth its parameters
+    figs["per-kind"] = se(2.0, 0.853, 0.3)
+    assert choose(figs, linear_slope=0.8) == "per-kind"
+    # linear+params (3 parameters) is preferred to per-kind (4+) when the two are within one SE
+    figs["linear+params"] = se(2.2, 0.86, 0.3)
+    assert choose(figs, linear_slope=0.8) == "linear+params"
+    # the SE as metrics() computes it: the sample std of the relative errors over √n, in %
+    m = metrics(np.array([11.0, 18.0, 33.0, 39.0]), np.array([10.0, 20.0, 30.0, 40.0]))
+    rel = np.array([0.1, 0.1, 0.1, 0.025])
+    assert m["mape_se_pct"] == pytest.approx(100 * rel.std(ddof=1) / 2)
 
 
 def test_measurement_is_the_tables_own_setup():

@@ -32,6 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import header, save
+from time_onnx import time_rounds
 
 SHAPE = (1, 28, 28)
 HWNAS_GATES = {   # from results/prune_defaults_mnist.json's pareto (the MNIST run), and one with quarter widths
@@ -108,30 +109,6 @@ def networks(seeds: int) -> tuple[dict, list[tuple[str, str, str]]]:
     return nets, pairs
 
 
-def time_all(paths: dict[str, Path], batch: int, runs: int, repeats: int, warmup: int = 3) -> dict[str, list[float]]:
-    import numpy as np
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
-    sessions = {k: ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"]) for k, p in paths.items()}
-    x = {"x": np.random.default_rng(0).standard_normal((batch, *SHAPE)).astype(np.float32)}
-    for s in sessions.values():
-        for _ in range(warmup):
-            s.run(None, x)
-    names = list(paths)
-    rounds: dict[str, list[float]] = {k: [] for k in names}
-    for r in range(repeats):
-        for k in names[r % len(names):] + names[: r % len(names)]:
-            times = []
-            for _ in range(runs):
-                t0 = time.perf_counter()
-                sessions[k].run(None, x)
-                times.append((time.perf_counter() - t0) * 1000)
-            rounds[k].append(statistics.median(times))
-    return rounds
-
-
 def compare(rounds: dict[str, list[float]], a: str, b: str) -> dict:
     ratios = [x / y for x, y in zip(rounds[a], rounds[b])]
     return {"ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
@@ -168,7 +145,7 @@ def main() -> None:
         pairs.append((f"{first}#2", first, "noise floor: the same model timed twice"))
         results = {}
         for batch, runs in ((1, args.runs1), (64, args.runs64)):
-            rounds = time_all(paths, batch, runs, args.repeats)
+            rounds = time_rounds(paths, runs, 3, args.repeats, batch=batch)
             results[f"batch{batch}"] = {
                 "runs_per_round": runs,
                 "models": {k: {"median_ms": statistics.median(v), "round_medians_ms": v} for k, v in rounds.items()},

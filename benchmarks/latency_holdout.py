@@ -57,6 +57,19 @@ def hwnas(*args: str) -> None:
     subprocess.run(["hwnas", *args], check=True, stdout=subprocess.DEVNULL)
 
 
+def timed_runs(call, runs: int, threads: int) -> float:
+    """The median wall time (ms) of `runs` calls; the median CPU share of those calls goes to CPU_SHARE."""
+    t, cpu = [], []
+    for _ in range(runs):
+        c0 = time.process_time()
+        t0 = time.perf_counter()
+        call()
+        t.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    CPU_SHARE.append(float(np.median(np.array(cpu) / np.array(t))) / threads)
+    return 1e3 * float(np.median(t))
+
+
 def ort_timer(path: Path, shape: tuple[int, ...], threads: int, warmup: int, runs: int):
     """A plain ONNX Runtime loop: returns a function that times `runs` calls and gives their median (ms)."""
     import onnxruntime as ort
@@ -71,15 +84,7 @@ def ort_timer(path: Path, shape: tuple[int, ...], threads: int, warmup: int, run
     def timed() -> float:
         for _ in range(warmup):
             sess.run(None, feed)
-        t, cpu = [], []
-        for _ in range(runs):
-            c0 = time.process_time()
-            t0 = time.perf_counter()
-            sess.run(None, feed)
-            t.append(time.perf_counter() - t0)
-            cpu.append(time.process_time() - c0)
-        CPU_SHARE.append(float(np.median(np.array(cpu) / np.array(t))) / threads)
-        return 1e3 * float(np.median(t))
+        return timed_runs(lambda: sess.run(None, feed), runs, threads)
 
     return timed
 
@@ -98,17 +103,9 @@ def torch_timer(model, space, threads: int, warmup: int, runs: int):
             with torch.inference_mode():
                 for _ in range(warmup):
                     model(x)
-                t, cpu = [], []
-                for _ in range(runs):
-                    c0 = time.process_time()
-                    t0 = time.perf_counter()
-                    model(x)
-                    t.append(time.perf_counter() - t0)
-                    cpu.append(time.process_time() - c0)
-                CPU_SHARE.append(float(np.median(np.array(cpu) / np.array(t))) / threads)
+                return timed_runs(lambda: model(x), runs, threads)
         finally:
             torch.set_num_threads(before)
-        return 1e3 * float(np.median(t))
 
     return timed
 

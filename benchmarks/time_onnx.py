@@ -22,7 +22,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import header, save
 
 
-def time_models(paths: dict[str, Path], runs: int = 200, warmup: int = 10, repeats: int = 3) -> dict:
+def time_rounds(paths: dict[str, Path], runs: int = 200, warmup: int = 10, repeats: int = 3,
+                batch: int = 1) -> dict[str, list[float]]:
+    """Each model's median over `runs` consecutive runs, per round: one session per model (1 intra-op, 1 inter-op
+    thread), `warmup` runs each first, models interleaved within a round and the order rotated between rounds;
+    a dynamic dimension of the input is `batch`."""
     import numpy as np
     import onnxruntime as ort
 
@@ -32,7 +36,7 @@ def time_models(paths: dict[str, Path], runs: int = 200, warmup: int = 10, repea
     feeds = {}
     for k, s in sessions.items():
         inp = s.get_inputs()[0]
-        shape = [1 if not isinstance(d, int) else d for d in inp.shape]
+        shape = [batch if not isinstance(d, int) else d for d in inp.shape]
         feeds[k] = {inp.name: np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
         for _ in range(warmup):
             s.run(None, feeds[k])
@@ -46,6 +50,11 @@ def time_models(paths: dict[str, Path], runs: int = 200, warmup: int = 10, repea
                 sessions[k].run(None, feeds[k])
                 times.append((time.perf_counter() - t0) * 1000)
             rounds[k].append(statistics.median(times))
+    return rounds
+
+
+def time_models(paths: dict[str, Path], runs: int = 200, warmup: int = 10, repeats: int = 3) -> dict:
+    rounds = time_rounds(paths, runs, warmup, repeats)
     return {k: {"median_ms": statistics.median(v), "round_medians_ms": v} for k, v in rounds.items()}
 
 

@@ -185,8 +185,11 @@ class LatencyTable:
     def breakdown(self, arch: Genotype | dict | str | torch.nn.Module) -> dict[str, float]:
         """Uncorrected ms per kind (conv, pool, skip, fixed; or branch, shortcut, fixed); the
         network's one session call is part of `fixed`."""
+        return self._parts(self.arch_keys(arch))
+
+    def _parts(self, keys: list[OpKey]) -> dict[str, float]:
         parts: dict[str, float] = {"fixed": self.call_overhead_ms} if self.call_overhead_ms else {}
-        for key in self.arch_keys(arch):
+        for key in keys:
             parts[op_kind(key.op)] = parts.get(op_kind(key.op), 0.0) + self.lookup(key)
         return parts
 
@@ -200,7 +203,10 @@ class LatencyTable:
     def features(self, arch: Genotype | dict | str | torch.nn.Module) -> dict[str, float]:
         """Whole-network quantities a correction may use besides the per-kind times: `params_m`, the
         network's weights in millions (the sum over its keys)."""
-        return {"params_m": sum(self.key_params(k) for k in self.arch_keys(arch)) / 1e6}
+        return self._features(self.arch_keys(arch))
+
+    def _features(self, keys: list[OpKey]) -> dict[str, float]:
+        return {"params_m": sum(self.key_params(k) for k in keys) / 1e6}
 
     @property
     def correction(self) -> dict | None:
@@ -211,8 +217,9 @@ class LatencyTable:
         its architecture (`run.network(λ)`): the per-key sum, with the calibration's correction when there is one.
         The prediction is for the table's own space (channels, cells, input size)."""
         corr = self.correction if corrected else None
-        feats = self.features(arch) if corr and corr.get("per_param_m") else None
-        return apply_correction(self.breakdown(arch), corr, feats)
+        keys = self.arch_keys(arch)   # once: a ResNet18's keys are found by building the network
+        feats = self._features(keys) if corr and corr.get("per_param_m") else None
+        return apply_correction(self._parts(keys), corr, feats)
 
     def edge_costs(self, corrected: bool = False) -> torch.Tensor:
         """T for the search's cost term: (layers, n_edges, n_ops) ms of op o on edge e of cell l,

@@ -50,7 +50,7 @@ class ControlConfig:
     samples: int = 64                  # valid architectures evaluated for S
     eval_batches: int = 4              # validation batches per evaluated architecture
     exclude_none: bool | None = None   # take `none` out of the candidate ops; None: yes with a cost
-    lambda_margin: float = 2.0         # Λ = margin × the λ at which the cheapest architecture becomes optimal
+    lambda_margin: float = 8.0         # Λ = margin × the λ at which the cheapest architecture becomes optimal
     zero_share: float = 0.5            # a λ-hypernet's first share of search steps at λ = 0 only (LambdaSchedule)
 
     def __post_init__(self) -> None:
@@ -158,6 +158,7 @@ class SearchConfig:
         d["relax"] = RelaxConfig(**d.get("relax", {}))
         control = dict(d.get("control", {}))
         control.setdefault("zero_share", 0.0)  # runs made before it searched over [0, Λ] from the first step
+        control.setdefault("lambda_margin", 2.0)  # and estimated Λ with margin 2
         d["control"] = ControlConfig(**control)
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in d.items() if k in known})

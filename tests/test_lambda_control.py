@@ -13,7 +13,7 @@ from hwnas.search.control import ControlConfig
 from hwnas.search.inherit import InheritConfig
 from hwnas.search.loop import quick_config, run_search
 from hwnas.latency.table import LatencyTable
-from hwnas.search.pareto import distinct_architectures, lambda_grid, load_search, write_pareto
+from hwnas.search.pareto import distinct_architectures, genotype_cost, lambda_grid, load_search, write_pareto
 from hwnas.spaces.genotype import Genotype
 
 PROFILES = Path(__file__).resolve().parents[1] / "profiles"
@@ -52,6 +52,13 @@ def test_one_hypernet_search_gives_a_family_of_networks_along_lambda(tmp_path):
     assert frame["lambda"].is_monotonic_increasing and frame["lambda"].iloc[-1] == pytest.approx(rec["lambda_max"][0])
     assert distinct_architectures(frame["genotype"]) >= distinct_architectures(even)
     assert -lat.diff().min() <= -even_lat.diff().min() + 1e-9, (lat.tolist(), even_lat.tolist())
+    # lambda_max.json's cheapest derivable network (where λ = Λ heads, issue #10.4) is cheaper than every
+    # network along λ, priced the search's way and by the table
+    cheapest = Genotype.parse(rec["cheapest"]["genotype"][0])
+    assert rec["cheapest"]["genotype_cost"][0] == pytest.approx(genotype_cost(search, cheapest))
+    assert all(genotype_cost(search, Genotype.parse(g)) >= rec["cheapest"]["genotype_cost"][0] - 1e-12
+               for g in frame["genotype"])
+    assert table.predict(cheapest) <= lat.min() + 1e-9
 
 
 @pytest.mark.slow

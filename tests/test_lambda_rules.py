@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from hwnas.search.control import ControlConfig, cheapest_ops
+from hwnas.search.control import ControlConfig, cheapest_genotype, cheapest_ops
 from hwnas.search.cost import CostModel
 from hwnas.search.hypernet import LinearHypernet, MLPHypernet
 from hwnas.search.inherit import recalibrate_bn
@@ -15,7 +15,7 @@ from hwnas.search.loop import auto_arch_lr
 from hwnas.search.objective import SearchObjective
 from hwnas.search.pareto import lambda_grid
 from hwnas.search.relax import RelaxConfig
-from hwnas.spaces.genotype import num_edges
+from hwnas.spaces.genotype import edge_ops, num_edges
 
 
 def test_cheapest_optimal_lambda_is_where_the_cheapest_first_wins_against_every_sample():
@@ -48,6 +48,33 @@ def test_cheapest_ops_and_sampling_never_use_none_when_it_is_excluded():
     archs, _ = sample_valid(30, num_edges(4), torch.Generator().manual_seed(0), allowed=allowed)
     assert all(NONE not in a + b for a, b in archs)
     assert NONE in ControlConfig().allowed_ops  # a plain search keeps DARTS's candidate set
+
+
+def test_cheapest_genotype_is_the_cheapest_network_the_darts_rule_can_derive():
+    """Brute force over every derivable cell (two distinct inputs per node, any allowed op on each):
+    none is cheaper, on each cell type, than cheapest_genotype's."""
+    import itertools
+
+    g = torch.Generator().manual_seed(3)
+    T = torch.rand(1, 5, num_edges(4), 8, generator=g)
+    T[..., NONE] = 0.0
+    cost = CostModel(T, [False, True, False, True, False], ["t"], ["ms"])
+    allowed = ControlConfig(cost="params").allowed_ops
+    got = cheapest_genotype(cost, 0, allowed)
+    ops_n, ops_r = edge_ops(got)
+
+    def best(Tc: torch.Tensor) -> float:  # per node independently: the cheapest pair of inputs
+        total, e = 0.0, 0
+        for i in range(4):
+            pairs = itertools.combinations(range(i + 2), 2)
+            total += min(sum(float(Tc[e + j, allowed].min()) for j in p) for p in pairs)
+            e += i + 2
+        return total
+
+    cell = lambda Tc, ops: sum(float(Tc[e, o]) for e, o in enumerate(ops))  # noqa: E731
+    assert cell(cost.T_normal[0], ops_n) == pytest.approx(best(cost.T_normal[0]))
+    assert cell(cost.T_reduce[0], ops_r) == pytest.approx(best(cost.T_reduce[0]))
+    assert all(op != "none" for op, _ in (*got.normal, *got.reduce))
 
 
 def test_excluded_none_gets_zero_weight_under_every_relaxation():

@@ -12,7 +12,11 @@ Which Λ a search trains over (`lambda_max_source` in lambda_max.json):
   broken, so Theorem 1 holds for every λ and bounds nothing; the useful range ends where the
   cheapest architecture becomes optimal, Λ = margin · max_a (L_c − L_a)/(T_a − T_c) over the
   sampled architectures a (c: the cheapest op on every edge), so that at λ = Λ the cheapest
-  network wins by that margin.
+  network wins by that margin. The relaxed search lags that discrete rule (and the rule, which
+  sees only random samples, places the cheapest's win early): on the quickstart's search the λ = Λ
+  network stopped 17–34 % above the cheapest derivable network with margin 2 (convolutions kept on
+  the reduction cells' input edges), 5–22 % with 4, and 0–11 % with the default 8 (4 runs each;
+  lambda_max.json records the cheapest derivable network and its cost, `cheapest_genotype`).
 - `none` allowed: Theorem 1's (L̄ − S)/Tᵀ1 when positive, else its S = 0 bound L̄/Tᵀ1.
 """
 from __future__ import annotations
@@ -33,6 +37,7 @@ from hwnas.search.hypernet import make_hypernet, sample_lambda
 from hwnas.search.lambda_max import (LambdaMax, architecture_loss, cheapest_optimal_lambda, label_entropy,
                                      lambda_max, one_hot, sample_valid, summarise_losses)
 from hwnas.search.objective import ArchParams, RelaxedArch, SearchObjective
+from hwnas.spaces.genotype import Genotype, derive_genotype, edge_ops
 from hwnas.spaces.ops import PRIMITIVES
 
 
@@ -113,6 +118,18 @@ def cheapest_ops(cost: CostModel, target: int, allowed: list[int]) -> tuple[list
     return pick(cost.T_normal), pick(cost.T_reduce)
 
 
+def cheapest_genotype(cost: CostModel, target: int, allowed: list[int], steps: int = 4, multiplier: int = 4
+                      ) -> Genotype:
+    """The cheapest network a search can derive on one target: the DARTS rule (two inputs per node, one
+    op per edge) applied to minus the edge costs, so each node keeps its two cheapest edges with their
+    cheapest allowed op. It is where λ = Λ should arrive (issue #10.4); lambda_max.json records it."""
+    def weights(T: torch.Tensor) -> torch.Tensor:
+        w = torch.full_like(T[target], float("-inf"))
+        w[:, allowed] = -T[target][:, allowed]
+        return w
+    return derive_genotype(weights(cost.T_normal), weights(cost.T_reduce), steps, multiplier)
+
+
 @torch.no_grad()
 def estimate_lambda_max(obj: SearchObjective, cost: CostModel, val_batches: Callable, num_classes: int,
                         cfg: ControlConfig, seed: int, steps: int = 4,
@@ -157,6 +174,10 @@ def estimate_lambda_max(obj: SearchObjective, cost: CostModel, val_batches: Call
                        f"({sum(len(y) for _, y in batches)} samples, the same ones L̄ is computed on), "
                        + (f"BN recalibrated on {len(recal_batches)} training batches" if recal_batches
                           else "batch-statistics BN")).to_dict()
+    # the cheapest network a search can derive, per target, priced as the search prices a genotype
+    derivable = [cheapest_genotype(cost, d, allowed, steps, multiplier) for d in range(cost.n_targets)]
+    derivable_cost = [float(cost.expected(*(one_hot(o, n_ops, device) for o in edge_ops(g)))[d])
+                      for d, g in enumerate(derivable)]
     rule = []
     for d in range(cost.n_targets):
         l_c, t_c = losses[n + d], costs[n + d][d]
@@ -165,7 +186,8 @@ def estimate_lambda_max(obj: SearchObjective, cost: CostModel, val_batches: Call
                   sampled={"loss": losses[:n], "cost": costs[:n]},
                   cheapest={"ops_normal": [PRIMITIVES[i] for i in cheapest[0][0]],
                             "ops_reduce": [PRIMITIVES[i] for i in cheapest[0][1]],
-                            "loss": losses[n:], "cost": [costs[n + d][d] for d in range(cost.n_targets)]},
+                            "loss": losses[n:], "cost": [costs[n + d][d] for d in range(cost.n_targets)],
+                            "genotype": [str(g) for g in derivable], "genotype_cost": derivable_cost},
                   lambda_cheapest_optimal=rule, lambda_margin=cfg.lambda_margin)
     record["lambda_max"], record["lambda_max_source"] = choose_lambda_max(record, cfg)
     return record

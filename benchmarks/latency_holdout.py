@@ -185,6 +185,8 @@ def main() -> None:
         tag = f"{args.space}-{tag}"
     if args.channels or args.layers:
         tag += f"-c{args.channels or 'd'}l{args.layers or 'd'}"
+    if args.table is not None:  # named after the table checked, not after options that did not make it
+        tag = f"table-{args.table.stem}"
     work = args.work / tag
     work.mkdir(parents=True, exist_ok=True)
     times = {}

@@ -37,7 +37,7 @@ from hwnas.search.hypernet import make_hypernet, sample_lambda
 from hwnas.search.lambda_max import (LambdaMax, architecture_loss, cheapest_optimal_lambda, label_entropy,
                                      lambda_max, one_hot, sample_valid, summarise_losses)
 from hwnas.search.objective import ArchParams, RelaxedArch, SearchObjective
-from hwnas.spaces.genotype import Genotype, derive_genotype, edge_ops
+from hwnas.spaces.genotype import Genotype, derive_genotype
 from hwnas.spaces.ops import PRIMITIVES
 
 
@@ -176,8 +176,7 @@ def estimate_lambda_max(obj: SearchObjective, cost: CostModel, val_batches: Call
                           else "batch-statistics BN")).to_dict()
     # the cheapest network a search can derive, per target, priced as the search prices a genotype
     derivable = [cheapest_genotype(cost, d, allowed, steps, multiplier) for d in range(cost.n_targets)]
-    derivable_cost = [float(cost.expected(*(one_hot(o, n_ops, device) for o in edge_ops(g)))[d])
-                      for d, g in enumerate(derivable)]
+    derivable_cost = [float(cost.of_genotype(g)[d]) for d, g in enumerate(derivable)]
     rule = []
     for d in range(cost.n_targets):
         l_c, t_c = losses[n + d], costs[n + d][d]

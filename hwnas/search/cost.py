@@ -22,7 +22,7 @@ from hwnas.config import COMPLEXITY
 from hwnas.errors import HwnasError
 from hwnas.latency import darts_keys as dk
 from hwnas.latency.space import SpaceConfig
-from hwnas.spaces.genotype import num_edges
+from hwnas.spaces.genotype import edge_ops, num_edges
 from hwnas.spaces.network import count_flops
 from hwnas.spaces.ops import PRIMITIVES, make_op
 
@@ -47,6 +47,13 @@ class CostModel(nn.Module):
     def expected(self, w_normal: torch.Tensor, w_reduce: torch.Tensor) -> torch.Tensor:
         """(D,) expected cost of the relaxed architecture: Tᵀγ for each target."""
         return (self.T_normal * w_normal).sum((1, 2)) + (self.T_reduce * w_reduce).sum((1, 2))
+
+    def of_genotype(self, genotype) -> torch.Tensor:
+        """(D,) the cost of a discrete genotype: Tᵀγ with γ one-hot on its op per edge (`none` elsewhere)."""
+        def one_hot(ops: list[int]) -> torch.Tensor:
+            return nn.functional.one_hot(torch.tensor(ops, device=self.T.device), self.T.shape[-1]).float()
+        ops_n, ops_r = edge_ops(genotype)
+        return self.expected(one_hot(ops_n), one_hot(ops_r))
 
     def max_cost(self) -> torch.Tensor:
         """(D,) the largest cost any architecture of the space can have: Σ_e max_o T_normal[e, o] +

@@ -32,7 +32,7 @@ import torch
 from hwnas.errors import HwnasError
 from hwnas.runs import RunDir
 from hwnas.search.inherit import InheritConfig, front_finetune, inherited_accuracy
-from hwnas.search.lambda_max import NONE, argmax_ops, is_valid, one_hot
+from hwnas.search.lambda_max import NONE, argmax_ops, is_valid
 from hwnas.search.loop import Search, SearchConfig
 from hwnas.spaces.genotype import Genotype, edge_ops
 from hwnas.spaces.network import DiscreteNetwork, NetworkConfig, count_flops, count_parameters
@@ -75,9 +75,7 @@ SPACINGS = ("cost", "lambda")
 
 def genotype_cost(search: Search, g: Genotype, target: int = 0) -> float:
     """The search's own cost (table sum, params or FLOPs, as it was optimised) of a discrete genotype."""
-    ops_n, ops_r = edge_ops(g)
-    n_ops = search.net.cfg.n_ops
-    return float(search.cost.expected(one_hot(ops_n, n_ops, search.device), one_hot(ops_r, n_ops, search.device))[target])
+    return float(search.cost.of_genotype(g)[target])
 
 
 @torch.no_grad()

@@ -92,6 +92,8 @@ def one_seed(args, seed: int, table) -> tuple[list[dict], dict]:
                         seed=seed, relax=relax, max_steps_per_epoch=args.max_steps, a_lr=args.a_lr)
     control = ControlConfig(tables=(args.table,), hypernet=args.hypernet, warmup_epochs=args.warmup_epochs,
                             sampling=args.lambda_sampling)
+    if args.lambda_zero_share is not None:  # the fixed-λ searches do not read it
+        control = replace(control, zero_share=args.lambda_zero_share)
     # One hypernet search.
     t0 = time.perf_counter()
     hyper = Search(replace(base, control=control))
@@ -111,7 +113,7 @@ def one_seed(args, seed: int, table) -> tuple[list[dict], dict]:
     old = reused_separate(args, seed, lmax)
     if old is not None:
         print(f"# seed {seed}: the {len(old['rows'])} separate searches reused from {args.separate_from} (same Λ)")
-        return rows + old["rows"], {"seed": seed, "lambda_max": record, "hypernet_seconds": hyper_seconds,
+        return rows + old["rows"], {"seed": seed, "zero_share": control.zero_share, "lambda_max": record, "hypernet_seconds": hyper_seconds,
                                     "separate_seconds": old["seconds"], "separate_reused_from": args.separate_from}
     separate_seconds = []
     for f in args.fractions:
@@ -122,7 +124,7 @@ def one_seed(args, seed: int, table) -> tuple[list[dict], dict]:
         separate_seconds.append(time.perf_counter() - t0)
         rows.append({"seed": seed, "method": "separate", "fraction": f, "lambda": f * lmax,
                      "search_seconds": separate_seconds[-1], **score(s, s.genotype(), table, args.train_epochs, seed)})
-    return rows, {"seed": seed, "lambda_max": record, "hypernet_seconds": hyper_seconds,
+    return rows, {"seed": seed, "zero_share": control.zero_share, "lambda_max": record, "hypernet_seconds": hyper_seconds,
                   "separate_seconds": sum(separate_seconds)}
 
 
@@ -142,6 +144,8 @@ def main() -> None:
     ap.add_argument("--train-epochs", type=int, default=10, help="train each found network from scratch (0: skip)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--lambda-sampling", default="uniform", choices=("uniform", "log-uniform"))
+    ap.add_argument("--lambda-zero-share", type=float, default=None,
+                    help="the hypernet search's first share of steps at λ = 0 (default: hwnas's)")
     ap.add_argument("--name", default="hypernet_vs_separate")
     ap.add_argument("--separate-from", default=None, metavar="JSON",
                     help="reuse the fixed-λ searches of a previous result where a seed's Λ and the settings match")
@@ -190,11 +194,12 @@ def combine(args) -> None:
     parts = [json.loads(Path(p).read_text()) for p in args.combine]
     first = parts[0]["args"]
     for p, part in zip(args.combine, parts):
-        differ = [k for k, v in first.items() if k not in ("seeds", "name") and part["args"].get(k) != v]
+        differ = [k for k, v in first.items() if k not in ("seeds", "name", "separate_from") and part["args"].get(k) != v]
         if differ:
             raise SystemExit(f"{p}: settings differ from {args.combine[0]}'s ({', '.join(differ)})")
     merged = argparse.Namespace(**{**first, "seeds": [s for part in parts for s in part["args"]["seeds"]],
-                                   "name": args.name, "combined_from": args.combine})
+                                   "name": args.name, "combined_from": args.combine,
+                                   "separate_from": [part["args"].get("separate_from") for part in parts]})
     report(merged, parts[0]["env"], [r for part in parts for r in part["rows"]], [r for part in parts for r in part["runs"]])
 
 

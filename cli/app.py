@@ -96,7 +96,8 @@ def search(
     lambda_zero_share: Annotated[float, typer.Option(help="with --hypernet: this share of the search's steps comes "
                                                           "first, at λ = 0 only (a plain DARTS search, so that the "
                                                           "λ = 0 end is the unpenalised architecture); then λ over "
-                                                          "[0, Λ]")] = 0.5,
+                                                          "[0, Λ]. A quarter: more, and the weights learn the "
+                                                          "convolutions that the cheap end should drop")] = 0.25,
     none_op: Annotated[bool | None, typer.Option("--with-none/--without-none",
                                                  help="keep the `none` op among the candidates (default: without "
                                                       "when there is a cost, since a soft penalty is paid off "

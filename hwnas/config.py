@@ -51,7 +51,7 @@ class ControlConfig:
     eval_batches: int = 4              # validation batches per evaluated architecture
     exclude_none: bool | None = None   # take `none` out of the candidate ops; None: yes with a cost
     lambda_margin: float = 8.0         # Λ = margin × the λ at which the cheapest architecture becomes optimal
-    zero_share: float = 0.5            # a λ-hypernet's first share of search steps at λ = 0 only (LambdaSchedule)
+    zero_share: float = 0.25           # a λ-hypernet's first share of search steps at λ = 0 only (LambdaSchedule)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tables", tuple(str(t) for t in self.tables))

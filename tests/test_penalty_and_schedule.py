@@ -156,7 +156,7 @@ def test_runs_made_before_the_zero_share_resume_without_it():
     old = SearchConfig(control=ControlConfig(cost="params", hypernet="linear")).to_dict()
     del old["control"]["zero_share"]
     assert SearchConfig.from_dict(old).control.zero_share == 0.0
-    assert SearchConfig().control.zero_share == 0.5
+    assert SearchConfig().control.zero_share == 0.25
 
 
 def test_fixed_lambda_is_given_to_every_target_and_no_hypernet_input():

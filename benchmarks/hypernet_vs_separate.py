@@ -113,8 +113,9 @@ def one_seed(args, seed: int, table) -> tuple[list[dict], dict]:
     old = reused_separate(args, seed, lmax)
     if old is not None:
         print(f"# seed {seed}: the {len(old['rows'])} separate searches reused from {args.separate_from} (same Λ)")
-        return rows + old["rows"], {"seed": seed, "zero_share": control.zero_share, "lambda_max": record, "hypernet_seconds": hyper_seconds,
-                                    "separate_seconds": old["seconds"], "separate_reused_from": args.separate_from}
+        return rows + old["rows"], {"seed": seed, "zero_share": control.zero_share, "lambda_max": record,
+                                    "hypernet_seconds": hyper_seconds, "separate_seconds": old["seconds"],
+                                    "separate_reused_from": args.separate_from}
     separate_seconds = []
     for f in args.fractions:
         t0 = time.perf_counter()
@@ -124,8 +125,8 @@ def one_seed(args, seed: int, table) -> tuple[list[dict], dict]:
         separate_seconds.append(time.perf_counter() - t0)
         rows.append({"seed": seed, "method": "separate", "fraction": f, "lambda": f * lmax,
                      "search_seconds": separate_seconds[-1], **score(s, s.genotype(), table, args.train_epochs, seed)})
-    return rows, {"seed": seed, "zero_share": control.zero_share, "lambda_max": record, "hypernet_seconds": hyper_seconds,
-                  "separate_seconds": sum(separate_seconds)}
+    return rows, {"seed": seed, "zero_share": control.zero_share, "lambda_max": record,
+                  "hypernet_seconds": hyper_seconds, "separate_seconds": sum(separate_seconds)}
 
 
 def main() -> None:
@@ -194,7 +195,8 @@ def combine(args) -> None:
     parts = [json.loads(Path(p).read_text()) for p in args.combine]
     first = parts[0]["args"]
     for p, part in zip(args.combine, parts):
-        differ = [k for k, v in first.items() if k not in ("seeds", "name", "separate_from") and part["args"].get(k) != v]
+        per_part = ("seeds", "name", "separate_from")
+        differ = [k for k, v in first.items() if k not in per_part and part["args"].get(k) != v]
         if differ:
             raise SystemExit(f"{p}: settings differ from {args.combine[0]}'s ({', '.join(differ)})")
     merged = argparse.Namespace(**{**first, "seeds": [s for part in parts for s in part["args"]["seeds"]],

@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .common import console, epoch_progress, readable_help, user_errors
+from hwnas.config import ControlConfig
 from hwnas.errors import HwnasError
 
 # rich_markup_mode=None: Click's plain help. Typer's rich boxes put the option help at column 56 of 80 and
@@ -92,12 +93,13 @@ def search(
     lambda_samples: Annotated[int, typer.Option(help="valid architectures evaluated to estimate S")] = 64,
     lambda_margin: Annotated[float, typer.Option(help="Λ = this × the λ at which the cheapest architecture becomes "
                                                       "optimal (with `none` excluded); 8 so that the λ = Λ end reaches "
-                                                      "the space's cheapest network")] = 8.0,
+                                                      "the space's cheapest network")] = ControlConfig.lambda_margin,
     lambda_zero_share: Annotated[float, typer.Option(help="with --hypernet: this share of the search's steps comes "
                                                           "first, at λ = 0 only (a plain DARTS search, so that the "
                                                           "λ = 0 end is the unpenalised architecture); then λ over "
                                                           "[0, Λ]. A quarter: more, and the weights learn the "
-                                                          "convolutions that the cheap end should drop")] = 0.25,
+                                                          "convolutions that the cheap end should "
+                                                          "drop")] = ControlConfig.zero_share,
     none_op: Annotated[bool | None, typer.Option("--with-none/--without-none",
                                                  help="keep the `none` op among the candidates (default: without "
                                                       "when there is a cost, since a soft penalty is paid off "

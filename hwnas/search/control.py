@@ -71,9 +71,10 @@ class LambdaSchedule:
     The λ = 0 phase shapes the weights the other way: they learn the convolutions, and the cheap end then
     keeps some that a fixed-λ search at the same λ drops. With the first half at λ = 0 the hypernet's
     network at ¼–¾Λ was 1.12–1.22× the predicted latency of a fixed-λ search's at that λ (digits, mlp, 3
-    seeds; fixed-λ α searches on the hypernet's frozen weights kept most of them, so it is mostly the weights); with the
-    first quarter (the default) 0.98–1.02× at every λ, the λ = 0 end 0.99× that of an unpenalised search,
-    and the quickstart's table's fronts 0.43 / 0.43 / 0.37× from λ = 0 to Λ (0.46 / 0.38 / 0.38× with the half)."""
+    seeds; fixed-λ α searches on the hypernet's frozen weights kept most of them, so it is mostly the
+    weights); with the first quarter (the default) 0.98–1.02× at every λ, the λ = 0 end 0.99× that of an
+    unpenalised search, and the quickstart's table's fronts 0.43 / 0.43 / 0.37× from λ = 0 to Λ (0.46 / 0.38 /
+    0.38× with the half)."""
 
     def __init__(self, cfg: ControlConfig, n_targets: int, device: torch.device, seed: int, total_steps: int = 0):
         self.cfg, self.device = cfg, device

@@ -22,6 +22,7 @@ from hwnas.config import COMPLEXITY
 from hwnas.errors import HwnasError
 from hwnas.latency import darts_keys as dk
 from hwnas.latency.space import SpaceConfig
+from hwnas.search.lambda_max import one_hot
 from hwnas.spaces.genotype import edge_ops, num_edges
 from hwnas.spaces.network import count_flops
 from hwnas.spaces.ops import PRIMITIVES, make_op
@@ -50,10 +51,9 @@ class CostModel(nn.Module):
 
     def of_genotype(self, genotype) -> torch.Tensor:
         """(D,) the cost of a discrete genotype: Tᵀγ with γ one-hot on its op per edge (`none` elsewhere)."""
-        def one_hot(ops: list[int]) -> torch.Tensor:
-            return nn.functional.one_hot(torch.tensor(ops, device=self.T.device), self.T.shape[-1]).float()
+        n_ops, device = self.T_normal.shape[-1], self.T_normal.device
         ops_n, ops_r = edge_ops(genotype)
-        return self.expected(one_hot(ops_n), one_hot(ops_r))
+        return self.expected(one_hot(ops_n, n_ops, device), one_hot(ops_r, n_ops, device))
 
     def max_cost(self) -> torch.Tensor:
         """(D,) the largest cost any architecture of the space can have: Σ_e max_o T_normal[e, o] +

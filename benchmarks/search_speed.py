@@ -220,6 +220,7 @@ def measure_epoch(spec: dict) -> dict:
 
     import pandas as pd
 
+    from hwnas import runtime
     from hwnas.search import loop
     from hwnas.search.loop import Search, SearchConfig, run_search
     from hwnas.search.relax import RelaxConfig
@@ -250,7 +251,8 @@ def measure_epoch(spec: dict) -> dict:
     return {**spec, "steps_per_epoch": steps, "epoch_wall_s": wall, "user_step_s": wall / steps,
             "metrics_epoch_seconds": train, "metrics_step_s": train / steps, "eval_checkpoint_s": wall - train,
             "val_acc": float(metrics["val_acc"].iloc[0]), "torch_threads": torch.get_num_threads(),
-            "rss_before_epoch_mib": marks["rss_before_epoch_mib"],
+            "rss_before_epoch_mib": marks["rss_before_epoch_mib"], "keep_freed_memory": runtime._kept,
+            "minor_page_faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -348,9 +350,14 @@ def epoch_main(args, env: dict) -> int:
 
 def run_spec(spec: dict, timeout: float | None) -> dict:
     """One configuration in a fresh process; a failure or a timeout is a row with an `error`."""
+    import os
+
+    # the reference stands for pt.darts, which runs with glibc's default allocator: hwnas's CPU entry points keep
+    # freed memory for reuse instead (hwnas.runtime.keep_freed_memory), so the reference's process turns that off
+    env = {**os.environ, **({"HWNAS_KEEP_FREED_MEMORY": "0"} if spec["impl"] == "reference" else {})}
     try:
         out = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], capture_output=True, text=True,
-                             timeout=timeout, check=False)
+                             timeout=timeout, check=False, env=env)
     except subprocess.TimeoutExpired:
         return {**spec, "error": f"timed out after {timeout:g} s"}
     if out.returncode != 0:

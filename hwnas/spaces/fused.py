@@ -210,9 +210,19 @@ def _repeat_blocks(x: torch.Tensor, n_src: int, m: int) -> torch.Tensor:
 
 
 def _depthwise(x: torch.Tensor, convs: list[nn.Conv2d]) -> torch.Tensor:
-    """One depthwise conv whose channel blocks use the weights of `convs` (all the same shape and geometry)."""
+    """One depthwise conv whose channel blocks use the weights of `convs` (all the same shape and geometry).
+
+    A conv with stride s = dilation d and padding divisible by d reads only the inputs at multiples of d
+    (output i, tap k reads input s·i + d·k − p = d·(i + k − p/d)): it is exactly a dense stride-1 conv of the
+    subsampled input x[::d, ::d] with padding p/d. The dilated reduction-cell convs (stride 2, dilation 2) are
+    run that way: oneDNN's strided dilated depthwise backward is 4–7× slower than the dense stride-1 conv on a
+    quarter of the pixels (benchmarks/search_speed.py, issue #13.3).
+    """
     c0 = convs[0]
     weight = torch.cat([cv.weight for cv in convs])
+    (s, _), (d, _), (p, _) = c0.stride, c0.dilation, c0.padding
+    if s == d > 1 and c0.stride[1] == c0.dilation[1] == s and p % d == 0 and c0.padding[1] == p:
+        return F.conv2d(x[:, :, ::d, ::d], weight, None, 1, p // d, 1, groups=weight.shape[0])
     return F.conv2d(x, weight, None, c0.stride, c0.padding, c0.dilation, groups=weight.shape[0])
 
 

@@ -26,6 +26,7 @@ with seed 0: what a prune run exports), exported with `hwnas.export(module, ...)
     python benchmarks/latency_holdout.py --device mobile --table t.csv   # an existing (calibrated) table
     python benchmarks/latency_holdout.py --space resnet18 --device mobile
     python benchmarks/latency_holdout.py --space resnet18 --device ort-cpu --threads 1
+    python benchmarks/latency_holdout.py --device mobile --name b --against results/a.json   # two tables agree?
 
 Prints and saves: share within ±10 % and Spearman ρ of the prediction (calibrated, and the raw
 sum), the noise floor, and each network's figures.
@@ -152,6 +153,24 @@ def figures(pred, meas) -> dict:
             "spearman": float(spearmanr(p, m).statistic)}
 
 
+def agreement(old: dict, new: dict) -> dict:
+    """Per held-out network, |a − b| / mean(a, b) between two runs' calibrated predictions, plain sums and
+    independent timings: what a second table made the same way on the same machine changes (issue #11.2)."""
+    key = "genotype" if "genotype" in new["networks"][0] else "gates"
+    if [n[key] for n in old["networks"]] != [n[key] for n in new["networks"]]:
+        sys.exit("--against: the two runs did not hold out the same networks (same --seed and space needed)")
+    out = {}
+    for field in ("predicted_ms", "raw_sum_ms", "measured_ms"):
+        a = np.array([n[field] for n in old["networks"]])
+        b = np.array([n[field] for n in new["networks"]])
+        d = np.abs(a - b) / ((a + b) / 2)
+        out[field] = {"median_pct": float(100 * np.median(d)), "max_pct": float(100 * d.max()),
+                      "within_5pct": float((d <= 0.05).mean())}
+    print("against " + "; ".join(f"{k}: median {v['median_pct']:.1f} %, max {v['max_pct']:.1f} %, "
+                                 f"{100 * v['within_5pct']:.0f} % within 5 %" for k, v in out.items()))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="mobile")
@@ -171,6 +190,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1000, help="held-out networks' seed (calibrate uses 0)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/latency_holdout"))
     ap.add_argument("--name", default=None)
+    ap.add_argument("--against", type=Path, default=None,
+                    help="a result JSON of an earlier run of the same held-out networks (same --seed, device, space): "
+                         "how far the two tables' predictions, plain sums and independent timings differ (#11.2)")
     args = ap.parse_args()
     if args.input_size is None:
         args.input_size = "28x28" if args.space == "resnet18" else "8x8"
@@ -258,6 +280,9 @@ def main() -> None:
                      for i, (g, p, r, e, m) in enumerate(zip(nets, predicted, raw, reported, measured))],
         "times_s": times,
     }
+    if args.against is not None:
+        result["against"] = agreement(json.loads(args.against.read_text()), result)
+        result["against"]["file"] = str(args.against)
     c, r, n = result["corrected"], result["raw_sum"], result["noise_floor"]
     print(f"{tag}: calibrated ±10 % {100 * c['within_10pct']:.0f} %, ρ {c['spearman']:.3f}, MAPE {c['mape_pct']:.1f} % | "
           f"raw sum ±10 % {100 * r['within_10pct']:.0f} %, ρ {r['spearman']:.3f} | noise floor median "

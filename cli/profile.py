@@ -30,6 +30,8 @@ ClassesOpt = Annotated[int, typer.Option(help="classes of the head")]
 DtypeOpt = Annotated[str, typer.Option(help="float32, or float16 on GPU backends")]
 GraphOpt = Annotated[str, typer.Option(help="ONNX Runtime graph optimisation: disable, basic, extended, all")]
 BudgetOpt = Annotated[float, typer.Option(help="seconds of timed runs per key (adaptive repeat count)")]
+RoundsOpt = Annotated[int, typer.Option(help="interleaved timing rounds per key, each a fresh session sharing "
+                                             "--budget; a key's median is the median of its rounds'")]
 ExporterOpt = Annotated[str, typer.Option(help="ONNX exporter for ort-*/mobile*/tensorrt: dynamo (default, the "
                                                "supported one) or torchscript (deprecated, ~10x faster per op)")]
 
@@ -74,6 +76,7 @@ def profile(
     dtype: DtypeOpt = "float32",
     graph_opt: GraphOpt = "all",
     budget: BudgetOpt = 0.25,
+    rounds: RoundsOpt = 3,
     exporter: ExporterOpt = "dynamo",
     cuda_graphs: Annotated[bool, typer.Option("--cuda-graphs/--no-cuda-graphs",
                                               help="cuda: time each op as one CUDA-graph replay (default), or as "
@@ -99,7 +102,7 @@ def profile(
         table = run_profile(device, space, out=out, threads=threads, batch=batch, input_size=input_size,
                             in_channels=in_channels, channels=channels, layers=layers, classes=classes, dtype=dtype,
                             graph_opt=graph_opt, budget=budget, exporter=exporter, cuda_graphs=cuda_graphs,
-                            on_progress=on_progress)
+                            rounds=rounds, on_progress=on_progress)
     out = table.path
     console.print(f"{len(table)} keys in {out} ({counts['measured']} measured now, {counts['skipped']} already there)"
                   f"; device: {table.meta['device']}; one session call costs {table.call_overhead_ms * 1e3:.1f} µs "
@@ -134,6 +137,7 @@ def bundle(
     classes: ClassesOpt = 10,
     graph_opt: GraphOpt = "all",
     budget: BudgetOpt = 0.25,
+    rounds: RoundsOpt = 3,
     exporter: ExporterOpt = "dynamo",
 ) -> None:
     """Write ONNX op models + run.py (onnxruntime and numpy only) to profile a device without PyTorch."""
@@ -149,7 +153,7 @@ def bundle(
 
         profile_bundle(device, space, out=out, threads=threads, batch=batch, input_size=input_size,
                        in_channels=in_channels, channels=channels, layers=layers, classes=classes, graph_opt=graph_opt,
-                       budget=budget, exporter=exporter, on_progress=on_progress)
+                       budget=budget, exporter=exporter, rounds=rounds, on_progress=on_progress)
     console.print(f"bundle in {out}/: copy it to the device, run `python run.py` there, bring the folder back and "
                   f"run `hwnas profile import {out}`", highlight=False)
 

@@ -44,7 +44,7 @@ def info() -> dict:
 def profile_setup(device: str = "cpu", space: str = "darts", threads: int | None = None, batch: int | None = None,
                   input_size: str | tuple[int, int] = "8x8", in_channels: int | None = None, channels: int = 8,
                   layers: int = 5, classes: int = 10, dtype: str = "float32", graph_opt: str = "all",
-                  budget: float = 0.25, exporter: str = "dynamo", cuda_graphs: bool = True):
+                  budget: float = 0.25, exporter: str = "dynamo", cuda_graphs: bool = True, rounds: int = 3):
     """(SpaceConfig, BackendConfig) of a table: what `profile` measures (also `hwnas profile bundle`)."""
     from hwnas.latency.backends import GRAPH_OPT, BackendConfig, resolve
     from hwnas.latency.onnx_io import EXPORTERS
@@ -59,6 +59,8 @@ def profile_setup(device: str = "cpu", space: str = "darts", threads: int | None
         raise HwnasError(f"--exporter {exporter!r}: choose one of {', '.join(EXPORTERS)}")
     if budget <= 0:
         raise HwnasError("--budget must be positive")
+    if rounds < 1:
+        raise HwnasError("--rounds must be at least 1")
     if not cuda_graphs and device != "cuda":
         raise HwnasError(f"--no-cuda-graphs applies to --device cuda only, not {device}")
     if in_channels is None:
@@ -66,13 +68,13 @@ def profile_setup(device: str = "cpu", space: str = "darts", threads: int | None
     sp = SpaceConfig(space=space, input_h=h, input_w=w, in_channels=in_channels, channels=channels, layers=layers,
                      batch=batch, num_classes=classes, dtype=dtype)
     return sp, BackendConfig(device, threads, graph_opt=graph_opt, exporter=exporter, cuda_graphs=cuda_graphs,
-                             timing=TimingConfig(budget_s=budget))
+                             timing=TimingConfig(budget_s=budget, rounds=rounds))
 
 
 def profile(device: str = "cpu", space: str = "darts", *, out: PathLike | None = None, threads: int | None = None,
             batch: int | None = None, input_size: str | tuple[int, int] = "8x8", in_channels: int | None = None,
             channels: int = 8, layers: int = 5, classes: int = 10, dtype: str = "float32", graph_opt: str = "all",
-            budget: float = 0.25, exporter: str = "dynamo", cuda_graphs: bool = True,
+            budget: float = 0.25, exporter: str = "dynamo", cuda_graphs: bool = True, rounds: int = 3,
             on_progress: Callable[[int, int, Any, bool], None] | None = None) -> LatencyTable:
     """Measure every (op, channels, resolution, stride) the space can place on `device` into a lookup table.
 
@@ -81,13 +83,15 @@ def profile(device: str = "cpu", space: str = "darts", *, out: PathLike | None =
     the same settings is resumed (only missing keys are measured). `cuda_graphs` (cuda only): time each op as
     one CUDA-graph replay (default) or, False, as eager kernel launches (default out
     profiles/<space>-cuda-eager-<HxW>.csv). `on_progress(done, total, key, measured)` is called after each key
-    (`measured` False: it was already in the table). Returns the loaded table."""
+    (`measured` False: it was already in the table). `rounds`: each key is timed in this many interleaved rounds
+    (a fresh session each, `budget` shared between them) and its median is the median of theirs. Returns the
+    loaded table."""
     from hwnas.latency.backends import make_backend
     from hwnas.latency.profiler import ProfileConfig
     from hwnas.latency.profiler import profile as run_profile
 
     sp, bcfg = profile_setup(device, space, threads, batch, input_size, in_channels, channels, layers, classes,
-                             dtype, graph_opt, budget, exporter, cuda_graphs)
+                             dtype, graph_opt, budget, exporter, cuda_graphs, rounds)
     backend = make_backend(bcfg)  # an unusable backend fails here, before any progress
     tag = device if cuda_graphs else f"{device}-eager"
     out = Path(out) if out is not None else Path("profiles") / f"{space}-{tag}-{sp.input_h}x{sp.input_w}.csv"
@@ -97,7 +101,7 @@ def profile(device: str = "cpu", space: str = "darts", *, out: PathLike | None =
 def profile_bundle(device: str = "mobile", space: str = "darts", *, out: PathLike, threads: int | None = None,
                    batch: int | None = None, input_size: str | tuple[int, int] = "8x8", in_channels: int | None = None,
                    channels: int = 8, layers: int = 5, classes: int = 10, graph_opt: str = "all", budget: float = 0.25,
-                   exporter: str = "dynamo", on_progress: Callable[[int, int], None] | None = None) -> Path:
+                   exporter: str = "dynamo", rounds: int = 3, on_progress: Callable[[int, int], None] | None = None) -> Path:
     """Profile a device that cannot run PyTorch: write a bundle folder `out` (new or empty) holding every key's
     op as an ONNX model, keys.csv, bundle.json and run.py, which needs only onnxruntime and numpy.
 
@@ -108,7 +112,7 @@ def profile_bundle(device: str = "mobile", space: str = "darts", *, out: PathLik
     from hwnas.latency.bundle import write_bundle
 
     sp, bcfg = profile_setup(device, space, threads, batch, input_size, in_channels, channels, layers, classes,
-                             "float32", graph_opt, budget, exporter)
+                             "float32", graph_opt, budget, exporter, rounds=rounds)
     return write_bundle(sp, bcfg, out, on_progress=on_progress)
 
 

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import subprocess
 import sys
@@ -39,21 +40,66 @@ class Counting(Backend):
         return TimingStats(1.0, 0.9, 1.1, 1.0, 5, 0)
 
 
-def test_rerun_resumes_and_skips_measured_keys(tmp_path):
-    cfg = ProfileConfig(TINY, BackendConfig("cpu", 1, timing=FAST))
+def test_rerun_resumes_and_skips_measured_keys(tmp_path, monkeypatch):
+    from hwnas.latency import profiler
+
+    monkeypatch.setattr(profiler, "CHUNK", 8)       # keys are written a chunk at a time
+    two = dataclasses.replace(FAST, rounds=2)
+    cfg = ProfileConfig(TINY, BackendConfig("cpu", 1, timing=two))
     out = tmp_path / "t.csv"
-    first = Counting(cfg.backend, fail_after=20)
+    first = Counting(cfg.backend, fail_after=20)     # 2 rounds per key: 20 calls = 2 full chunks and a half
     with pytest.raises(KeyboardInterrupt):
         profile(cfg, out, backend=first)
-    assert len(LatencyTable.load(out)) == 20  # the interrupted run left a valid partial table
+    assert len(LatencyTable.load(out)) == 8          # the interrupted run left a valid partial table: chunk 1
     second = Counting(cfg.backend)
     skipped = []
     table = profile(cfg, out, backend=second, on_progress=lambda i, n, k, measured: skipped.append(not measured))
-    assert second.calls == 48 - 20 and sum(skipped) == 20
+    assert second.calls == 2 * (48 - 8) and sum(skipped) == 8
     assert len(table) == 48 and set(table.keys()) == set(space_keys(TINY))
     third = Counting(cfg.backend)
     profile(cfg, out, backend=third)
     assert third.calls == 0
+
+
+class Disturbed(Backend):
+    """Every key takes 1 ms, except while the machine is busy: calls 10–29 of the run measure 2 ms."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.calls = 0
+
+    def describe(self):
+        return {"device": "fake-cpu", "backend_version": "0"}
+
+    def measure(self, module, shapes, dtype="float32"):
+        self.calls += 1
+        t = 2.0 if 10 <= self.calls < 30 else 1.0
+        return TimingStats(t, t, t, t, 5, 0)
+
+
+@pytest.mark.parametrize("rounds", [1, 3])
+def test_interleaved_rounds_outvote_a_disturbed_stretch(tmp_path, rounds):
+    """A stretch of busy machine hits 20 consecutive keys when each key is timed once; in interleaved rounds it
+    hits one round of each of them, and the median of three rounds is the undisturbed time."""
+    timing = dataclasses.replace(FAST, rounds=rounds)
+    table = profile(ProfileConfig(TINY, BackendConfig("cpu", 1, timing=timing)), tmp_path / "t.csv",
+                    backend=Disturbed(BackendConfig("cpu", 1, timing=timing)))
+    wrong = int((table.frame["p50_ms"] > 1.5).sum())
+    assert wrong == (20 if rounds == 1 else 0)
+    if rounds == 3:   # the keys that met the busy stretch say so in their spread
+        assert (table.frame["spread"] > 0).sum() == 20
+
+
+def test_combine_rounds_takes_median_and_counts_all():
+    from hwnas.latency.stats import combine_rounds
+
+    rounds = [TimingStats(1.0, 0.9, 1.2, 1.05, 10, 1, spread=0.01), TimingStats(3.0, 2.0, 4.0, 3.0, 10, 0),
+              TimingStats(1.1, 1.0, 1.3, 1.1, 10, 2, spread=0.02)]
+    c = combine_rounds(rounds, precision=0.05)
+    assert (c.p50_ms, c.p10_ms, c.p90_ms, c.n, c.n_dropped) == (1.1, 1.0, 1.3, 30, 3)
+    # spread: interquartile range of (1.0, 1.1, 3.0) over the median = (2.05 - 1.05) / 1.1
+    assert c.spread == pytest.approx(1.0 / 1.1) and c.noisy
+    assert combine_rounds(rounds[:1], 0.05) is rounds[0]
 
 
 def test_rerun_with_other_settings_is_refused(tmp_path):
@@ -128,8 +174,9 @@ def test_calibrate_on_cpu_stores_a_correction_that_predict_uses(tmp_path):
         assert f["n"] == 5 and 0 <= f["within_10pct"] <= 1 and f["mape_pct"] >= 0
     again = LatencyTable.load(out)
     assert again.correction == cal.correction
-    from hwnas.latency.calibrate import random_architecture
     import random
+
+    from hwnas.latency.calibrate import random_architecture
 
     g = random_architecture(TINY, random.Random(1))
     if cal.chosen != "sum":
@@ -259,3 +306,16 @@ def test_tensorrt_backend_times_an_op():
     module, shapes = dk.darts_module(key, TINY)
     stats = make_backend(BackendConfig("tensorrt", 1, timing=FAST)).measure(module, shapes, "float16")
     assert stats.p50_ms > 0
+
+
+def test_rounds_default_is_one_rule():
+    """`hwnas profile --rounds`, `hwnas.profile(rounds=…)` and TimingConfig share one default."""
+    import inspect
+
+    from cli import profile as cli_profile
+    from hwnas import api
+
+    default = TimingConfig().rounds
+    assert inspect.signature(api.profile).parameters["rounds"].default == default
+    assert inspect.signature(api.profile_setup).parameters["rounds"].default == default
+    assert inspect.signature(cli_profile.profile).parameters["rounds"].default == default

@@ -10,7 +10,9 @@
     tensorrt     a TensorRT engine built from the same ONNX                    (gpu.py)
 
 Every backend: warm-up, then an adaptive number of timed runs, median / p10 / p90 after the
-slow-outlier rule of `stats.py`.
+slow-outlier rule of `stats.py`, in `timing.rounds` rounds (a fresh ONNX Runtime session each) whose
+medians are combined; `prepare` gives one round as a callable, so that the profiler and `calibrate`
+can interleave the rounds of many keys or networks.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from torch import nn
 
 from hwnas.errors import HwnasError
 from hwnas.latency.onnx_io import OPSET, export_onnx, quantize_int8, random_feeds
-from hwnas.latency.stats import TimingConfig, TimingStats, time_callable
+from hwnas.latency.stats import TimingConfig, TimingStats, interleaved, time_callable
 
 BACKENDS = ("cpu", "cuda", "ort-cpu", "ort-cuda", "tensorrt", "mobile", "mobile-int8")
 ORT_BACKENDS = ("ort-cpu", "ort-cuda", "mobile", "mobile-int8")
@@ -103,8 +105,13 @@ class Backend:
 
         return {"device": cpu_name(), "backend_version": torch.__version__}
 
+    def prepare(self, module: nn.Module, shapes: list[tuple[int, ...]], dtype: str = "float32"):
+        """A callable that times one round of `module` (export and set-up done once, here)."""
+        return lambda: self.measure(module, shapes, dtype)
+
     def measure(self, module: nn.Module, shapes: list[tuple[int, ...]], dtype: str = "float32") -> TimingStats:
-        raise NotImplementedError
+        """The module timed in `timing.rounds` rounds, combined."""
+        return interleaved([self.prepare(module, shapes, dtype)], self.cfg.timing)[0]
 
     def call_overhead(self) -> TimingStats | None:
         """What timing one op alone costs beyond the op (None: nothing a network would not pay too)."""
@@ -112,12 +119,16 @@ class Backend:
 
 
 class TorchCPUBackend(Backend):
-    def measure(self, module, shapes, dtype="float32"):
+    def prepare(self, module, shapes, dtype="float32"):
         gen = torch.Generator().manual_seed(0)
         inputs = [torch.randn(s, generator=gen) for s in shapes]
-        module = module.eval()
-        with torch_threads(self.cfg.threads), torch.inference_mode():
-            return time_callable(lambda: module(*inputs), self.cfg.timing)
+        module, timing = module.eval(), self.cfg.timing.per_round()
+
+        def one_round() -> TimingStats:
+            with torch_threads(self.cfg.threads), torch.inference_mode():
+                return time_callable(lambda: module(*inputs), timing)
+
+        return one_round
 
 
 class OrtBackend(Backend):
@@ -158,13 +169,18 @@ class OrtBackend(Backend):
         model = onnx_for(module, shapes, dtype, self.cfg)
         return quantize_int8(model, shapes) if self.cfg.name == "mobile-int8" else model
 
-    def measure(self, module, shapes, dtype="float32"):
-        return self.measure_onnx(self.onnx_model(module, shapes, dtype), shapes, dtype)
+    def prepare(self, module, shapes, dtype="float32"):
+        model = self.onnx_model(module, shapes, dtype)
+        return lambda: self._time_session(model, shapes, dtype)
 
     def measure_onnx(self, model: bytes, shapes, dtype="float32") -> TimingStats:
-        """Time one ONNX model. Inputs and outputs are bound once (IO binding), so a run is the
-        session call and the kernels, not a copy of the output into a new numpy array: an op timed
-        alone would otherwise pay a copy its place inside a network never pays."""
+        """Time one ONNX model, in `timing.rounds` rounds of a fresh session each."""
+        return interleaved([lambda: self._time_session(model, shapes, dtype)], self.cfg.timing)[0]
+
+    def _time_session(self, model: bytes, shapes, dtype="float32") -> TimingStats:
+        """One round: a new session, its rule `timing.per_round()`. Inputs and outputs are bound once (IO
+        binding), so a run is the session call and the kernels, not a copy of the output into a new numpy
+        array: an op timed alone would otherwise pay a copy its place inside a network never pays."""
         sess = self.ort.InferenceSession(model, self.session_options(), providers=[self.provider])
         arrays = random_feeds(shapes, np.float16 if dtype == "float16" else np.float32).values()
         feeds = {i.name: a for i, a in zip(sess.get_inputs(), arrays)}  # whatever the model calls its inputs
@@ -179,7 +195,7 @@ class OrtBackend(Backend):
             sess.run_with_iobinding(binding)
             binding.synchronize_outputs()
 
-        return time_callable(run, self.cfg.timing)
+        return time_callable(run, self.cfg.timing.per_round())
 
     def call_overhead(self) -> TimingStats:
         """One session call that computes nothing (an Identity on one float), timed as ops are.

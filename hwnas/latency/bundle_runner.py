@@ -6,8 +6,9 @@ Copied into a bundle as run.py by `hwnas profile bundle`. On the target device:
     python run.py --threads 4
 
 It times every ONNX op model in models/ (warm-up, then adaptive repeats, median/p10/p90 after
-dropping slow outliers beyond Q3 + 3·IQR: the same rule as hwnas.latency.stats) and appends
-one row per model to results.csv, so an interrupted run resumes. device.json records the
+dropping slow outliers beyond Q3 + 3·IQR: the same rule as hwnas.latency.stats; chunks of models
+timed in interleaved rounds, each a fresh session, as hwnas's profiler does) and appends one row
+per model to results.csv after each chunk, so an interrupted run resumes. device.json records the
 machine. Bring results.csv and device.json back and run `hwnas profile import DIR`.
 
 This file must not import hwnas or torch: the target may have neither.
@@ -23,6 +24,7 @@ import numpy as np
 import onnxruntime as ort
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+CHUNK = 64  # keys whose rounds are interleaved together (hwnas.latency.profiler.CHUNK)
 RESULT_FIELDS = ["file", "p50_ms", "p10_ms", "p90_ms", "n", "mean_ms", "n_outliers"]
 
 
@@ -57,6 +59,16 @@ def time_session(sess, feeds, timing):
     per_run = float(np.median(warm)) / 1e3
     n = int(min(timing["max_runs"], max(timing["min_runs"], timing["budget_s"] / max(per_run, 1e-9))))
     return summarise([once() for _ in range(n)])
+
+
+def combine_rounds(rounds):
+    """One key from its rounds: the median of their p50 (p10, p90), all samples counted (hwnas.latency.stats)."""
+    if len(rounds) == 1:
+        return rounds[0]
+    return {"p50_ms": float(np.median([r["p50_ms"] for r in rounds])),
+            "p10_ms": float(np.median([r["p10_ms"] for r in rounds])),
+            "p90_ms": float(np.median([r["p90_ms"] for r in rounds])), "n": sum(r["n"] for r in rounds),
+            "mean_ms": float(np.mean([r["mean_ms"] for r in rounds])), "n_outliers": sum(r["n_outliers"] for r in rounds)}
 
 
 def cpu_name():
@@ -100,21 +112,31 @@ def main():
     with open(os.path.join(HERE, "keys.csv")) as f:
         keys = list(csv.DictReader(f))
     new = not os.path.exists(out) or not done
+    # as hwnas.latency.profiler: chunks of keys, each timed in interleaved rounds of a fresh session per key
+    rounds = max(1, int(spec["timing"].get("rounds", 1)))
+    per_round = dict(spec["timing"], budget_s=spec["timing"]["budget_s"] / rounds)
+    todo = [(i, key) for i, key in enumerate(keys, 1) if key["file"] not in done]
     with open(out, "a", newline="") as f:
         writer = csv.DictWriter(f, RESULT_FIELDS)
         if new:
             writer.writeheader()
-        for i, key in enumerate(keys, 1):
-            if key["file"] in done:
-                continue
-            sess = ort.InferenceSession(os.path.join(HERE, key["file"]), so, providers=["CPUExecutionProvider"])
-            shapes = [tuple(int(d) for d in s.split("x")) for s in key["input_shapes"].split(";")]
-            feeds = {f"x{j}": rng.standard_normal(s).astype(np.float32) for j, s in enumerate(shapes)}
-            row = time_session(sess, feeds, spec["timing"])
-            writer.writerow({"file": key["file"], **{k: f"{v:.6g}" for k, v in row.items()}})
+        for start in range(0, len(todo), CHUNK):
+            chunk = todo[start:start + CHUNK]
+            feeds = []
+            for _, key in chunk:
+                shapes = [tuple(int(d) for d in s.split("x")) for s in key["input_shapes"].split(";")]
+                feeds.append({f"x{j}": rng.standard_normal(s).astype(np.float32) for j, s in enumerate(shapes)})
+            timed = [[] for _ in chunk]
+            for _ in range(rounds):
+                for k, (_, key) in enumerate(chunk):
+                    sess = ort.InferenceSession(os.path.join(HERE, key["file"]), so, providers=["CPUExecutionProvider"])
+                    timed[k].append(time_session(sess, feeds[k], per_round))
+            for (i, key), per in zip(chunk, timed):
+                row = combine_rounds(per)
+                writer.writerow({"file": key["file"], **{k: f"{v:.6g}" for k, v in row.items()}})
+                print(f"[{i}/{len(keys)}] {key['op']} {key['c_in']}->{key['c_out']} {key['h']}x{key['w']} "
+                      f"s{key['stride']}: {row['p50_ms']:.4f} ms", flush=True)
             f.flush()
-            print(f"[{i}/{len(keys)}] {key['op']} {key['c_in']}->{key['c_out']} {key['h']}x{key['w']} "
-                  f"s{key['stride']}: {row['p50_ms']:.4f} ms", flush=True)
 
 
 if __name__ == "__main__":

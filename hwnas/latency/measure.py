@@ -23,6 +23,8 @@ def table_backend_config(table, budget_s: float = NETWORK_BUDGET_S) -> BackendCo
     """The backend set-up the table was measured with (whole networks get a larger time budget)."""
     s = table.meta.get("settings", {})
     timing = {k: v for k, v in s.get("timing", {}).items() if k in TimingConfig.__dataclass_fields__}
+    if s.get("timing") and "rounds" not in timing:
+        timing["rounds"] = 1  # a table made before interleaved rounds timed each key once
     timing["budget_s"] = max(budget_s, timing.get("budget_s", 0.0))
     return BackendConfig(table.backend, int(table.meta["threads"]), graph_opt=s.get("graph_optimization", "all"),
                          exporter=s.get("exporter", "dynamo"), opset=s.get("opset", 18),

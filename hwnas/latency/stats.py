@@ -82,12 +82,49 @@ class TimingConfig:
     precision: float = 0.05     # wanted interquartile range / median of the block medians...
     max_passes: int = 3         # ...for which up to this many passes of `blocks` blocks are timed
     min_cpu_share: float = 0.8  # a block below this share of the best block's CPU time per wall second was descheduled
+    rounds: int = 3             # a table's keys (a calibration's networks) are timed in this many interleaved rounds,
+    #                             each with a fresh session and budget_s / rounds: the median of the rounds' medians
 
     def to_dict(self) -> dict:
         return {"warmup_runs": self.warmup_runs, "warmup_s": self.warmup_s, "budget_s": self.budget_s,
                 "min_runs": self.min_runs, "max_runs": self.max_runs, "blocks": self.blocks,
                 "precision": self.precision, "max_passes": self.max_passes, "min_cpu_share": self.min_cpu_share,
-                "outliers": f"slow side dropped beyond Q3 + {OUTLIER_IQR:g}*IQR"}
+                "rounds": self.rounds, "outliers": f"slow side dropped beyond Q3 + {OUTLIER_IQR:g}*IQR"}
+
+    def per_round(self) -> TimingConfig:
+        """The rule one round times with: the budget shared between the rounds."""
+        from dataclasses import replace
+
+        return replace(self, budget_s=self.budget_s / max(1, self.rounds), rounds=1)
+
+
+def combine_rounds(rounds: list[TimingStats], precision: float) -> TimingStats:
+    """One key's figures from its interleaved rounds: the median of the rounds' p50 (and p10, p90), all samples
+    counted, and as spread the larger of the rounds' own and the interquartile range / median of their p50s —
+    a key that times differently in another session or a minute later is as unstable as one noisy within a round."""
+    if len(rounds) == 1:
+        return rounds[0]
+    p50 = np.array([r.p50_ms for r in rounds])
+    q1, q2, q3 = np.percentile(p50, [25, 50, 75])
+    spread = max(float((q3 - q1) / q2) if q2 > 0 else 0.0, float(np.median([r.spread for r in rounds])))
+    return TimingStats(float(q2), float(np.median([r.p10_ms for r in rounds])),
+                       float(np.median([r.p90_ms for r in rounds])), float(np.mean([r.mean_ms for r in rounds])),
+                       sum(r.n for r in rounds), sum(r.n_dropped for r in rounds), spread=spread,
+                       n_disturbed=sum(r.n_disturbed for r in rounds), noisy=spread > precision)
+
+
+def interleaved(thunks: list, cfg: TimingConfig, on_round=None) -> list[TimingStats]:
+    """Time each thunk (a callable returning one round's TimingStats) in `cfg.rounds` interleaved rounds — all of
+    them once, then all again — and combine each one's rounds. A machine state that drifts over minutes (another
+    job, the clock, a neighbour on the host) then moves every item alike instead of the ones timed during it;
+    `on_round(r, i)` after each item of each round."""
+    per: list[list[TimingStats]] = [[] for _ in thunks]
+    for r in range(max(1, cfg.rounds)):
+        for i, thunk in enumerate(thunks):
+            per[i].append(thunk())
+            if on_round:
+                on_round(r, i)
+    return [combine_rounds(p, cfg.precision) for p in per]
 
 
 def time_callable(fn, cfg: TimingConfig, clock=None) -> TimingStats:

@@ -75,17 +75,22 @@ def main() -> None:
                     help="seeds per from-scratch training; τ is taken against their mean, and the τ between two "
                          "seeds is reported as the reference's own noise ceiling")
     ap.add_argument("--reuse", action="store_true", help="reuse RUN/pareto.csv when it exists (rescoring only)")
-    ap.add_argument("--scratch-from", type=Path, default=None,
-                    help="a previous result JSON of this benchmark: its from-scratch accuracies are reused for the "
-                         "networks it trained (same genotype, seeds and epochs); only the others are trained")
+    ap.add_argument("--scratch-from", type=Path, action="append", default=[],
+                    help="a previous result JSON of this benchmark (repeatable): its from-scratch accuracies are "
+                         "reused for the networks it trained (same genotype, seeds and epochs); only the others are "
+                         "trained")
+    ap.add_argument("--first-seed", type=int, default=0,
+                    help="train scratch seeds FIRST … FIRST + train-seeds − 1 (to split the seeds between processes, "
+                         "then combine them with --scratch-from)")
     ap.add_argument("--finetune-sweep", default="0,20,60,150",
                     help="fine-tune step counts at which to recompute the inherited accuracy and Kendall τ")
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench")
     ap.add_argument("--name", default=None)
+    ap.add_argument("--run", type=Path, default=None, help="the run directory (default RUNS/NAME)")
     args = ap.parse_args()
     env = header()
     name = args.name or f"pareto_rank-{'mnist' if 'mnist' in args.dataset else 'digits'}-{args.hypernet}-{args.cost}"
-    run = args.runs / name
+    run = args.run or args.runs / name
     cost = ["--table", args.table] if args.cost == "latency" else ["--cost", args.cost]
     times = {}
     if not (run / "checkpoint.pt").is_file():
@@ -110,20 +115,22 @@ def main() -> None:
     cfg = json.loads((run / "config.json").read_text())
     per_seed = []                       # per_seed[s][i]: test accuracy of distinct network i trained with seed s
     known = {}                          # (network, seed) -> accuracy, from --scratch-from
-    if args.scratch_from is not None:
-        old = json.loads(args.scratch_from.read_text())
+    for path in args.scratch_from:
+        old = json.loads(path.read_text())
         if int(old["scratch_epochs"]) != args.train_epochs:
-            sys.exit(f"--scratch-from {args.scratch_from} trained {old['scratch_epochs']} epochs, not {args.train_epochs}")
-        for seed, accs in enumerate(old["scratch_test_acc_per_seed"]):
+            sys.exit(f"--scratch-from {path} trained {old['scratch_epochs']} epochs, not {args.train_epochs}")
+        old_seeds = old.get("scratch_seeds", range(len(old["scratch_test_acc_per_seed"])))
+        for seed, accs in zip(old_seeds, old["scratch_test_acc_per_seed"]):
             for g, a in zip(old["scratch_test_acc"], accs):
                 known[(str(edge_ops(Genotype.parse(g))), seed)] = a
     t0 = time.perf_counter()
-    for seed in range(args.train_seeds):
+    seed_list = list(range(args.first_seed, args.first_seed + args.train_seeds))
+    for seed in seed_list:
         accs = []
         for g in distinct["genotype"]:
             if (str(edge_ops(Genotype.parse(g))), seed) in known:
                 accs.append(known[(str(edge_ops(Genotype.parse(g))), seed)])
-                print(f"scratch seed {seed}: {accs[-1]:.4f} (from {args.scratch_from})", flush=True)
+                print(f"scratch seed {seed}: {accs[-1]:.4f} (from --scratch-from)", flush=True)
                 continue
             res = train_network(Genotype.parse(g), TrainConfig(dataset=cfg["dataset"], epochs=args.train_epochs,
                                                                layers=cfg["layers"], channels=cfg["channels"],
@@ -149,7 +156,7 @@ def main() -> None:
         "lambda_max_source": json.loads((run / "lambda_max.json").read_text())["lambda_max_source"],
         "rows": frame[["lambda", "val_acc", "relaxed_val_acc", "params", col, "genotype"]].to_dict("records"),
         "scratch_test_acc": dict(zip(distinct["genotype"], scratch)),
-        "scratch_test_acc_per_seed": per_seed, "scratch_seed_std": seeds.std(axis=0, ddof=1).tolist() if len(seeds) > 1 else None,
+        "scratch_test_acc_per_seed": per_seed, "scratch_seeds": seed_list, "scratch_seed_std": seeds.std(axis=0, ddof=1).tolist() if len(seeds) > 1 else None,
         "scratch_epochs": args.train_epochs, "scratch_seed_pair_kendall_tau": seed_taus, "kendall_tau": tau,
         "finetune_sweep": sweep, "times_s": times,
     }

@@ -49,9 +49,10 @@ def main() -> None:
         control = replace(control, zero_share=args.lambda_zero_share)
     torch.manual_seed(args.seed)
     hyper = Search(replace(base, control=control))
-    lmax = float(hyper.warmup_and_estimate_lambda_max()["lambda_max"][0])
+    hyper.warmup_and_estimate_lambda_max()   # Λ is estimated when the λ = 0 phase ends, inside the epochs
     while hyper.epoch < hyper.cfg.epochs:
         hyper.metrics.append(hyper.run_epoch(None))
+    lmax = float(hyper.lambda_record["lambda_max"][0])
     weights = {k: v.clone() for k, v in hyper.net.state_dict().items()}
     rows = []
     for f in args.fractions:

@@ -97,9 +97,10 @@ def one_seed(args, seed: int, table) -> tuple[list[dict], dict]:
     # One hypernet search.
     t0 = time.perf_counter()
     hyper = Search(replace(base, control=control))
-    record = hyper.warmup_and_estimate_lambda_max()
+    hyper.warmup_and_estimate_lambda_max()   # Λ is estimated when the λ = 0 phase ends, inside the epochs
     run_epochs(hyper, f"seed {seed} hypernet")
     hyper_seconds = time.perf_counter() - t0
+    record = hyper.lambda_record
     lmax = float(record["lambda_max"][0])
     print(f"# seed {seed}: Λ = {lmax:.4g} ({record['lambda_max_source'][:50]}…), hypernet search {hyper_seconds:.0f} s",
           flush=True)

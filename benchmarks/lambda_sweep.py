@@ -63,7 +63,8 @@ def main() -> None:
 
     # Λ's parts from the warmed-up supernet (the same warm-up every search below starts from).
     probe = Search(replace(base, control=replace(control, hypernet="linear")))
-    record = probe.warmup_and_estimate_lambda_max()
+    probe.warmup(args.warmup_epochs)
+    record = probe.estimate_lambda_max()   # on the warmed-up supernet itself, no λ = 0 phase
     bound = record["label_entropy"] / record["cost_bound"][0]
     theorem = record["lambda_max_theorem"][0]
     print(f"# L̄ = {record['label_entropy']:.4f}, S = {record['worst_valid_loss']:.4f}, Tᵀ1 = "

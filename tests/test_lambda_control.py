@@ -37,6 +37,9 @@ def test_one_hypernet_search_gives_a_family_of_networks_along_lambda(tmp_path):
     rec = _search(tmp_path / "run", ControlConfig(tables=(str(MOBILE_8X8),), hypernet="linear"))
     assert rec["none_excluded"] and "cheapest architecture becomes optimal" in rec["lambda_max_source"]
     assert rec["lambda_max"][0] > 0 and rec["lambda_max_theorem"] is not None
+    # Λ is estimated when the λ = 0 quarter ends, on weights a plain search has trained, not after the warm-up
+    metrics = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    assert rec["estimated_after_steps"] == round(0.25 * metrics["steps"].sum())
     frame = write_pareto(tmp_path / "run", 6)  # pareto's defaults
     lat = _latency(frame)
     assert distinct_architectures(frame["genotype"]) >= 3

@@ -150,6 +150,22 @@ def test_a_hypernet_search_starts_at_lambda_zero_for_its_zero_share_then_samples
         ControlConfig(cost="params", hypernet="mlp", zero_share=1.0)
 
 
+def test_the_zero_phase_runs_before_lambda_max_is_known():
+    """Λ is estimated when the λ = 0 phase ends: until then the schedule counts its steps at λ = 0 without Λ."""
+    obj = SearchObjective(nn.Module(), ArchParams(E, O), RelaxConfig())
+    sched = LambdaSchedule(ControlConfig(cost="params", hypernet="mlp", zero_share=0.3), 1, torch.device("cpu"),
+                           seed=0, total_steps=20)
+    done = []
+    for _ in range(6):
+        done.append(sched.zero_phase_done())
+        sched.apply(obj)
+        assert obj.lam.item() == 0.0 and obj.lam_input.item() == 0.0
+    assert done == [False] * 6 and sched.zero_phase_done()     # now Λ is needed
+    sched.set_lambda_max([4.0])
+    sched.apply(obj)
+    assert 0 < obj.lam.item() <= 4.0
+
+
 def test_runs_made_before_the_zero_share_resume_without_it():
     from hwnas.config import SearchConfig
 

@@ -105,6 +105,8 @@ class Search:
         if cfg.control.lambda_max is not None:
             self.lam.set_lambda_max([cfg.control.lambda_max] * n_targets)
         self.lambda_record: dict | None = None  # lambda_max.json, once estimated
+        self.on_lambda_max: Callable[[dict], None] | None = None  # told the record when Λ is estimated
+        self.warmup_result: tuple[float, float] | None = None  # (loss, accuracy) of the warm-up, once done
         self.w_opt = torch.optim.SGD(self.net.parameters(), cfg.w_lr, momentum=cfg.w_momentum,
                                      weight_decay=cfg.w_weight_decay)
         self.a_lr = cfg.a_lr if cfg.a_lr is not None else auto_arch_lr(cfg.epochs * self.steps_per_epoch())
@@ -127,7 +129,7 @@ class Search:
             "train_loader": self.train_loader.state_dict(),
             "arch_loader": None if self.arch_loader is None else self.arch_loader.state_dict(),
             "gumbel_gen": self.gumbel_gen.get_state(), "metrics": self.metrics, "history": self.history,
-            "lam": self.lam.state_dict(), "lambda_record": self.lambda_record,
+            "lam": self.lam.state_dict(), "lambda_record": self.lambda_record, "warmup_result": self.warmup_result,
             "hyper": None if self.hyper is None else {"phi": self.hyper.state_dict(), "opt": self.hyper_opt.state_dict(),
                                                       "gen": self.hyper_gen.get_state()},
         }
@@ -146,6 +148,8 @@ class Search:
         self.metrics, self.history = list(s["metrics"]), list(s["history"])
         self.lam.load_state_dict(s["lam"])
         self.lambda_record = s["lambda_record"]
+        # a run saved before this field existed estimated Λ right after its warm-up
+        self.warmup_result = s.get("warmup_result", (float("nan"), float("nan")))
         if self.hyper is not None:
             self.hyper.load_state_dict(s["hyper"]["phi"])
             self.hyper_opt.load_state_dict(s["hyper"]["opt"])
@@ -212,19 +216,41 @@ class Search:
         return dist.reduce_stats(stats).result()
 
     def warmup_and_estimate_lambda_max(self, on_step: Callable[[int, int], None] | None = None,
-                                       on_epoch_end: Callable[[dict], None] | None = None) -> dict:
+                                       on_epoch_end: Callable[[dict], None] | None = None) -> dict | None:
         """Warm the supernet up (`warmup`: S of Theorem 1 is a statement about sub-networks, and a
-        supernet trained only as a mixture has sub-networks far worse than chance), then estimate Λ."""
+        supernet trained only as a mixture has sub-networks far worse than chance), then estimate Λ — at once
+        if the search has no λ = 0 phase, else when that phase ends (`estimate_lambda_max`, called by
+        `run_epoch`; None here then)."""
         ctl = self.cfg.control
-        train_loss, train_acc = self.warmup(ctl.warmup_epochs, on_step, on_epoch_end)
+        self.warmup_result = self.warmup(ctl.warmup_epochs, on_step, on_epoch_end)
+        return self.estimate_lambda_max() if self.lam.zero_phase_done() else None
+
+    def estimate_lambda_max(self) -> dict:
+        """Λ on the supernet as trained so far (the record of lambda_max.json; `on_lambda_max` is told).
+
+        Estimated after the single-path warm-up alone, the losses it compares were noise on digits: the
+        supernet was still at chance (L̄ = 2.30 = the label entropy), the all-skip network scored better than
+        most samples in one seed of three and Λ came out 8× smaller than in the other two (11.6 against 95–100),
+        so λ = Λ stopped short of the cheap end (0.55× against 0.41–0.42×, README #10). At the end of the
+        λ = 0 phase the weights have been trained as a plain DARTS search for a quarter of the run."""
+        ctl = self.cfg.control
+        train_loss, train_acc = self.warmup_result or (float("nan"), float("nan"))
+        was_training = self.net.training
+        dist.average_buffers(self.net)  # mid-epoch under torchrun: one BN state, so one Λ, on every process
         self._set_eval_lambda(None)
         record = estimate_lambda_max(self.obj, self.cost, lambda: iter(self.eval_loader), self.info.num_classes,
                                      ctl, self.cfg.seed * 1000 + 6,
                                      self.net.cfg.steps, self.net.cfg.multiplier,
                                      recal_batches=list(itertools.islice(iter(self.recal_loader()), 10)))
         record["warmup_train_loss"], record["warmup_train_acc"] = train_loss, train_acc
+        record["estimated_after_steps"] = self.lam.step   # search steps at λ = 0 before it (0: right after warm-up)
+        if self.lam.step:
+            record["estimated_by"] += f", then {self.lam.step} search steps at λ = 0 (the λ = 0 phase)"
         self.lam.set_lambda_max(record["lambda_max"])
         self.lambda_record = record
+        self.net.train(was_training)
+        if self.on_lambda_max is not None:
+            self.on_lambda_max(record)
         return record
 
     def recal_loader(self, seed: int = 12) -> DeviceLoader:
@@ -299,6 +325,8 @@ class Search:
             if i >= n_steps:
                 break
             xv, yv = next(arch_batches) if arch_batches is not None else (None, None)
+            if self.cfg.control.needs_lambda_max and self.lam.lambda_max is None and self.lam.zero_phase_done():
+                self.estimate_lambda_max()   # the λ = 0 phase is over: Λ on the weights it trained
             self.step(xt, yt, xv, yv, stats)
             if on_step is not None:
                 on_step(i + 1, n_steps)
@@ -353,6 +381,9 @@ class Search:
             points = {"@0": torch.zeros(self.lam.n_targets), "@max": self.lam.lambda_max}
         out = {}
         for suffix, lam in points.items():
+            if suffix == "@max" and lam is None:  # Λ not estimated yet (the λ = 0 phase is still running)
+                out.update({f"cost@max[{n}, {u}]": float("nan") for n, u in zip(self.cost.names, self.cost.units)})
+                continue
             self._set_eval_lambda(lam)
             ra = self.obj.expected()
             for name, unit, v in zip(self.cost.names, self.cost.units, self.cost.expected(ra.w_normal, ra.w_reduce)):
@@ -390,11 +421,11 @@ def _run_search(cfg: SearchConfig, out: str | Path, run: RunDir | None, on_step,
         except (KeyError, RuntimeError, ValueError, TypeError):
             raise HwnasError(f"{run.file('checkpoint.pt')} does not fit the run in {out} (another network or "
                              f"search); remove it to restart the run, or choose another --out") from None
-    if cfg.control.needs_lambda_max and search.lam.lambda_max is None:
-        record = search.warmup_and_estimate_lambda_max(on_step, on_epoch_end)
-        run.write_json("lambda_max.json", record)
+    search.on_lambda_max = lambda record: run.write_json("lambda_max.json", record)
+    if cfg.control.needs_lambda_max and search.lam.lambda_max is None and search.warmup_result is None:
+        search.warmup_and_estimate_lambda_max(on_step, on_epoch_end)
         run.save_checkpoint(search.state_dict())
-    elif cfg.control.needs_lambda_max and search.lambda_record is None:
+    elif cfg.control.needs_lambda_max and search.lam.lambda_max is not None and search.lambda_record is None:
         run.write_json("lambda_max.json", {"lambda_max": search.lam.lambda_max.tolist(), "estimated_by": "given"})
     while search.epoch < cfg.epochs:
         row = search.run_epoch(on_step)

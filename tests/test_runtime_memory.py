@@ -1,29 +1,26 @@
-"""keep_freed_memory: freed activations are reused, not page-faulted in again at every step."""
+"""keep_freed_memory: glibc keeps freed memory for reuse in CPU processes, unless turned off.
+
+What it buys is measured in benchmarks/search_speed.py (each row records the process's minor page faults): a
+search step at the #13 configuration faults 108,525 times with glibc's defaults and once with it. A fault count of
+a synthetic allocation pattern was tried as a test here and dropped: glibc's dynamic mmap threshold makes the
+default's count vary between 0 and 32,000 from run to run.
+"""
 import os
 import subprocess
 import sys
 
 import pytest
 
-PROBE = """
-import resource, torch
-from hwnas.runtime import resolve_device
-resolve_device("cpu")
-x = torch.empty(16 * 2**20); x.fill_(1.0); del x          # 64 MiB, touched, freed
-r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-x = torch.empty(16 * 2**20); x.fill_(1.0); del x          # the same again
-print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0)
-"""
+PROBE = "from hwnas.runtime import resolve_device, keep_freed_memory; resolve_device('cpu'); print(keep_freed_memory())"
 
 
-def faults(env_value: str) -> int:
+def kept(env_value: str) -> str:
     env = {**os.environ, "HWNAS_KEEP_FREED_MEMORY": env_value}
     out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True)
-    return int(out.stdout.split()[-1])
+    return out.stdout.split()[-1]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
-def test_second_large_allocation_reuses_pages():
-    kept, default = faults("1"), faults("0")
-    assert default > 10_000          # 64 MiB of 4 KiB pages, mapped afresh: ~16,000 faults
-    assert kept < default / 20       # kept: the pages of the first allocation are reused
+def test_cpu_entry_points_keep_freed_memory_unless_turned_off():
+    assert kept("1") == "True"     # glibc accepted both thresholds
+    assert kept("0") == "False"

@@ -435,6 +435,9 @@ def _run_search(cfg: SearchConfig, out: str | Path, run: RunDir | None, on_step,
         run.write_json("genotype.json", search.genotype().record())
         if on_epoch_end is not None:
             on_epoch_end(row)
+    if cfg.control.needs_lambda_max and search.lam.lambda_max is None:  # a run too short to leave its λ = 0 phase
+        search.estimate_lambda_max()
+        run.save_checkpoint(search.state_dict())
     genotype = search.genotype()
     run.write_json("genotype.json", genotype.record())
     if search.history and dist.is_main():

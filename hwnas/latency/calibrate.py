@@ -202,14 +202,14 @@ def calibrate(table: LatencyTable, samples: int = 50, seed: int = 0, folds: int 
     check_device(table, backend)
     space, rng = table.space, random.Random(seed)
     shape = (space.batch, space.in_channels, space.input_h, space.input_w)
-    archs, thunks = [], []
+    archs, parts_of, thunks = [], [], []
     # a backend without a config (a test's stand-in) is timed once per network
     timing = backend.cfg.timing if getattr(backend, "cfg", None) is not None else TimingConfig(rounds=1)
     rounds = max(1, timing.rounds)
     total = samples * (1 + rounds)   # progress: each network's export, then each of its timed rounds
     for i in range(samples):
         arch = random_architecture(space, rng)
-        table.breakdown(arch)  # first: a missing key fails before any timing
+        parts_of.append(table.breakdown(arch))  # first: a missing key fails before any timing
         archs.append(arch)
         thunks.append(backend.prepare(build_network(space, arch), [shape], space.dtype))
         if on_progress:
@@ -218,8 +218,7 @@ def calibrate(table: LatencyTable, samples: int = 50, seed: int = 0, folds: int 
     timed = interleaved(thunks, timing,
                         on_round=(lambda r, i: on_progress(samples * (1 + r) + i + 1, total)) if on_progress else None)
     rows = []
-    for arch, measured in zip(archs, timed):
-        parts = table.breakdown(arch)
+    for arch, parts, measured in zip(archs, parts_of, timed):
         rows.append({"architecture": str(arch) if isinstance(arch, Genotype) else arch, "measured_ms": measured.p50_ms,
                      "measured_p10_ms": measured.p10_ms, "measured_p90_ms": measured.p90_ms,
                      "spread": measured.spread, "noisy": measured.noisy,

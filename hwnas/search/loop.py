@@ -225,6 +225,10 @@ class Search:
         self.warmup_result = self.warmup(ctl.warmup_epochs, on_step, on_epoch_end)
         return self.estimate_lambda_max() if self.lam.zero_phase_done() else None
 
+    def lambda_max_pending(self) -> bool:
+        """A λ-hypernet search whose Λ is not known yet (its λ = 0 phase is still running)."""
+        return self.cfg.control.needs_lambda_max and self.lam.lambda_max is None
+
     def estimate_lambda_max(self) -> dict:
         """Λ on the supernet as trained so far (the record of lambda_max.json; `on_lambda_max` is told).
 
@@ -325,7 +329,7 @@ class Search:
             if i >= n_steps:
                 break
             xv, yv = next(arch_batches) if arch_batches is not None else (None, None)
-            if self.cfg.control.needs_lambda_max and self.lam.lambda_max is None and self.lam.zero_phase_done():
+            if self.lambda_max_pending() and self.lam.zero_phase_done():
                 self.estimate_lambda_max()   # the λ = 0 phase is over: Λ on the weights it trained
             self.step(xt, yt, xv, yv, stats)
             if on_step is not None:
@@ -422,7 +426,7 @@ def _run_search(cfg: SearchConfig, out: str | Path, run: RunDir | None, on_step,
             raise HwnasError(f"{run.file('checkpoint.pt')} does not fit the run in {out} (another network or "
                              f"search); remove it to restart the run, or choose another --out") from None
     search.on_lambda_max = lambda record: run.write_json("lambda_max.json", record)
-    if cfg.control.needs_lambda_max and search.lam.lambda_max is None and search.warmup_result is None:
+    if search.lambda_max_pending() and search.warmup_result is None:
         search.warmup_and_estimate_lambda_max(on_step, on_epoch_end)
         run.save_checkpoint(search.state_dict())
     elif cfg.control.needs_lambda_max and search.lam.lambda_max is not None and search.lambda_record is None:
@@ -435,7 +439,7 @@ def _run_search(cfg: SearchConfig, out: str | Path, run: RunDir | None, on_step,
         run.write_json("genotype.json", search.genotype().record())
         if on_epoch_end is not None:
             on_epoch_end(row)
-    if cfg.control.needs_lambda_max and search.lam.lambda_max is None:  # a run too short to leave its λ = 0 phase
+    if search.lambda_max_pending():  # a run too short to leave its λ = 0 phase
         search.estimate_lambda_max()
         run.save_checkpoint(search.state_dict())
     genotype = search.genotype()

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from hwnas.errors import HwnasError
-from hwnas.latency.onnx_io import OPSET
+from hwnas.latency.onnx_io import OPSET, reused_torchlib_registry
 from hwnas.spaces.genotype import Genotype
 from hwnas.spaces.network import DiscreteNetwork, NetworkConfig, count_flops, count_parameters
 
@@ -36,8 +36,9 @@ def export_onnx_dynamic(model: nn.Module, input_shape: tuple[int, int, int], pat
     batch = torch.export.Dim("batch", min=1, max=4096)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(model, (example,), dynamo=True, opset_version=OPSET, input_names=["x"],
-                                    output_names=["logits"], dynamic_shapes={"x": {0: batch}}, verbose=False)
+        with reused_torchlib_registry():
+            program = torch.onnx.export(model, (example,), dynamo=True, opset_version=OPSET, input_names=["x"],
+                                        output_names=["logits"], dynamic_shapes={"x": {0: batch}}, verbose=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     program.save(str(path))
 

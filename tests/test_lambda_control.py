@@ -66,7 +66,7 @@ def test_one_hypernet_search_gives_a_family_of_networks_along_lambda(tmp_path):
 
 @pytest.mark.slow
 def test_mlp_hypernet_on_params_trades_parameters_for_accuracy(tmp_path):
-    _search(tmp_path / "run", ControlConfig(cost="params", hypernet="mlp"), epochs=4)
+    _search(tmp_path / "run", ControlConfig(cost="params", hypernet="mlp"), epochs=4, layers=3)  # N, R, R cells
     frame = write_pareto(tmp_path / "run", 5, InheritConfig(front_steps=10))
     assert distinct_architectures(frame["genotype"]) >= 2
     assert frame["params"].iloc[-1] < frame["params"].iloc[0]

@@ -130,20 +130,35 @@ def test_lambda_grid_covers_the_simplex():
     assert len(lambda_grid(4, 3)) == math.comb(3 + 3, 3)  # points (i, j, k) with i + j + k ≤ 3
 
 
-def test_bn_recalibration_gives_the_batches_mean_and_variance():
+@pytest.mark.parametrize("n, size", [(4, 8), (3, 200)])
+def test_bn_recalibration_gives_the_batches_mean_and_variance(n, size):
+    """Batches are merged into forwards of up to MERGE_SAMPLES samples (4 × 8: one forward; 3 × 200: one
+    each); the running statistics are the cumulative average of each forward's mean and unbiased variance."""
+    from hwnas.evaluation import MERGE_SAMPLES
+
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3))
     net[1].running_mean.fill_(5.0)
-    batches = [(torch.randn(8, 2, 6, 6) * 2 + 1, None) for _ in range(4)]
+    batches = [(torch.randn(size, 2, 6, 6) * 2 + 1, None) for _ in range(n)]
     recalibrate_bn(net, net, batches)
     with torch.no_grad():
-        feats = torch.cat([net[0](x) for x, _ in batches])  # (32, 3, 4, 4): equal-size batches
-    mean = feats.mean((0, 2, 3))
-    # per batch, the unbiased variance; the cumulative average of equal-size batches is their mean
-    var = torch.stack([net[0](x).detach().var((0, 2, 3), unbiased=True) for x, _ in batches]).mean(0)
+        feats = [net[0](x) for x, _ in batches]
+    chunks = [torch.cat(feats)] if n * size <= MERGE_SAMPLES else feats
+    mean = torch.cat(feats).mean((0, 2, 3))  # equal-size chunks: the mean of their means
+    var = torch.stack([f.var((0, 2, 3), unbiased=True) for f in chunks]).mean(0)
     torch.testing.assert_close(net[1].running_mean, mean, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(net[1].running_var, var, rtol=1e-5, atol=1e-5)
     assert not net.training and net[1].momentum == 0.1
+
+
+def test_merged_batches_keep_every_sample_in_order_and_cap_the_size():
+    from hwnas.evaluation import merged
+
+    batches = [(torch.full((k, 1), float(i)), torch.full((k,), i)) for i, k in enumerate([64, 64, 64, 64, 64, 300, 10])]
+    out = list(merged(batches, 256))
+    assert [len(y) for _, y in out] == [256, 64, 300, 10]
+    torch.testing.assert_close(torch.cat([x for x, _ in out]), torch.cat([x for x, _ in batches]))
+    assert torch.equal(torch.cat([y for _, y in out]), torch.cat([y for _, y in batches]))
 
 
 @pytest.mark.parametrize("bad", [dict(a_lr=float("nan")), dict(a_lr=0.0), dict(a_lr=-1e-3)])

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from hwnas.config import ControlConfig  # its home; imported from here too
-from hwnas.evaluation import batch_statistics
+from hwnas.evaluation import batch_statistics, merged
 from hwnas.search.cost import CostModel
 from hwnas.search.inherit import recalibrate_bn
 from hwnas.search.hypernet import make_hypernet, sample_lambda
@@ -175,7 +175,8 @@ def estimate_lambda_max(obj: SearchObjective, cost: CostModel, val_batches: Call
             forward = lambda x, ra=ra: probe(x, ra.w_normal, ra.w_reduce, ra.idx_normal, ra.idx_reduce)  # noqa: E731
             if recal_batches:
                 recalibrate_bn(probe, forward, recal_batches)
-            losses.append(architecture_loss(forward, batches))
+            # recalibrated, the probe evaluates in eval mode, where a forward of several batches is exact
+            losses.append(architecture_loss(forward, merged(batches) if recal_batches else batches))
             costs.append(cost.expected(ra.w_normal, ra.w_reduce).tolist())
     n = len(archs)
     l_bar = label_entropy(torch.cat([y for _, y in batches]), num_classes)

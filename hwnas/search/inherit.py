@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from hwnas.evaluation import evaluate
+from hwnas.evaluation import evaluate, merged
 from hwnas.search.lambda_max import one_hot
 from hwnas.search.objective import RelaxedArch
 from hwnas.spaces.genotype import Genotype, edge_ops
@@ -58,7 +58,9 @@ def _batches(loader: DeviceLoader, n: int):
 
 
 def recalibrate_bn(net: nn.Module, forward, batches) -> None:
-    """Reset every BN's running statistics and re-estimate them as a cumulative average over `batches`."""
+    """Reset every BN's running statistics and re-estimate them as a cumulative average over `batches`
+    (merged into forwards of up to `hwnas.evaluation.MERGE_SAMPLES` samples: each chunk's statistics are one
+    term of the average)."""
     bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [m.momentum for m in bns]
     for m in bns:
@@ -66,7 +68,7 @@ def recalibrate_bn(net: nn.Module, forward, batches) -> None:
         m.momentum = None  # cumulative moving average
     net.train()
     with torch.no_grad():
-        for x, _ in batches:
+        for x, _ in merged(batches):
             forward(x)
     for m, mom in zip(bns, saved):
         m.momentum = mom
@@ -128,4 +130,4 @@ def inherited_accuracy(search, genotype: Genotype, cfg: InheritConfig = InheritC
     if cfg.steps > 0:
         _train(search, net, [ra], cfg.steps, cfg.seed * 1000 + 11)
     recalibrate_bn(net, forward, _batches(search.recal_loader(cfg.seed * 1000 + 12), cfg.recal_batches))
-    return evaluate(forward, search.eval_loader)
+    return evaluate(forward, merged(search.eval_loader))  # eval-mode BN: merging changes nothing

@@ -92,8 +92,9 @@ def search(
     lambda_warmup_epochs: Annotated[int, typer.Option(help="supernet training through sampled sub-networks before Λ is estimated")] = 5,
     lambda_samples: Annotated[int, typer.Option(help="valid architectures evaluated to estimate S")] = 64,
     lambda_margin: Annotated[float, typer.Option(help="Λ = this × the λ at which the cheapest architecture becomes "
-                                                      "optimal (with `none` excluded); 8 so that the λ = Λ end reaches "
-                                                      "the space's cheapest network")] = ControlConfig.lambda_margin,
+                                                      "optimal (with `none` excluded), estimated when the λ = 0 phase "
+                                                      "ends; 3 so that the λ = Λ end reaches the space's cheapest "
+                                                      "network")] = ControlConfig.lambda_margin,
     lambda_zero_share: Annotated[float, typer.Option(help="with --hypernet: this share of the search's steps comes "
                                                           "first, at λ = 0 only (a plain DARTS search, so that the "
                                                           "λ = 0 end is the unpenalised architecture); then λ over "

@@ -50,7 +50,7 @@ class ControlConfig:
     samples: int = 64                  # valid architectures evaluated for S
     eval_batches: int = 4              # validation batches per evaluated architecture
     exclude_none: bool | None = None   # take `none` out of the candidate ops; None: yes with a cost
-    lambda_margin: float = 8.0         # Λ = margin × the λ at which the cheapest architecture becomes optimal
+    lambda_margin: float = 3.0         # Λ = margin × the λ at which the cheapest architecture becomes optimal
     zero_share: float = 0.25           # a λ-hypernet's first share of search steps at λ = 0 only (LambdaSchedule)
 
     def __post_init__(self) -> None:

@@ -98,7 +98,7 @@ def test_two_devices_each_lambda_moves_toward_what_is_cheap_there(tmp_path):
     free = ("max_pool_3x3", "avg_pool_3x3", "skip_connect")
     a = _synthetic_table(MOBILE_8X8, tmp_path / "a.csv", {**{o: 0.001 for o in convs}, **{o: 0.05 for o in free}})
     b = _synthetic_table(MOBILE_8X8, tmp_path / "b.csv", {**{o: 0.05 for o in convs}, **{o: 0.001 for o in free}})
-    rec = _search(tmp_path / "run", ControlConfig(tables=(str(a), str(b)), hypernet="linear"), epochs=4)
+    rec = _search(tmp_path / "run", ControlConfig(tables=(str(a), str(b)), hypernet="linear"), epochs=3)
     assert len(rec["lambda_max"]) == 2
     frame = write_pareto(tmp_path / "run", 3, InheritConfig(front_steps=0))
     # the simplex grid: (0, 0), (0, ½), (½, 0), (0, 1), (½, ½), (1, 0)

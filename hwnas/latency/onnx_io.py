@@ -42,12 +42,12 @@ def reused_torchlib_registry():
 
         cls = _registration.ONNXRegistry
         original = cls.__dict__["from_torchlib"]
-        build = original.__func__
+        build, default_opset = original.__func__, _registration._constants.TORCHLIB_OPSET
     except (ImportError, AttributeError, KeyError):
         yield
         return
 
-    def cached(klass, opset_version=_registration._constants.TORCHLIB_OPSET):
+    def cached(klass, opset_version=default_opset):
         if opset_version not in _REGISTRIES:
             _REGISTRIES[opset_version] = build(klass, opset_version=opset_version)
         return _REGISTRIES[opset_version]

@@ -171,16 +171,19 @@ def estimate_lambda_max(obj: SearchObjective, cost: CostModel, val_batches: Call
     cheapest = [cheapest_ops(cost, d, allowed) for d in range(cost.n_targets)]
     device = next(net.parameters()).device
     batches = list(itertools.islice(val_batches(), cfg.eval_batches))
+    # recalibrated, the probe evaluates in eval mode, where a forward of several batches is exact: the batches
+    # are merged once here, not again for each of the architectures
+    eval_batches = list(merged(batches)) if recal_batches else batches
+    recal = list(merged(recal_batches)) if recal_batches else None
     losses, costs = [], []
     probe = copy.deepcopy(net) if recal_batches else net
     with batch_statistics(net):
         for ops_n, ops_r in [*archs, *cheapest]:
             ra = RelaxedArch(one_hot(ops_n, n_ops, device), one_hot(ops_r, n_ops, device), list(ops_n), list(ops_r))
             forward = lambda x, ra=ra: probe(x, ra.w_normal, ra.w_reduce, ra.idx_normal, ra.idx_reduce)  # noqa: E731
-            if recal_batches:
-                recalibrate_bn(probe, forward, recal_batches)
-            # recalibrated, the probe evaluates in eval mode, where a forward of several batches is exact
-            losses.append(architecture_loss(forward, merged(batches) if recal_batches else batches))
+            if recal:
+                recalibrate_bn(probe, forward, recal)
+            losses.append(architecture_loss(forward, eval_batches))
             costs.append(cost.expected(ra.w_normal, ra.w_reduce).tolist())
     n = len(archs)
     l_bar = label_entropy(torch.cat([y for _, y in batches]), num_classes)

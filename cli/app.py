@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .common import console, epoch_progress, readable_help, user_errors
-from hwnas.config import ControlConfig
+from hwnas.config import FRONT_STEPS, ControlConfig
 from hwnas.errors import HwnasError
 
 # rich_markup_mode=None: Click's plain help. Typer's rich boxes put the option help at column 56 of 80 and
@@ -255,8 +255,8 @@ def quickstart(
     frame = run.pareto(lambdas=8)
     cols = [c for c in frame.columns if c.startswith("predicted_latency_ms[")][:1]
     for _, row in frame.iterrows():
-        console.print(f"  λ {row['lambda']:.4g}: val acc {row['val_acc']:.3f} (inherited weights, 40 shared "
-                      f"fine-tune steps per network of the front, BN recalibrated), {row['params']:,} params"
+        console.print(f"  λ {row['lambda']:.4g}: val acc {row['val_acc']:.3f} (inherited weights, "
+                      f"{row['front_steps']} shared fine-tune steps per network of the front, BN recalibrated), {row['params']:,} params"
                       + "".join(f", {row[c]:.3f} ms predicted" for c in cols), highlight=False)
     if cols:
         lat = frame[cols[0]]
@@ -302,7 +302,8 @@ def pareto(
                                               "simplex Σ λ_d/Λ_d ≤ 1 with several tables)")] = 11,
     front_steps: Annotated[int, typer.Option(help="SGD steps per network on a copy of the supernet, trained on "
                                                   "the front's distinct networks in turn before each is evaluated "
-                                                  "(the supernet trained mostly at cheap cells; this evens it out)")] = 40,
+                                                  "(the supernet trained mostly at cheap cells; this evens it out; "
+                                                  "fewer steps rank the networks less like training from scratch)")] = FRONT_STEPS,
     finetune_steps: Annotated[int, typer.Option(help="then SGD steps on each architecture alone (the same for every "
                                                      "λ), before its BN statistics are recalibrated and it is "
                                                      "evaluated")] = 0,

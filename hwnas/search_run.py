@@ -14,7 +14,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hwnas.config import SearchConfig
+from hwnas.config import FRONT_STEPS, SearchConfig
 from hwnas.errors import HwnasError
 
 if TYPE_CHECKING:
@@ -203,7 +203,7 @@ class SearchRun:
             raise HwnasError(f"{self.path} has {n} cost targets; give one λ or {n}")
         return self.search.genotype(torch.tensor(values * n if len(values) == 1 else values))
 
-    def pareto(self, lambdas: int = 11, finetune_steps: int = 0, front_steps: int = 40,
+    def pareto(self, lambdas: int = 11, finetune_steps: int = 0, front_steps: int = FRONT_STEPS,
                spacing: str = "cost") -> pd.DataFrame:
         """The architectures along λ from the trained hypernet, without another search (`hwnas pareto`): one row
         per λ (genotype, predicted latency per table, params, FLOPs, val_acc with the supernet's weights after

@@ -9,10 +9,14 @@ they inherit the expensive networks of a front score *below* the cheap ones, the
 training them from scratch (MNIST, mlp hypernet: Kendall τ −0.14 against training from
 scratch). The same repairs are applied to every architecture along λ, so the numbers compare:
 
-1. a front fine-tune (`front_finetune`, `front_steps` per network, 40 by default): a copy of
-   the supernet is trained on the front's distinct networks in turn, each the same number of
-   steps, every shared weight learning from all that use it (MNIST, mlp: τ 0.62–0.69 against
-   one scratch seed at 20–60 steps per network);
+1. a front fine-tune (`front_finetune`, `front_steps` per network, `hwnas.config.FRONT_STEPS` =
+   400 by default): a copy of the supernet is trained on the front's distinct networks in turn,
+   each the same number of steps, every shared weight learning from all that use it. The longer
+   it is, the less the supernet's own training mix shows: on an MNIST mlp search with margin 3
+   the two cheapest networks inherited *more* than four costlier ones after 40 steps each
+   (τ 0.14 against the 3-seed mean from scratch), τ 0.43 / 0.50–0.57 / 0.79 after 100 / 200 /
+   400 (one search; 40 was the default, and on an earlier search 20–60 steps gave 0.50–0.79,
+   moving ±0.15 with the batch order);
 2. an optional short fine-tune of each sub-network alone (`steps`, 0 by default; the same
    batches in the same order for every architecture);
 3. BN recalibration: running statistics reset and re-estimated (cumulative average) on
@@ -34,6 +38,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from hwnas.config import FRONT_STEPS
 from hwnas.evaluation import evaluate, merged
 from hwnas.search.lambda_max import one_hot
 from hwnas.search.objective import RelaxedArch
@@ -45,7 +50,7 @@ class InheritConfig:
     steps: int = 0             # fine-tune steps of each sub-network alone
     recal_batches: int = 10    # training batches that re-estimate BN statistics
     seed: int = 0
-    front_steps: int = 40      # per network: shared steps on the front's networks in turn first (`front_finetune`)
+    front_steps: int = FRONT_STEPS  # per network: shared steps on the front's networks in turn first (`front_finetune`)
 
     def __post_init__(self) -> None:
         if self.steps < 0 or self.recal_batches < 1 or self.front_steps < 0:

@@ -20,9 +20,7 @@ ARCH_GRADS = ("first", "second", "one-level", "hyper-linear", "hyper-mlp")  # hy
 TRAIN_MODELS = ("darts", "resnet18")
 PRUNE_MODELS = ("resnet18",)
 PRUNE_HYPERNETS = ("linear", "mlp")
-# `hwnas pareto`'s front fine-tune: SGD steps per network of the front (hwnas.search.inherit.front_finetune).
-# MNIST, mlp, margin 3 (2026-12-06): Kendall τ against training from scratch 0.14 / 0.43 / 0.50-0.57 / 0.79 at
-# 40 / 100 / 200 / 400 steps per network; 40 was the default before.
+# `hwnas pareto`'s front fine-tune: SGD steps per network of the front (why 400: hwnas.search.inherit's docstring).
 FRONT_STEPS = 400
 
 

@@ -62,6 +62,7 @@ def test_resnet18_samples_are_valid_and_remove_shortcuts_too():
     assert random_architecture(SPACE, random.Random(0)) == archs[0]   # seeded
 
 
+@pytest.mark.slow
 def test_calibrate_a_resnet18_table_recovers_a_known_linear_relation():
     def latency(k):   # a branch costs in proportion to its width; every key differs
         width = float(k.op.rsplit("_", 1)[1]) if k.op.startswith("resnet_branch_") else 0.25
@@ -88,6 +89,7 @@ class PaysForWeights(Linear):
         return TimingStats(ms + INTERCEPT, ms + INTERCEPT, ms + INTERCEPT, ms + INTERCEPT, 10, 0)
 
 
+@pytest.mark.slow
 def test_a_cost_per_weight_is_found_stored_and_priced_by_predict_and_the_prune_cost():
     from hwnas.prune.gate_cost import GateCost
 

@@ -36,6 +36,7 @@ def _expected_cost(run, key_prefix="cost"):
     return m[[c for c in m.columns if c.startswith(key_prefix)]].iloc[-1].to_numpy()
 
 
+@pytest.mark.slow
 def test_lambda_zero_reproduces_the_plain_search_exactly(tmp_path):
     plain = run_search(_tiny(), tmp_path / "plain")
     # With `none` in the candidate set as in the plain search (a cost excludes it by default).
@@ -46,6 +47,7 @@ def test_lambda_zero_reproduces_the_plain_search_exactly(tmp_path):
     torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_large_lambda_drives_the_cost_down(tmp_path):
     kw = dict(epochs=2, a_lr=0.3)
     run_search(_tiny(control=ControlConfig(cost="params", lam=0.0), **kw), tmp_path / "l0")

@@ -226,6 +226,7 @@ def test_bad_k_is_a_one_line_error() -> None:
                   "--partial-channels 3", first_line=True)
 
 
+@pytest.mark.slow
 def test_resumed_partial_run_matches_an_uninterrupted_one(tmp_path) -> None:
     from hwnas.search.loop import run_search
 
@@ -250,6 +251,7 @@ def test_resumed_partial_run_matches_an_uninterrupted_one(tmp_path) -> None:
         torch.testing.assert_close(a[key], b[key], atol=0, rtol=0)
 
 
+@pytest.mark.slow
 def test_cli_hypernet_run_with_partial_channels_paretos_and_exports(tmp_path) -> None:
     """`hwnas search --partial-channels 4` with a λ-hypernet, then `pareto` and `export` of the run: the exported
     network is the genotype's full-channel network."""

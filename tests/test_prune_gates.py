@@ -209,6 +209,7 @@ def test_cost_of_one_gate_set_is_the_table_prediction():
     assert cost.constant + cost.bound() == pytest.approx(table.predict({}), rel=1e-6)
 
 
+@pytest.mark.slow
 def test_expected_cost_equals_brute_force_enumeration():
     def latency(k):
         if k.op.startswith("resnet_branch_"):

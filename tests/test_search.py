@@ -255,6 +255,7 @@ class _Interrupt(Exception):
     pass
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kw", [dict(), dict(relax=RelaxConfig("gumbel", hard=True))])
 def test_resume_reaches_the_uninterrupted_result(tmp_path, kw):
     full = run_search(_tiny(epochs=3, **kw), tmp_path / "full")

@@ -14,9 +14,10 @@ scratch). The same repairs are applied to every architecture along λ, so the nu
    each the same number of steps, every shared weight learning from all that use it. The longer
    it is, the less the supernet's own training mix shows: on an MNIST mlp search with margin 3
    the two cheapest networks inherited *more* than four costlier ones after 40 steps each
-   (τ 0.14 against the 3-seed mean from scratch), τ 0.43 / 0.50–0.57 / 0.79 after 100 / 200 /
-   400 (one search; 40 was the default, and on an earlier search 20–60 steps gave 0.50–0.79,
-   moving ±0.15 with the batch order);
+   (τ 0.14 against the 3-seed mean from scratch), τ 0.43 / 0.50–0.57 / 0.29–0.79 after 100 / 200 /
+   400 (one search, the ranges over pareto's batch orders: after 400 steps the front's inherited
+   accuracies lie within 0.6 points, where the batch order decides their order; on an earlier search
+   20–60 steps gave 0.50–0.79; on the quickstart's digits search 400 steps rank at τ 0.89);
 2. an optional short fine-tune of each sub-network alone (`steps`, 0 by default; the same
    batches in the same order for every architecture);
 3. BN recalibration: running statistics reset and re-estimated (cumulative average) on

@@ -81,15 +81,23 @@ def timed_runs(call, runs: int, threads: int) -> float:
     return 1e3 * float(np.median(t))
 
 
-def ort_timer(path: Path, shape: tuple[int, ...], threads: int, warmup: int, runs: int):
-    """A plain ONNX Runtime loop: returns a function that times `runs` calls and gives their median (ms)."""
+def plain_session(path: Path, threads: int, spinning: bool = True):
+    """An ONNX Runtime CPU session set up here, not by the table's code: `threads` intra-op threads, 1 inter-op,
+    sequential, all graph optimisations (`spinning` False: pool threads sleep between calls)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    if not spinning:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def ort_timer(path: Path, shape: tuple[int, ...], threads: int, warmup: int, runs: int):
+    """A plain ONNX Runtime loop: returns a function that times `runs` calls and gives their median (ms)."""
+    sess = plain_session(path, threads)
     feed = {sess.get_inputs()[0].name: np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
 
     def timed() -> float:

@@ -27,19 +27,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import header, save
+from latency_holdout import plain_session
 
 
 def plain(path: Path, threads: int, batch: int, spinning: bool, binding: bool, warmup: int = 10,
           runs: int = 50) -> float:
     import onnxruntime as ort
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if not spinning:
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    sess = plain_session(path, threads, spinning)
     inp = sess.get_inputs()[0]
     x = np.random.default_rng(0).standard_normal([d if isinstance(d, int) else batch for d in inp.shape])
     x = x.astype(np.float32)

@@ -6,7 +6,9 @@ subprocesses with only the options a user must give, then judges `pareto.csv` in
   - distinct genotypes, whether predicted latency (or params) is non-increasing in λ, and the ratio
     of the λ = Λ network's to the λ = 0 network's;
   - each distinct genotype trained from scratch at the search's size (`--train-epochs`), its test
-    accuracy on the held-out split, and Kendall τ between pareto's inherited-weight accuracy and it.
+    accuracy on the held-out split, and Kendall τ between pareto's inherited-weight accuracy and it;
+  - with 3 or more seeds, leave-one-out: each seed's τ and the inherited accuracy's τ against the mean of
+    the other seeds (how well one more scratch run ranks the front is the yardstick for one estimate).
 
     python benchmarks/pareto_rank.py --epochs 3                                  # MNIST, linear, mobile 28×28
     python benchmarks/pareto_rank.py --epochs 3 --hypernet mlp
@@ -59,6 +61,22 @@ def finetune_sweep(run: Path, distinct: pd.DataFrame, scratch: list[float], step
         tau = kendalltau(accs, scratch).statistic if len(accs) > 1 else float("nan")
         print(f"fine-tune {k} steps: {[round(a, 4) for a in accs]}  Kendall τ {tau:.3f}", flush=True)
         out.append({"steps": k, "val_acc": accs, "kendall_tau": tau})
+    return out
+
+
+def leave_one_out(seeds: np.ndarray, estimate: np.ndarray) -> list[dict]:
+    """For each scratch seed s: Kendall τ of seed s, and of the estimate, against the mean of the *other* seeds.
+
+    The matched comparison for item 2: a network's inherited accuracy is an estimate of its from-scratch accuracy,
+    and so is one more training run from scratch. Against the same reference (the mean of the other seeds), how
+    well one scratch run ranks the front is what any single, equally noisy estimate can be expected to reach."""
+    from scipy.stats import kendalltau
+
+    out = []
+    for s in range(len(seeds)):
+        rest = np.delete(seeds, s, axis=0).mean(axis=0)
+        out.append({"seed_index": s, "seed_tau": float(kendalltau(seeds[s], rest).statistic),
+                    "estimate_tau": float(kendalltau(estimate, rest).statistic)})
     return out
 
 
@@ -145,6 +163,7 @@ def main() -> None:
     seed_taus = [kendalltau(seeds[a], seeds[b]).statistic
                  for a in range(len(seeds)) for b in range(a + 1, len(seeds))] if len(scratch) > 1 else []
     tau = kendalltau(distinct["val_acc"].to_numpy(), scratch).statistic if len(scratch) > 1 else float("nan")
+    loo = leave_one_out(seeds, distinct["val_acc"].to_numpy()) if len(seeds) > 2 else []
     sweep = finetune_sweep(run, distinct, scratch, [int(k) for k in args.finetune_sweep.split(",") if k]) \
         if scratch else []
     result = {
@@ -158,11 +177,14 @@ def main() -> None:
         "scratch_test_acc": dict(zip(distinct["genotype"], scratch)),
         "scratch_test_acc_per_seed": per_seed, "scratch_seeds": seed_list, "scratch_seed_std": seeds.std(axis=0, ddof=1).tolist() if len(seeds) > 1 else None,
         "scratch_epochs": args.train_epochs, "scratch_seed_pair_kendall_tau": seed_taus, "kendall_tau": tau,
-        "finetune_sweep": sweep, "times_s": times,
+        "leave_one_out": loo, "finetune_sweep": sweep, "times_s": times,
     }
     print(f"distinct {result['distinct_genotypes']}, non-increasing {result['cost_non_increasing']}, "
           f"end/start {result['cost_ratio_end_to_start']:.3f}, Kendall τ {tau:.3f} "
           f"(seed against seed: {', '.join(f'{t:.2f}' for t in seed_taus)})")
+    for r in loo:
+        print(f"against the mean of the seeds but #{r['seed_index']}: that seed τ {r['seed_tau']:.2f}, "
+              f"inherited τ {r['estimate_tau']:.2f}")
     save(name, result)
 
 

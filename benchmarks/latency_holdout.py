@@ -273,8 +273,17 @@ def main() -> None:
         timers.append(torch_timer(model, space, threads, args.warmup, args.runs) if table.backend == "cpu"
                       else ort_timer(onnx, shape, threads, args.warmup, args.runs))
     times["export_s"] = time.perf_counter() - t0
+    # the machine's speed against the table's (its costliest ops re-timed by the table's own backend), just before
+    # and just after the independent timing: a diagnostic only, the independent figures are not scaled by it
+    from hwnas.latency.backends import make_backend
+    from hwnas.latency.calibrate import machine_speed
+    from hwnas.latency.measure import table_backend_config
+
+    table_backend = make_backend(table_backend_config(table))
+    speed_before = machine_speed(table, table_backend)
     CPU_SHARE.clear()
     rounds = np.array([[timer() for timer in timers] for _ in range(args.rounds)])  # (rounds, networks)
+    speed_after = machine_speed(table, table_backend)
     share = np.array(CPU_SHARE).reshape(args.rounds, len(timers))
     rel = relative_share(share)
     measured = np.median(rounds, axis=0)
@@ -298,6 +307,9 @@ def main() -> None:
                       "predicted_ms": p, "raw_sum_ms": r, "export_report_ms": e,
                       "measured_ms": float(m), "round_ms": rounds[:, i].tolist(), "cpu_share": share[:, i].tolist()}
                      for i, (g, p, r, e, m) in enumerate(zip(nets, predicted, raw, reported, measured))],
+        "machine_speed": {"calibration": ((table.meta.get("calibration") or {}).get("machine_speed") or {}).get("per_round"),
+                          "before_timing": speed_before["per_round"], "after_timing": speed_after["per_round"],
+                          "what": "per round, the table's costliest ops re-timed by its backend / their table figure"},
         "times_s": times,
     }
     if args.against is not None:
@@ -307,6 +319,10 @@ def main() -> None:
     print(f"{tag}: calibrated ±10 % {100 * c['within_10pct']:.0f} %, ρ {c['spearman']:.3f}, MAPE {c['mape_pct']:.1f} % | "
           f"raw sum ±10 % {100 * r['within_10pct']:.0f} %, ρ {r['spearman']:.3f} | noise floor median "
           f"{n['median_pct']:.1f} %, p90 {n['p90_pct']:.1f} %, same net within 10 %: {100 * n['within_10pct']:.0f} %")
+    ms = result["machine_speed"]
+    print("machine speed against the table's (its costliest ops re-timed): "
+          + "; ".join(f"{k} {', '.join(f'{v:.2f}' for v in ms[k])}" for k in ("calibration", "before_timing", "after_timing")
+                      if ms[k]))
     cs = result["cpu_share"]
     if cs["disturbed_blocks"]:
         print(f"WARNING: {cs['disturbed_blocks']} of {cs['blocks']} timed blocks ran with under {DISTURBED:.0%} of their "

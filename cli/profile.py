@@ -178,12 +178,16 @@ def calibrate(
     seed: Annotated[int, typer.Option(help="seed of the architecture sampler")] = 0,
     folds: Annotated[int, typer.Option(help="K of the K-fold cross-validation of the fits")] = 5,
     report: Annotated[Path | None, typer.Option(help="JSON of the figures (default <table>.calibration.json)")] = None,
+    reference_ops: Annotated[int | None, typer.Option(
+        min=0, help="the table's costliest ops re-timed in every round of the networks: the machine's speed against "
+                    "the table's, by which each round's timings are divided (default 6; 0: off)")] = None,
 ) -> None:
     """Compare the table's predictions with whole networks measured on the same backend; fit and store a correction."""
     from hwnas.api import calibrate as run_calibrate
 
     with _bar("calibrate") as update:
-        cal = run_calibrate(table, samples=samples, seed=seed, folds=folds, report=report, on_progress=update)
+        cal = run_calibrate(table, samples=samples, seed=seed, folds=folds, report=report, on_progress=update,
+                            reference_ops=reference_ops)
     out = Table(title=f"{table.name}: predicted vs measured, {samples} networks ({folds}-fold held-out for fits)")
     for col in ("prediction", "MAPE %", "within ±10 %", "Spearman", "Kendall"):
         out.add_column(col)
@@ -197,6 +201,16 @@ def calibrate(
     console.print(f"{what} (lowest held-out MAPE that ranks no worse than the sum), stored in {table.name}.json; "
                   f"figures in {report}, plot {png}", highlight=False)
     _warn_noisy([(r["noisy"], r["spread"]) for r in cal.samples], f"{samples} whole networks")
+    if cal.machine_speed:
+        speed = sorted(cal.machine_speed)[len(cal.machine_speed) // 2]
+        rounds = ", ".join(f"{v:.2f}" for v in cal.machine_speed)
+        line = (f"machine speed: the table's costliest ops ran at {speed:.2f}× their profiled time "
+                f"(rounds: {rounds}); each round's network timings were divided by it")
+        if max(abs(v - 1) for v in cal.machine_speed) > 0.10:
+            console.print(f"[yellow]warning:[/] {line}. The machine is not as it was when the table was profiled; "
+                          f"predictions hold at the table's speed", highlight=False)
+        else:
+            console.print(line, highlight=False)
 
 
 @user_errors

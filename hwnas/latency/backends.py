@@ -109,6 +109,12 @@ class Backend:
         """A callable that times one round of `module` (export and set-up done once, here)."""
         return lambda: self.measure(module, shapes, dtype)
 
+    def prepare_key(self, key, space):
+        """A callable that times one round of a table key's module (what `hwnas profile` times for it)."""
+        from hwnas.latency.profiler import key_module
+
+        return self.prepare(*key_module(key, space), key.dtype)
+
     def measure(self, module: nn.Module, shapes: list[tuple[int, ...]], dtype: str = "float32") -> TimingStats:
         """The module timed in `timing.rounds` rounds, combined."""
         return interleaved([self.prepare(module, shapes, dtype)], self.cfg.timing)[0]

@@ -20,6 +20,18 @@ only, never in-sample):
   its weights, not with its per-op times. Measured held out on ResNet18 (28×28, mobile, 20 networks;
   benchmarks/latency_holdout.py): within ±10 % 70 → 100 %, Spearman 0.87 → 0.94 against `linear`.
 
+The machine itself drifts: on a shared 2-core VM a whole minute can run 10–15 % slower than the next, with the
+process getting all of its CPU (other tenants' memory traffic), and a 2-thread ONNX Runtime session runs at one of two
+speeds 2× apart. A calibration timed in a slow stretch learns the stretch, not the table (a 32×32 torch-eager
+hold-out, 2026-12-06: the stored linear correction put 5 of 20 held-out networks within ±10 %, the plain sum 19).
+So each round of the networks also re-times the table's own `REFERENCE_OPS` costliest ops (the costliest key of each), interleaved among
+the networks; their median ratio to the table's figures is the machine's speed in that round, and that round's
+network timings are divided by it before anything is fitted: the correction relates whole networks to per-op sums
+at the same machine speed, the speed the table was profiled at. The per-round speeds are recorded
+(`machine_speed`); `--reference-ops 0` turns this off. Measured on the next 32×32 hold-out (benchmarks/
+latency_holdout.py; calibration rounds at 1.05, 1.08 and 1.40× the table's speed): 85 % of the held-out networks
+within ±10 % (MAPE 5.8 %); the same timings fitted undivided, 40 % (MAPE 11.5 %).
+
 The stored prediction is the simplest of the four — the plain sum included — whose held-out MAPE is
 within one standard error of the lowest, among those that cannot rank the networks worse than the plain sum: the sum
 itself, the linear fit when its slope is positive (a monotone map of the sum: the same ranking,
@@ -44,7 +56,8 @@ from hwnas.errors import HwnasError
 from hwnas.latency import resnet_keys as rk
 from hwnas.latency.backends import make_backend
 from hwnas.latency.measure import table_backend_config
-from hwnas.latency.stats import TimingConfig, interleaved
+from hwnas.latency.space import OpKey
+from hwnas.latency.stats import TimingConfig, TimingStats, combine_rounds, interleaved_rounds, scaled
 from hwnas.latency.table import LatencyTable, apply_correction
 from hwnas.spaces.genotype import Genotype
 from hwnas.spaces.ops import PRIMITIVES
@@ -153,6 +166,37 @@ def check_device(table: LatencyTable, backend) -> None:
                          f"calibrate where the table was measured")
 
 
+REFERENCE_OPS = 6   # the table's own keys re-timed in every calibration round: the machine's speed, round by round
+
+
+def reference_keys(table: LatencyTable, n: int = REFERENCE_OPS) -> list[OpKey]:
+    """The costliest key of each of the table's `n` costliest ops (distinct op names): the keys that say how fast the
+    machine runs now against when it was profiled. The costliest, because a key near the call overhead times the
+    session call rather than the machine's work."""
+    best: dict[str, OpKey] = {}
+    keys = table.keys()   # a list (LatencyTable is not a dict)
+    for key in keys:
+        if key.op not in best or table.measured_ms(key) > table.measured_ms(best[key.op]):
+            best[key.op] = key
+    return sorted(best.values(), key=lambda k: -table.measured_ms(k))[:max(0, n)]
+
+
+def round_speeds(table: LatencyTable, keys: list[OpKey], rounds: list[list[TimingStats]]) -> list[float]:
+    """Per round r: the median over `keys` of (key's median in round r) / (its median in the table). 1.10 = the
+    machine ran the table's own ops 10 % slower than when it profiled them."""
+    return [float(np.median([rounds[j][r].p50_ms / table.measured_ms(k) for j, k in enumerate(keys)]))
+            for r in range(len(rounds[0]))]
+
+
+def machine_speed(table: LatencyTable, backend, n: int = REFERENCE_OPS) -> dict:
+    """The machine's speed now against the table's (its `n` reference keys re-timed as the profiler times them, in
+    the table's interleaved rounds): {"keys", "per_round", "median"}."""
+    keys = reference_keys(table, n)
+    rounds = interleaved_rounds([backend.prepare_key(k, table.space) for k in keys], backend.cfg.timing)
+    speeds = round_speeds(table, keys, rounds)
+    return {"keys": [k._asdict() for k in keys], "per_round": speeds, "median": float(np.median(speeds))}
+
+
 SIMPLER_FIRST = ("sum", "linear", "linear+params", "per-kind")   # by number of fitted parameters
 
 
@@ -189,13 +233,17 @@ class Calibration:
     figures: dict         # fit name → metrics (raw: in-sample of nothing; fits: held-out)
     chosen: str
     correction: dict | None  # None: the plain sum predicted best
+    machine_speed: list[float] | None = None   # per round: the reference keys' time then / in the table
     report: Path | None = None   # where hwnas.calibrate wrote the figures (JSON) and the plot, when it saved them
     plot: Path | None = None
 
 
 def calibrate(table: LatencyTable, samples: int = 50, seed: int = 0, folds: int = 5, backend=None,
-              on_progress: Callable[[int, int], None] | None = None) -> Calibration:
-    """Measure `samples` random networks, fit, store the chosen correction in the table's sidecar."""
+              on_progress: Callable[[int, int], None] | None = None,
+              reference_ops: int = REFERENCE_OPS) -> Calibration:
+    """Measure `samples` random networks, fit, store the chosen correction in the table's sidecar. With
+    `reference_ops` > 0 (and a backend with a timing rule), each round's network timings are divided by the
+    machine's speed in that round (`reference_keys`, `round_speeds`)."""
     if samples < max(folds, 4):
         raise HwnasError(f"--samples {samples}: need at least {max(folds, 4)} networks for {folds}-fold cross-validation")
     backend = backend or make_backend(table_backend_config(table))
@@ -204,9 +252,12 @@ def calibrate(table: LatencyTable, samples: int = 50, seed: int = 0, folds: int 
     shape = (space.batch, space.in_channels, space.input_h, space.input_w)
     archs, parts_of, thunks = [], [], []
     # a backend without a config (a test's stand-in) is timed once per network
-    timing = backend.cfg.timing if getattr(backend, "cfg", None) is not None else TimingConfig(rounds=1)
+    has_rule = getattr(backend, "cfg", None) is not None
+    timing = backend.cfg.timing if has_rule else TimingConfig(rounds=1)
+    refs = reference_keys(table, reference_ops) if has_rule else []
     rounds = max(1, timing.rounds)
-    total = samples * (1 + rounds)   # progress: each network's export, then each of its timed rounds
+    n_items = samples + len(refs)
+    total = samples + rounds * n_items   # progress: each network's export, then each item's timed rounds
     for i in range(samples):
         arch = random_architecture(space, rng)
         parts_of.append(table.breakdown(arch))  # first: a missing key fails before any timing
@@ -214,12 +265,23 @@ def calibrate(table: LatencyTable, samples: int = 50, seed: int = 0, folds: int 
         thunks.append(backend.prepare(build_network(space, arch), [shape], space.dtype))
         if on_progress:
             on_progress(i + 1, total)
-    # the networks timed in interleaved rounds, as the table's keys were (stats.interleaved)
-    timed = interleaved(thunks, timing,
-                        on_round=(lambda r, i: on_progress(samples * (1 + r) + i + 1, total)) if on_progress else None)
+    # the networks timed in interleaved rounds, as the table's keys were (stats.interleaved), the reference keys
+    # spread evenly among them: reference j right after network (j + 1) · samples / (len(refs) + 1)
+    slots = [(j + 1) * samples // (len(refs) + 1) for j in range(len(refs))]
+    order = [("net", i) for i in range(samples)]
+    for j, at in reversed(list(enumerate(slots))):
+        order.insert(at, ("ref", j))
+    items = [thunks[i] if kind == "net" else backend.prepare_key(refs[i], space) for kind, i in order]
+    per = interleaved_rounds(items, timing, on_round=(lambda r, i: on_progress(samples + r * n_items + i + 1, total))
+                             if on_progress else None)
+    net_rounds = [per[order.index(("net", i))] for i in range(samples)]
+    speeds = round_speeds(table, refs, [per[order.index(("ref", j))] for j in range(len(refs))]) if refs else None
+    timed = [combine_rounds([scaled(s, speeds[r]) for r, s in enumerate(rs)] if speeds else rs, timing.precision)
+             for rs in net_rounds]
     rows = []
-    for arch, parts, measured in zip(archs, parts_of, timed):
+    for arch, parts, measured, rs in zip(archs, parts_of, timed, net_rounds):
         rows.append({"architecture": str(arch) if isinstance(arch, Genotype) else arch, "measured_ms": measured.p50_ms,
+                     "unscaled_round_ms": [s.p50_ms for s in rs],
                      "measured_p10_ms": measured.p10_ms, "measured_p90_ms": measured.p90_ms,
                      "spread": measured.spread, "noisy": measured.noisy,
                      "sum_ms": sum(parts.values()), "parts": parts, "features": table.features(arch)})
@@ -238,12 +300,17 @@ def calibrate(table: LatencyTable, samples: int = 50, seed: int = 0, folds: int 
                                  "samples": samples, "seed": seed, "folds": folds,
                                  "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                  "call_overhead_ms": table.call_overhead_ms,
+                                 "machine_speed": None if not speeds else {
+                                     "keys": [k._asdict() for k in refs], "per_round": speeds,
+                                     "median": float(np.median(speeds)),
+                                     "what": "per round, the median over the reference keys of their time then / in "
+                                             "the table; each round's network timings were divided by it"},
                                  "note": "figures for fits are K-fold held-out; the stored correction is refitted "
                                          "on all samples; chosen = lowest held-out MAPE among predictions that rank "
                                          "at least as well as the plain sum"}
     if table.path:
         table.save_meta()
-    return Calibration(rows, figures, chosen, correction)
+    return Calibration(rows, figures, chosen, correction, machine_speed=speeds)
 
 
 def save_report(cal: Calibration, table: LatencyTable, path: str | Path) -> Path:

@@ -104,7 +104,7 @@ def profile(cfg: ProfileConfig, out: str | Path, backend: Backend | None = None,
     for start in range(0, len(todo), CHUNK):
         chunk = todo[start:start + CHUNK]
         # the chunk's keys timed in interleaved rounds (a fresh session each): see stats.interleaved
-        thunks = [backend.prepare(*key_module(key, cfg.space), key.dtype) for key in chunk]
+        thunks = [backend.prepare_key(key, cfg.space) for key in chunk]
         for key, stats in zip(chunk, interleaved(thunks, cfg.backend.timing)):
             rows.append({**key._asdict(), **stats.row()})
             n_done += 1

@@ -113,18 +113,31 @@ def combine_rounds(rounds: list[TimingStats], precision: float) -> TimingStats:
                        n_disturbed=sum(r.n_disturbed for r in rounds), noisy=spread > precision)
 
 
-def interleaved(thunks: list, cfg: TimingConfig, on_round=None) -> list[TimingStats]:
-    """Time each thunk (a callable returning one round's TimingStats) in `cfg.rounds` interleaved rounds — all of
-    them once, then all again — and combine each one's rounds. A machine state that drifts over minutes (another
-    job, the clock, a neighbour on the host) then moves every item alike instead of the ones timed during it;
-    `on_round(r, i)` after each item of each round."""
+def interleaved_rounds(thunks: list, cfg: TimingConfig, on_round=None) -> list[list[TimingStats]]:
+    """Each thunk (a callable returning one round's TimingStats) timed in `cfg.rounds` interleaved rounds — all of
+    them once, then all again: `out[i][r]` is thunk i's round r. `on_round(r, i)` after each item of each round."""
     per: list[list[TimingStats]] = [[] for _ in thunks]
     for r in range(max(1, cfg.rounds)):
         for i, thunk in enumerate(thunks):
             per[i].append(thunk())
             if on_round:
                 on_round(r, i)
-    return [combine_rounds(p, cfg.precision) for p in per]
+    return per
+
+
+def interleaved(thunks: list, cfg: TimingConfig, on_round=None) -> list[TimingStats]:
+    """`interleaved_rounds`, each item's rounds combined (`combine_rounds`). A machine state that drifts over minutes
+    (another job, the clock, a neighbour on the host) then moves every item alike instead of the ones timed
+    during it."""
+    return [combine_rounds(p, cfg.precision) for p in interleaved_rounds(thunks, cfg, on_round)]
+
+
+def scaled(stats: TimingStats, factor: float) -> TimingStats:
+    """The same measurement with its times divided by `factor` (a machine `factor`× slower than the reference)."""
+    from dataclasses import replace
+
+    return replace(stats, p50_ms=stats.p50_ms / factor, p10_ms=stats.p10_ms / factor,
+                   p90_ms=stats.p90_ms / factor, mean_ms=stats.mean_ms / factor)
 
 
 def time_callable(fn, cfg: TimingConfig, clock=None) -> TimingStats:

@@ -92,8 +92,8 @@ class LatencyTable:
         if not (0.0 <= self.call_overhead_ms < float("inf")):
             raise HwnasError(f"{where}: call_overhead_ms must be a non-negative number, "
                              f"not {self.meta.get('call_overhead_ms')!r}")
-        self._p50 = {_row_key(r): max(float(r["p50_ms"]) - self.call_overhead_ms, 0.0)
-                     for _, r in self.frame.iterrows()}
+        self._measured = {_row_key(r): float(r["p50_ms"]) for _, r in self.frame.iterrows()}
+        self._p50 = {k: max(ms - self.call_overhead_ms, 0.0) for k, ms in self._measured.items()}
         self._params: dict[OpKey, int] = {}
 
     # ---- files ---------------------------------------------------------------------------
@@ -157,6 +157,10 @@ class LatencyTable:
         out = f" --out {self.path}" if self.path else ""
         return (f"hwnas profile --device {self.backend} --threads {self.meta['threads']} "
                 f"{self.space.cli_args()}{out}")
+
+    def measured_ms(self, key: OpKey) -> float:
+        """The key's median as the profiler measured it (the call overhead not taken off)."""
+        return self._measured[key]
 
     def lookup(self, key: OpKey) -> float:
         """A key's cost in a network, ms: its p50 less the session call it paid when timed alone

@@ -1,0 +1,70 @@
+"""Does dividing out the machine's speed help `calibrate`? An A/B inside one hold-out run (issue #11).
+
+`hwnas calibrate` re-times the table's costliest ops in every round of its networks and divides each round's
+network timings by the machine's speed in that round (`hwnas.latency.calibrate`). Its report keeps each network's
+undivided round medians (`unscaled_round_ms`), so the same calibration can be refitted the old way — the networks'
+undivided median over rounds — with the same choice rule, and both stored predictions compared on the same held-out
+networks, timed independently by `benchmarks/latency_holdout.py`. No new timing: both arms see the same machine.
+
+    python benchmarks/calibration_speed_ab.py benchmarks/results/latency_holdout-cpu-t1-32x32-speed.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import header, save  # noqa: E402
+
+
+def stored_prediction(rows: list[dict], measured: np.ndarray, folds: int, seed: int):
+    """The correction `calibrate` would store for these timings (its fits, held-out figures and choice rule)."""
+    from hwnas.latency.calibrate import FITS, choose, cross_validated, fit_linear, metrics
+
+    parts, feats = [r["parts"] for r in rows], [r["features"] for r in rows]
+    figures = {"sum": metrics([r["sum_ms"] for r in rows], measured)}
+    for name, fit in FITS.items():
+        figures[name] = metrics(cross_validated(parts, measured, fit, folds, seed, features=feats), measured)
+    linear = fit_linear(parts, measured)
+    chosen = choose(figures, linear_slope=linear["default_scale"])
+    return chosen, (linear if chosen == "linear" else FITS[chosen](parts, measured, feats) if chosen in FITS else None)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("result", type=Path, help="a benchmarks/results/latency_holdout-*.json made since 2026-12-06")
+    ap.add_argument("--name", default=None)
+    args = ap.parse_args()
+    env = header()
+    from hwnas.latency.calibrate import metrics
+    from hwnas.latency.table import LatencyTable, apply_correction
+    from hwnas.spaces.genotype import Genotype
+
+    result = json.loads(args.result.read_text())
+    table = LatencyTable.load(result["table"])
+    report = json.loads(Path(result["table"] + ".calibration.json").read_text())
+    rows, cal = report["samples"], table.meta["calibration"]
+    if "unscaled_round_ms" not in rows[0]:
+        sys.exit(f"{args.result}: its calibration predates the machine-speed division (no unscaled_round_ms)")
+    measured = np.array([n["measured_ms"] for n in result["networks"]])
+    archs = [Genotype.parse(n["genotype"]) if "genotype" in n else n["arch"] for n in result["networks"]]
+    out = {"env": env, "result": str(args.result), "machine_speed": (cal.get("machine_speed") or {}).get("per_round")}
+    arms = {"divided by the machine's speed (calibrate now)": np.array([r["measured_ms"] for r in rows]),
+            "undivided (calibrate before)": np.array([float(np.median(r["unscaled_round_ms"])) for r in rows])}
+    for label, y in arms.items():
+        chosen, corr = stored_prediction(rows, y, cal["folds"], cal["seed"])
+        pred = [apply_correction(table.breakdown(a), corr, table.features(a)) if corr else table.predict(a, corrected=False)
+                for a in archs]
+        m = metrics(pred, measured)
+        out[label] = {"chosen": chosen, "correction": corr, "held_out": m}
+        print(f"{label}: {chosen} → held out {100 * m['within_10pct']:.0f} % within ±10 %, MAPE {m['mape_pct']:.1f} %, "
+              f"ρ {m['spearman']:.3f}")
+    save(args.name or f"calibration_speed_ab-{args.result.stem.removeprefix('latency_holdout-')}", out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""`calibrate` on a machine whose speed drifts: the table's own ops, re-timed in every round of the networks, say how
+much slower the machine runs in that round, and the correction is fitted at the table's speed, not the stretch's."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hwnas.latency.backends import Backend, BackendConfig
+from hwnas.latency.calibrate import calibrate, machine_speed, reference_keys
+from hwnas.latency.stats import TimingConfig, TimingStats
+from hwnas.spaces.network import DiscreteNetwork
+from tests.test_latency_table import TINY, synthetic
+
+SCALE, INTERCEPT = 1.2, 0.5
+SPEEDS = (1.0, 1.6, 1.3)   # the machine in rounds 0, 1, 2: as profiled, 60 % slower, 30 % slower
+
+
+class Drifting(Backend):
+    """Times a whole network as SPEED[round] · (SCALE · its table sum + INTERCEPT) and a table key as
+    SPEED[round] · its table median, the round being how many times that item has been timed before."""
+
+    def __init__(self, table, speeds=SPEEDS):
+        super().__init__(BackendConfig("cpu", 1, timing=TimingConfig(rounds=len(speeds))))
+        self.table, self.speeds = table, speeds
+
+    def describe(self):
+        return {"device": self.table.meta["device"], "backend_version": "0"}
+
+    def _thunk(self, ms: float):
+        calls = []
+
+        def one_round() -> TimingStats:
+            t = self.speeds[len(calls)] * ms
+            calls.append(t)
+            return TimingStats(t, t, t, t, 10, 0)
+
+        return one_round
+
+    def prepare(self, module, shapes, dtype="float32"):
+        assert isinstance(module, DiscreteNetwork)
+        return self._thunk(SCALE * self.table.predict(module.genotype, corrected=False) + INTERCEPT)
+
+    def prepare_key(self, key, space):
+        return self._thunk(self.table.measured_ms(key))
+
+
+def test_reference_keys_are_the_costliest_key_of_the_costliest_ops():
+    table = synthetic(TINY, device="fake-cpu")
+    keys = reference_keys(table, 4)
+    assert len(keys) == 4 and len({k.op for k in keys}) == 4
+    ms = [table.measured_ms(k) for k in keys]
+    assert ms == sorted(ms, reverse=True)
+    for k in keys:   # the costliest of its op, and no op left out is costlier than the last one kept
+        assert table.measured_ms(k) == max(table.measured_ms(o) for o in table.keys() if o.op == k.op)
+    assert all(table.measured_ms(o) <= ms[-1] for o in table.keys() if o.op not in {k.op for k in keys})
+    assert reference_keys(table, 0) == []
+
+
+def test_a_drifting_machine_is_measured_and_divided_out_round_by_round():
+    table = synthetic(TINY, device="fake-cpu")
+    cal = calibrate(table, samples=10, folds=5, backend=Drifting(table))
+    assert cal.machine_speed == pytest.approx(list(SPEEDS))
+    # the relation at the table's speed is recovered exactly: linear, SCALE and INTERCEPT
+    assert cal.chosen == "linear" and cal.figures["linear"]["mape_pct"] < 1e-6
+    assert table.correction["default_scale"] == pytest.approx(SCALE) and table.correction["intercept"] == pytest.approx(INTERCEPT)
+    for r in cal.samples:
+        assert r["unscaled_round_ms"] == pytest.approx([s * r["measured_ms"] for s in SPEEDS])
+    stored = table.meta["calibration"]["machine_speed"]
+    assert stored["per_round"] == pytest.approx(list(SPEEDS)) and stored["median"] == pytest.approx(1.3)
+    assert len(stored["keys"]) == 6
+
+
+def test_without_reference_ops_the_fit_learns_the_slow_stretch():
+    """What the reference ops fix: off, the correction absorbs the machine's median round (1.3×)."""
+    table = synthetic(TINY, device="fake-cpu")
+    cal = calibrate(table, samples=10, folds=5, backend=Drifting(table), reference_ops=0)
+    assert cal.machine_speed is None and table.meta["calibration"]["machine_speed"] is None
+    assert table.correction["default_scale"] == pytest.approx(1.3 * SCALE)
+    assert table.correction["intercept"] == pytest.approx(1.3 * INTERCEPT)
+
+
+def test_machine_speed_retimes_the_reference_keys_alone():
+    table = synthetic(TINY, device="fake-cpu")
+    speed = machine_speed(table, Drifting(table, speeds=(1.1, 0.9, 1.05)), n=3)
+    assert speed["per_round"] == pytest.approx([1.1, 0.9, 1.05]) and speed["median"] == pytest.approx(1.05)
+    assert [tuple(k.values()) for k in speed["keys"]] == [tuple(k) for k in reference_keys(table, 3)]
+    assert np.isfinite(speed["median"])

@@ -3,6 +3,8 @@ synthetic resnet18 table and a ResNet18 trained here for 4 epochs: the whole pip
 import contextlib
 import itertools
 import json
+import os
+import shutil
 from dataclasses import replace
 
 import pytest
@@ -37,12 +39,30 @@ def trained_digits_resnet18(path, epochs=4):
     return r.test_acc
 
 
+def shared_trained_weights(tmp_path_factory, dest):
+    """`trained_digits_resnet18` into `dest`, trained once per test session: under pytest-xdist the first worker to
+    need it trains it into a directory all workers share (under a file lock) and the others copy it — when a
+    worker steals part of this module, its copy of the module fixture would otherwise retrain (17 s)."""
+    run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if run_id is None:
+        assert trained_digits_resnet18(dest) > 0.8
+        return
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp().parent / f"prune-cli-weights-{run_id}.pt"
+    with FileLock(f"{shared}.lock"):
+        if not shared.is_file():
+            assert trained_digits_resnet18(f"{shared}.part") > 0.8
+            os.replace(f"{shared}.part", shared)
+    shutil.copyfile(shared, dest)
+
+
 @pytest.fixture(scope="module")
 def prune_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("prune")
     synthetic(DIGITS, latency=lambda k: 0.001 * k.c_in * (float(k.op[-4:]) if k.op.startswith("resnet_b") else 0.2)
               ).save(root / "t.csv")
-    assert trained_digits_resnet18(root / "w.pt") > 0.8
+    shared_trained_weights(tmp_path_factory, root / "w.pt")
     args = ["prune", "--out", str(root / "run"), "--table", str(root / "t.csv"), "--weights", str(root / "w.pt"),
             "--dataset", "digits", *TINY]
     out = ok(runner.invoke(app, args))
@@ -98,7 +118,6 @@ def test_export_of_a_prune_run(prune_run):
 def test_every_pareto_lambda_exports(prune_run, tmp_path):
     """A hypernet whose per-gate argmax breaks layer2.0 (branch and projection shortcut removed) for λ > 0:
     pareto.csv has no broken row and every one of its λ exports (the old per-gate argmax refused them)."""
-    import shutil
 
     import pandas as pd
 
@@ -132,7 +151,6 @@ def test_pareto_csv_shows_gate_sets_between_the_grid_points(prune_run, tmp_path)
     """Issue #12.4: a hypernet whose gates change only between the even grid's points (here 0, Λ/1000 and Λ:
     4 blocks go to ¼ width at λ/Λ ≈ 0.013–0.18). pareto.csv's 3 rows are 3 distinct gate sets (the even grid
     showed 2: intact and all four pruned), each exported as it is listed."""
-    import shutil
 
     import pandas as pd
 
@@ -403,7 +421,6 @@ def test_channel_multiple_holds_through_pareto_cost_and_export(prune_run, tmp_pa
     assert [last[f"channels[{b}]"] for b in BLOCKS] == [64, 64, 64, 64, 128, 128, 256, 256]
     # the same hypernet in the run without the option keeps layer1 at 32
     plain = tmp_path / "plain"
-    import shutil
 
     shutil.copytree(root / "run", plain)
     plain_state = torch.load(plain / "checkpoint.pt", weights_only=True)

@@ -2,9 +2,10 @@
 
 `hwnas calibrate` re-times the table's costliest ops in every round of its networks and divides each round's
 network timings by the machine's speed in that round (`hwnas.latency.calibrate`). Its report keeps each network's
-undivided round medians (`unscaled_round_ms`), so the same calibration can be refitted the old way — the networks'
-undivided median over rounds — with the same choice rule, and both stored predictions compared on the same held-out
-networks, timed independently by `benchmarks/latency_holdout.py`. No new timing: both arms see the same machine.
+undivided round medians (`unscaled_round_ms`) and the speeds, so the same calibration can be refitted each way — each round brought to the
+median round's speed (what calibrate does), undivided (before), each round brought to the table's speed (the first
+try) — with the same choice rule, and the stored predictions compared on the same held-out networks, timed
+independently by `benchmarks/latency_holdout.py`. No new timing: every arm sees the same machine.
 
     python benchmarks/calibration_speed_ab.py benchmarks/results/latency_holdout-cpu-t1-32x32-speed.json
 """
@@ -53,8 +54,11 @@ def main() -> None:
     measured = np.array([n["measured_ms"] for n in result["networks"]])
     archs = [Genotype.parse(n["genotype"]) if "genotype" in n else n["arch"] for n in result["networks"]]
     out = {"env": env, "result": str(args.result), "machine_speed": (cal.get("machine_speed") or {}).get("per_round")}
-    arms = {"divided by the machine's speed (calibrate now)": np.array([r["measured_ms"] for r in rows]),
-            "undivided (calibrate before)": np.array([float(np.median(r["unscaled_round_ms"])) for r in rows])}
+    k = np.asarray(cal["machine_speed"]["per_round"])
+    rounds = np.array([r["unscaled_round_ms"] for r in rows])          # (networks, rounds), undivided
+    arms = {"each round at the median round's speed (calibrate now)": np.median(rounds / k, axis=1) * np.median(k),
+            "undivided (before)": np.median(rounds, axis=1),
+            "each round at the table's speed (first try)": np.median(rounds / k, axis=1)}
     for label, y in arms.items():
         chosen, corr = stored_prediction(rows, y, cal["folds"], cal["seed"])
         pred = [apply_correction(table.breakdown(a), corr, table.features(a)) if corr else table.predict(a, corrected=False)

@@ -202,15 +202,19 @@ def calibrate(
                   f"figures in {report}, plot {png}", highlight=False)
     _warn_noisy([(r["noisy"], r["spread"]) for r in cal.samples], f"{samples} whole networks")
     if cal.machine_speed:
-        speed = sorted(cal.machine_speed)[len(cal.machine_speed) // 2]
-        rounds = ", ".join(f"{v:.2f}" for v in cal.machine_speed)
-        line = (f"machine speed: the table's costliest ops ran at {speed:.2f}× their profiled time "
-                f"(rounds: {rounds}); each round's network timings were divided by it")
-        if max(abs(v - 1) for v in cal.machine_speed) > 0.10:
-            console.print(f"[yellow]warning:[/] {line}. The machine is not as it was when the table was profiled; "
-                          f"predictions hold at the table's speed", highlight=False)
-        else:
-            console.print(line, highlight=False)
+        speeds = cal.machine_speed
+        rounds = ", ".join(f"{v:.2f}" for v in speeds)
+        console.print(f"machine speed: the table's costliest ops ran at {rounds}× their profiled time in the "
+                      f"{len(speeds)} rounds; each round's network timings were brought to the median round's",
+                      highlight=False)
+        if max(speeds) / min(speeds) > 1.10:
+            console.print(f"[yellow]warning:[/] the machine's speed changed by {max(speeds) / min(speeds):.2f}× during "
+                          f"the calibration: other work on the machine, or a CPU with several speeds; "
+                          f"predictions here will vary by as much", highlight=False)
+        elif not 0.9 <= sorted(speeds)[len(speeds) // 2] <= 1.1:
+            console.print("[yellow]warning:[/] the machine runs the table's own ops at another speed than when it was "
+                          "profiled; the correction includes it, but predictions drift as the machine does",
+                          highlight=False)
 
 
 @user_errors

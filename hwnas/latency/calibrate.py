@@ -24,13 +24,18 @@ The machine itself drifts: on a shared 2-core VM a whole minute can run 10–15 
 process getting all of its CPU (other tenants' memory traffic), and a 2-thread ONNX Runtime session runs at one of two
 speeds 2× apart. A calibration timed in a slow stretch learns the stretch, not the table (a 32×32 torch-eager
 hold-out, 2026-12-06: the stored linear correction put 5 of 20 held-out networks within ±10 %, the plain sum 19).
-So each round of the networks also re-times the table's own `REFERENCE_OPS` costliest ops (the costliest key of each), interleaved among
-the networks; their median ratio to the table's figures is the machine's speed in that round, and that round's
-network timings are divided by it before anything is fitted: the correction relates whole networks to per-op sums
-at the same machine speed, the speed the table was profiled at. The per-round speeds are recorded
-(`machine_speed`); `--reference-ops 0` turns this off. Measured on the next 32×32 hold-out (benchmarks/
-latency_holdout.py; calibration rounds at 1.05, 1.08 and 1.40× the table's speed): 85 % of the held-out networks
-within ±10 % (MAPE 5.8 %); the same timings fitted undivided, 40 % (MAPE 11.5 %).
+So each round of the networks also re-times the table's own `REFERENCE_OPS` costliest ops (the costliest key of
+each), spread among the networks; their median ratio to the table's figures is the machine's speed in that round.
+Each round's network timings are divided by their round's speed and multiplied by the median round's, before the
+median over rounds and any fit: the rounds are brought to one level, the calibration's typical one. Without it, a
+network's median over rounds mixes the rounds' levels, differently for each network when a round is also noisy
+(cpu 32×32: per-network ratios to the sum of 1.1–1.5 in one round, 1.2–1.9 in a slow one). The target is the
+calibration's median speed, not the table's: the profile is one short stretch (30–45 s), the calibration's rounds
+span minutes. The per-round speeds are recorded (`machine_speed`); `--reference-ops 0` turns this off. Chosen on four
+hold-outs of 2026-12-06 (benchmarks/calibration_speed_ab.py, the same timings refitted each way; within ±10 %): this
+95 / 95 / 100 % on cpu 32×32, ort-cpu 28×28 and 32×32 (1 thread), against 40 / 90 / 90 % undivided and 85 / 90 / 55 %
+divided to the table's speed; on the two-speed 2-thread VM (a network's own rounds within 10 % of each other 35 % of
+the time) 15 % against 60 % and 0 %.
 
 The stored prediction is the simplest of the four — the plain sum included — whose held-out MAPE is
 within one standard error of the lowest, among those that cannot rank the networks worse than the plain sum: the sum
@@ -243,7 +248,7 @@ def calibrate(table: LatencyTable, samples: int = 50, seed: int = 0, folds: int 
               reference_ops: int = REFERENCE_OPS) -> Calibration:
     """Measure `samples` random networks, fit, store the chosen correction in the table's sidecar. With
     `reference_ops` > 0 (and a backend with a timing rule), each round's network timings are divided by the
-    machine's speed in that round (`reference_keys`, `round_speeds`)."""
+    machine's speed in that round and multiplied by the median round's (`reference_keys`, `round_speeds`)."""
     if samples < max(folds, 4):
         raise HwnasError(f"--samples {samples}: need at least {max(folds, 4)} networks for {folds}-fold cross-validation")
     backend = backend or make_backend(table_backend_config(table))
@@ -276,8 +281,10 @@ def calibrate(table: LatencyTable, samples: int = 50, seed: int = 0, folds: int 
                              if on_progress else None)
     net_rounds = [per[order.index(("net", i))] for i in range(samples)]
     speeds = round_speeds(table, refs, [per[order.index(("ref", j))] for j in range(len(refs))]) if refs else None
-    timed = [combine_rounds([scaled(s, speeds[r]) for r, s in enumerate(rs)] if speeds else rs, timing.precision)
-             for rs in net_rounds]
+    # each round divided by its own speed, then the whole calibration brought to its median round's speed
+    typical = float(np.median(speeds)) if speeds else 1.0
+    timed = [combine_rounds([scaled(s, speeds[r] / typical) for r, s in enumerate(rs)] if speeds else rs,
+                            timing.precision) for rs in net_rounds]
     rows = []
     for arch, parts, measured, rs in zip(archs, parts_of, timed, net_rounds):
         rows.append({"architecture": str(arch) if isinstance(arch, Genotype) else arch, "measured_ms": measured.p50_ms,
@@ -304,7 +311,7 @@ def calibrate(table: LatencyTable, samples: int = 50, seed: int = 0, folds: int 
                                      "keys": [k._asdict() for k in refs], "per_round": speeds,
                                      "median": float(np.median(speeds)),
                                      "what": "per round, the median over the reference keys of their time then / in "
-                                             "the table; each round's network timings were divided by it"},
+                                             "the table; each round's network timings were multiplied by median / it"},
                                  "note": "figures for fits are K-fold held-out; the stored correction is refitted "
                                          "on all samples; chosen = lowest held-out MAPE among predictions that rank "
                                          "at least as well as the plain sum"}

@@ -22,26 +22,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import header, save  # noqa: E402
 
 
-def stored_prediction(rows: list[dict], measured: np.ndarray, folds: int, seed: int):
-    """The correction `calibrate` would store for these timings (its fits, held-out figures and choice rule)."""
-    from hwnas.latency.calibrate import FITS, choose, cross_validated, fit_linear, metrics
-
-    parts, feats = [r["parts"] for r in rows], [r["features"] for r in rows]
-    figures = {"sum": metrics([r["sum_ms"] for r in rows], measured)}
-    for name, fit in FITS.items():
-        figures[name] = metrics(cross_validated(parts, measured, fit, folds, seed, features=feats), measured)
-    linear = fit_linear(parts, measured)
-    chosen = choose(figures, linear_slope=linear["default_scale"])
-    return chosen, (linear if chosen == "linear" else FITS[chosen](parts, measured, feats) if chosen in FITS else None)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("result", type=Path, help="a benchmarks/results/latency_holdout-*.json made since 2026-12-06")
     ap.add_argument("--name", default=None)
     args = ap.parse_args()
     env = header()
-    from hwnas.latency.calibrate import metrics
+    from hwnas.latency.calibrate import fit_and_choose, metrics
     from hwnas.latency.table import LatencyTable, apply_correction
     from hwnas.spaces.genotype import Genotype
 
@@ -60,7 +47,8 @@ def main() -> None:
             "undivided (before)": np.median(rounds, axis=1),
             "each round at the table's speed (first try)": np.median(rounds / k, axis=1)}
     for label, y in arms.items():
-        chosen, corr = stored_prediction(rows, y, cal["folds"], cal["seed"])
+        _, _, chosen, corr = fit_and_choose([r["parts"] for r in rows], y, [r["features"] for r in rows],
+                                            [r["sum_ms"] for r in rows], cal["folds"], cal["seed"])
         pred = [apply_correction(table.breakdown(a), corr, table.features(a)) if corr else table.predict(a, corrected=False)
                 for a in archs]
         m = metrics(pred, measured)

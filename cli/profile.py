@@ -180,7 +180,7 @@ def calibrate(
     report: Annotated[Path | None, typer.Option(help="JSON of the figures (default <table>.calibration.json)")] = None,
     reference_ops: Annotated[int | None, typer.Option(
         min=0, help="the table's costliest ops re-timed in every round of the networks: the machine's speed against "
-                    "the table's, by which each round's timings are divided (default 6; 0: off)")] = None,
+                    "the table's, by which each round's timings are brought to the median round's (default 6; 0: off)")] = None,
 ) -> None:
     """Compare the table's predictions with whole networks measured on the same backend; fit and store a correction."""
     from hwnas.api import calibrate as run_calibrate

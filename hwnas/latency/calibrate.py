@@ -232,6 +232,20 @@ def choose(figures: dict[str, dict], linear_slope: float | None = None) -> str:
                key=lambda n: (order.get(n, len(order)), figures[n]["mape_pct"]))
 
 
+def fit_and_choose(parts: list[dict[str, float]], measured, features: list[dict], sums, folds: int, seed: int):
+    """Every fit's K-fold held-out predictions and figures (and the plain sum's), the choice (`choose`) and the
+    chosen correction refitted on all samples (None: the sum). Returns (figures, held_out, chosen, correction)."""
+    y = np.asarray(measured, float)
+    figures, held_out = {"sum": metrics(sums, y)}, {}
+    for name, fit in FITS.items():
+        held_out[name] = cross_validated(parts, y, fit, folds, seed, features=features)
+        figures[name] = metrics(held_out[name], y)
+    linear = fit_linear(parts, y)
+    chosen = choose(figures, linear_slope=linear["default_scale"])
+    correction = linear if chosen == "linear" else FITS[chosen](parts, y, features) if chosen in FITS else None
+    return figures, held_out, chosen, correction
+
+
 @dataclass
 class Calibration:
     samples: list[dict]   # architecture, measured_ms, sum_ms, parts
@@ -279,12 +293,13 @@ def calibrate(table: LatencyTable, samples: int = 50, seed: int = 0, folds: int 
     items = [thunks[i] if kind == "net" else backend.prepare_key(refs[i], space) for kind, i in order]
     per = interleaved_rounds(items, timing, on_round=(lambda r, i: on_progress(samples + r * n_items + i + 1, total))
                              if on_progress else None)
-    net_rounds = [per[order.index(("net", i))] for i in range(samples)]
-    speeds = round_speeds(table, refs, [per[order.index(("ref", j))] for j in range(len(refs))]) if refs else None
+    at = {item: p for p, item in enumerate(order)}
+    net_rounds = [per[at["net", i]] for i in range(samples)]
+    speeds = round_speeds(table, refs, [per[at["ref", j]] for j in range(len(refs))]) if refs else None
     # each round divided by its own speed, then the whole calibration brought to its median round's speed
     typical = float(np.median(speeds)) if speeds else 1.0
-    timed = [combine_rounds([scaled(s, speeds[r] / typical) for r, s in enumerate(rs)] if speeds else rs,
-                            timing.precision) for rs in net_rounds]
+    factors = [v / typical for v in speeds] if speeds else [1.0] * rounds
+    timed = [combine_rounds([scaled(s, f) for s, f in zip(rs, factors)], timing.precision) for rs in net_rounds]
     rows = []
     for arch, parts, measured, rs in zip(archs, parts_of, timed, net_rounds):
         rows.append({"architecture": str(arch) if isinstance(arch, Genotype) else arch, "measured_ms": measured.p50_ms,
@@ -294,22 +309,16 @@ def calibrate(table: LatencyTable, samples: int = 50, seed: int = 0, folds: int 
                      "sum_ms": sum(parts.values()), "parts": parts, "features": table.features(arch)})
     y = np.array([r["measured_ms"] for r in rows])
     parts, feats = [r["parts"] for r in rows], [r["features"] for r in rows]
-    figures = {"sum": metrics([r["sum_ms"] for r in rows], y)}
-    for name, fit in FITS.items():
-        held_out = cross_validated(parts, y, fit, folds, seed, features=feats)
-        figures[name] = metrics(held_out, y)
-        for r, p in zip(rows, held_out):
+    figures, held_out, chosen, correction = fit_and_choose(parts, y, feats, [r["sum_ms"] for r in rows], folds, seed)
+    for name, predictions in held_out.items():
+        for r, p in zip(rows, predictions):
             r[f"{name}_cv_ms"] = float(p)
-    linear = fit_linear(parts, y)
-    chosen = choose(figures, linear_slope=linear["default_scale"])
-    correction = linear if chosen == "linear" else FITS[chosen](parts, y, feats) if chosen in FITS else None
     table.meta["calibration"] = {"correction": correction, "chosen": chosen, "figures": figures,
                                  "samples": samples, "seed": seed, "folds": folds,
                                  "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                  "call_overhead_ms": table.call_overhead_ms,
                                  "machine_speed": None if not speeds else {
-                                     "keys": [k._asdict() for k in refs], "per_round": speeds,
-                                     "median": float(np.median(speeds)),
+                                     "keys": [k._asdict() for k in refs], "per_round": speeds, "median": typical,
                                      "what": "per round, the median over the reference keys of their time then / in "
                                              "the table; each round's network timings were multiplied by median / it"},
                                  "note": "figures for fits are K-fold held-out; the stored correction is refitted "

@@ -243,7 +243,7 @@ def quickstart(
                   f"1 thread, batch 1) → {table}, and calibrate it")
     # a quick table (0.05 s per key; `hwnas profile` defaults to 0.25 s) of the search's own space
     profile("mobile", "darts", out=table, input_size="8x8", channels=base.channels, layers=base.layers, budget=0.05)
-    cal = calibrate(table, samples=12, folds=4, save=False)
+    cal = calibrate(table, samples=12, folds=4)   # its figures beside the table: <table>.calibration.json
     best = ("the plain sum is kept" if cal.chosen == "sum" else
             f"the {cal.chosen} correction by {cal.figures[cal.chosen]['mape_pct']:.1f} % held out (stored with the table)")
     console.print(f"  calibrated on 12 whole networks: the per-op sum (less one session call per op) is off by "

@@ -200,6 +200,9 @@ def calibrate(
     what = "no correction: the per-op sum predicts best" if cal.correction is None else f"correction ({cal.chosen})"
     console.print(f"{what} (lowest held-out MAPE that ranks no worse than the sum), stored in {table.name}.json; "
                   f"figures in {report}, plot {png}", highlight=False)
+    if cal.extra_rounds:
+        console.print(f"the networks' rounds disagreed (more than a quarter of them beyond the timing precision): "
+                      f"{cal.extra_rounds} more round(s) timed", highlight=False)
     _warn_noisy([(r["noisy"], r["spread"]) for r in cal.samples], f"{samples} whole networks")
     if cal.machine_speed:
         speeds = cal.machine_speed

@@ -141,7 +141,8 @@ def calibrate(table: LatencyTable | PathLike, *, samples: int = 50, seed: int = 
     With `save`, the figures go to `report` (default <table>.calibration.json) and a plot beside it; their
     paths are on the result (`report`, `plot`). Each round of the networks re-times the table's `reference_ops`
     costliest ops (default `hwnas.latency.calibrate.REFERENCE_OPS`; 0: off): the machine's speed in that round, by
-    which the round's timings are brought to the median round's (`machine_speed` on the result)."""
+    which the round's timings are brought to the median round's (`machine_speed` on the result); while more than a
+    quarter of the networks' rounds still disagree, up to `extra_rounds` of the table's timing rule more are timed."""
     from hwnas.latency.backends import make_backend
     from hwnas.latency.calibrate import REFERENCE_OPS, check_device, plot, save_report, table_backend_config
     from hwnas.latency.calibrate import calibrate as run_calibrate

@@ -19,10 +19,11 @@ SPEEDS = (1.0, 1.6, 1.3)   # the machine in rounds 0, 1, 2: as profiled, 60 % sl
 class Drifting(Backend):
     """Times a whole network as SPEED[round] · (SCALE · its table sum + INTERCEPT) and a table key as
     SPEED[round] · its table median, the round being how many times that item has been timed before. With
-    `hiccup`, network number i is also HICCUP× slower in round i mod 3: noise on top of the drift."""
+    `hiccup`, network number i is also HICCUP× slower in round i mod 3 (of the first three): noise on top of the
+    drift. Rounds beyond `speeds` cycle through it."""
 
-    def __init__(self, table, speeds=SPEEDS, hiccup=1.0):
-        super().__init__(BackendConfig("cpu", 1, timing=TimingConfig(rounds=len(speeds))))
+    def __init__(self, table, speeds=SPEEDS, hiccup=1.0, rounds=3, extra_rounds=3):
+        super().__init__(BackendConfig("cpu", 1, timing=TimingConfig(rounds=rounds, extra_rounds=extra_rounds)))
         self.table, self.speeds, self.hiccup, self.networks = table, speeds, hiccup, 0
 
     def describe(self):
@@ -33,7 +34,7 @@ class Drifting(Backend):
 
         def one_round() -> TimingStats:
             r = len(calls)
-            t = self.speeds[r] * ms * (self.hiccup if r == slow_round else 1.0)
+            t = self.speeds[r % len(self.speeds)] * ms * (self.hiccup if r == slow_round else 1.0)
             calls.append(t)
             return TimingStats(t, t, t, t, 10, 0)
 
@@ -65,7 +66,7 @@ def test_reference_keys_are_the_costliest_key_of_the_costliest_ops():
 def test_a_drifting_machine_is_measured_and_each_round_brought_to_the_median_rounds_speed():
     table = synthetic(TINY, device="fake-cpu")
     cal = calibrate(table, samples=10, folds=5, backend=Drifting(table))
-    assert cal.machine_speed == pytest.approx(list(SPEEDS))
+    assert cal.machine_speed == pytest.approx(list(SPEEDS)) and cal.extra_rounds == 0   # aligned, they agree
     # the relation at the median round's speed (1.3) is recovered exactly
     assert cal.chosen == "linear" and cal.figures["linear"]["mape_pct"] < 1e-6
     assert table.correction["default_scale"] == pytest.approx(1.3 * SCALE)
@@ -86,7 +87,8 @@ def test_rounds_at_different_speeds_and_noisy_are_aligned_before_the_median():
     assert cal.figures["linear"]["mape_pct"] < 1e-6
     assert table.correction["default_scale"] == pytest.approx(1.3 * SCALE)
     plain = synthetic(TINY, device="fake-cpu")
-    undivided = calibrate(plain, samples=12, folds=4, backend=Drifting(plain, hiccup=1.2), reference_ops=0)
+    undivided = calibrate(plain, samples=12, folds=4, backend=Drifting(plain, hiccup=1.2, extra_rounds=0),
+                          reference_ops=0)
     assert undivided.machine_speed is None and plain.meta["calibration"]["machine_speed"] is None
     assert min(f["mape_pct"] for f in undivided.figures.values()) > 2.0
 
@@ -97,3 +99,21 @@ def test_machine_speed_retimes_the_reference_keys_alone():
     assert speed["per_round"] == pytest.approx([1.1, 0.9, 1.05]) and speed["median"] == pytest.approx(1.05)
     assert [tuple(k.values()) for k in speed["keys"]] == [tuple(k) for k in reference_keys(table, 3)]
     assert np.isfinite(speed["median"])
+
+
+@pytest.mark.parametrize("extra", [3, 0])
+def test_networks_whose_rounds_disagree_get_more_rounds(extra):
+    """Two disturbed rounds (2× slow) of three, on a machine the reference keys cannot follow (none here): the median
+    of three rounds is the disturbed level; three more rounds, timed because the rounds disagree, outvote it."""
+    table = synthetic(TINY, device="fake-cpu")
+    cal = calibrate(table, samples=8, folds=4, backend=Drifting(table, speeds=(2.0, 2.0, 1.0, 1.0, 1.0, 1.0),
+                                                                  extra_rounds=extra), reference_ops=0)
+    assert cal.extra_rounds == extra and table.meta["calibration"]["rounds"] == 3 + extra
+    assert all(len(r["unscaled_round_ms"]) == 3 + extra for r in cal.samples)
+    assert table.correction["default_scale"] == pytest.approx((1.0 if extra else 2.0) * SCALE)
+
+
+def test_a_quiet_machine_gets_no_extra_rounds():
+    table = synthetic(TINY, device="fake-cpu")
+    cal = calibrate(table, samples=8, folds=4, backend=Drifting(table, speeds=(1.0,)))
+    assert cal.extra_rounds == 0 and cal.machine_speed == pytest.approx([1.0, 1.0, 1.0])

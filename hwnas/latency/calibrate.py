@@ -36,6 +36,16 @@ hold-outs of 2026-12-06 (benchmarks/calibration_speed_ab.py, the same timings re
 95 / 95 / 100 % on cpu 32×32, ort-cpu 28×28 and 32×32 (1 thread), against 40 / 90 / 90 % undivided and 85 / 90 / 55 %
 divided to the table's speed; on the two-speed 2-thread VM (a network's own rounds within 10 % of each other 35 % of
 the time) 15 % against 60 % and 0 %.
+On the quickstart's tiny table (8×8, 12 networks; three fresh tables, 2026-12-07,
+benchmarks/results/calibration_speed_ab-quickstart-8x8-ab*.json) the alignment changed nothing where the machine was
+steady (85 % and 45 % within ±10 % either way; the second hold-out's own timing was disturbed, noise floor 21 %);
+where the calibration ran through a disturbed stretch (whole networks at 2× and 4× their sum, round to round) every
+way failed (0 % aligned, 0 % undivided).
+
+A disturbed stretch longer than one round of three outvotes the quiet ones. So while more than a quarter of the
+networks' rounds, aligned, still disagree beyond the timing precision (`UNSETTLED_SHARE`), another round of every
+network and reference key is timed, up to `TimingConfig.extra_rounds` more (`stats.interleaved_rounds`); a steady
+machine pays nothing (the quickstart's steady calibrations flagged no network), and the sidecar records the rounds.
 
 The stored prediction is the simplest of the four — the plain sum included — whose held-out MAPE is
 within one standard error of the lowest, among those that cannot rank the networks worse than the plain sum: the sum
@@ -172,6 +182,7 @@ def check_device(table: LatencyTable, backend) -> None:
 
 
 REFERENCE_OPS = 6   # the table's own keys re-timed in every calibration round: the machine's speed, round by round
+UNSETTLED_SHARE = 0.25   # more than this share of the networks' rounds disagreeing (aligned): another round
 
 
 def reference_keys(table: LatencyTable, n: int = REFERENCE_OPS) -> list[OpKey]:
@@ -253,6 +264,7 @@ class Calibration:
     chosen: str
     correction: dict | None  # None: the plain sum predicted best
     machine_speed: list[float] | None = None   # per round: the reference keys' time then / in the table
+    extra_rounds: int = 0   # rounds timed beyond the rule's because the networks' rounds disagreed (stats.interleaved_rounds)
     report: Path | None = None   # where hwnas.calibrate wrote the figures (JSON) and the plot, when it saved them
     plot: Path | None = None
 
@@ -288,18 +300,29 @@ def calibrate(table: LatencyTable, samples: int = 50, seed: int = 0, folds: int 
     # spread evenly among them: reference j right after network (j + 1) · samples / (len(refs) + 1)
     slots = [(j + 1) * samples // (len(refs) + 1) for j in range(len(refs))]
     order = [("net", i) for i in range(samples)]
-    for j, at in reversed(list(enumerate(slots))):
-        order.insert(at, ("ref", j))
+    for j, slot in reversed(list(enumerate(slots))):
+        order.insert(slot, ("ref", j))
     items = [thunks[i] if kind == "net" else backend.prepare_key(refs[i], space) for kind, i in order]
-    per = interleaved_rounds(items, timing, on_round=(lambda r, i: on_progress(samples + r * n_items + i + 1, total))
-                             if on_progress else None)
     at = {item: p for p, item in enumerate(order)}
+
+    def aligned(per):   # (per-round speeds or None, each network's rounds at the median round's speed, combined)
+        speeds = round_speeds(table, refs, [per[at["ref", j]] for j in range(len(refs))]) if refs else None
+        typical = float(np.median(speeds)) if speeds else 1.0
+        factors = [v / typical for v in speeds] if speeds else [1.0] * len(per[0])
+        return speeds, [combine_rounds([scaled(s, f) for s, f in zip(per[at["net", i]], factors)], timing.precision)
+                        for i in range(samples)]
+
+    def unsettled(per):   # more than a quarter of the networks' aligned rounds still disagree: another round
+        return bool(per[0]) and np.mean([t.noisy for t in aligned(per)[1]]) > UNSETTLED_SHARE
+
+    def on_round(r, i):
+        on_progress(samples + r * n_items + i + 1, max(total, samples + (r + 1) * n_items))
+
+    per = interleaved_rounds(items, timing, on_round=on_round if on_progress else None,
+                             unsettled=unsettled if has_rule else None)
     net_rounds = [per[at["net", i]] for i in range(samples)]
-    speeds = round_speeds(table, refs, [per[at["ref", j]] for j in range(len(refs))]) if refs else None
-    # each round divided by its own speed, then the whole calibration brought to its median round's speed
+    speeds, timed = aligned(per)
     typical = float(np.median(speeds)) if speeds else 1.0
-    factors = [v / typical for v in speeds] if speeds else [1.0] * rounds
-    timed = [combine_rounds([scaled(s, f) for s, f in zip(rs, factors)], timing.precision) for rs in net_rounds]
     rows = []
     for arch, parts, measured, rs in zip(archs, parts_of, timed, net_rounds):
         rows.append({"architecture": str(arch) if isinstance(arch, Genotype) else arch, "measured_ms": measured.p50_ms,
@@ -314,7 +337,8 @@ def calibrate(table: LatencyTable, samples: int = 50, seed: int = 0, folds: int 
         for r, p in zip(rows, predictions):
             r[f"{name}_cv_ms"] = float(p)
     table.meta["calibration"] = {"correction": correction, "chosen": chosen, "figures": figures,
-                                 "samples": samples, "seed": seed, "folds": folds,
+                                 "samples": samples, "seed": seed, "folds": folds, "rounds": len(per[0]),
+                                 "extra_rounds": len(per[0]) - rounds,
                                  "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                  "call_overhead_ms": table.call_overhead_ms,
                                  "machine_speed": None if not speeds else {
@@ -326,7 +350,7 @@ def calibrate(table: LatencyTable, samples: int = 50, seed: int = 0, folds: int 
                                          "at least as well as the plain sum"}
     if table.path:
         table.save_meta()
-    return Calibration(rows, figures, chosen, correction, machine_speed=speeds)
+    return Calibration(rows, figures, chosen, correction, machine_speed=speeds, extra_rounds=len(per[0]) - rounds)
 
 
 def save_report(cal: Calibration, table: LatencyTable, path: str | Path) -> Path:

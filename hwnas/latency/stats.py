@@ -84,12 +84,13 @@ class TimingConfig:
     min_cpu_share: float = 0.8  # a block below this share of the best block's CPU time per wall second was descheduled
     rounds: int = 3             # a table's keys (a calibration's networks) are timed in this many interleaved rounds,
     #                             each with a fresh session and budget_s / rounds: the median of the rounds' medians
+    extra_rounds: int = 3       # a calibration whose networks' rounds still disagree gets up to this many more
 
     def to_dict(self) -> dict:
         return {"warmup_runs": self.warmup_runs, "warmup_s": self.warmup_s, "budget_s": self.budget_s,
                 "min_runs": self.min_runs, "max_runs": self.max_runs, "blocks": self.blocks,
                 "precision": self.precision, "max_passes": self.max_passes, "min_cpu_share": self.min_cpu_share,
-                "rounds": self.rounds, "outliers": f"slow side dropped beyond Q3 + {OUTLIER_IQR:g}*IQR"}
+                "rounds": self.rounds, "extra_rounds": self.extra_rounds, "outliers": f"slow side dropped beyond Q3 + {OUTLIER_IQR:g}*IQR"}
 
     def per_round(self) -> TimingConfig:
         """The rule one round times with: the budget shared between the rounds."""
@@ -113,15 +114,20 @@ def combine_rounds(rounds: list[TimingStats], precision: float) -> TimingStats:
                        n_disturbed=sum(r.n_disturbed for r in rounds), noisy=spread > precision)
 
 
-def interleaved_rounds(thunks: list, cfg: TimingConfig, on_round=None) -> list[list[TimingStats]]:
+def interleaved_rounds(thunks: list, cfg: TimingConfig, on_round=None, unsettled=None) -> list[list[TimingStats]]:
     """Each thunk (a callable returning one round's TimingStats) timed in `cfg.rounds` interleaved rounds — all of
-    them once, then all again: `out[i][r]` is thunk i's round r. `on_round(r, i)` after each item of each round."""
+    them once, then all again: `out[i][r]` is thunk i's round r. `on_round(r, i)` after each item of each round.
+    With `unsettled` (a predicate on the rounds so far), another round of every item while it holds, up to
+    `cfg.extra_rounds` more: a disturbed stretch that took one round of three outvotes nothing in a round of six."""
     per: list[list[TimingStats]] = [[] for _ in thunks]
-    for r in range(max(1, cfg.rounds)):
+    r = 0
+    while r < max(1, cfg.rounds) or (unsettled is not None and r < max(1, cfg.rounds) + cfg.extra_rounds
+                                     and unsettled(per)):
         for i, thunk in enumerate(thunks):
             per[i].append(thunk())
             if on_round:
                 on_round(r, i)
+        r += 1
     return per
 
 

@@ -72,7 +72,8 @@ from hwnas.latency import resnet_keys as rk
 from hwnas.latency.backends import make_backend
 from hwnas.latency.measure import table_backend_config
 from hwnas.latency.space import OpKey
-from hwnas.latency.stats import TimingConfig, TimingStats, combine_rounds, interleaved_rounds, scaled
+from hwnas.latency.stats import (UNSETTLED_SHARE, TimingConfig, TimingStats, combine_rounds, interleaved_rounds, scaled,
+                                 unsettled_share)
 from hwnas.latency.table import LatencyTable, apply_correction
 from hwnas.spaces.genotype import Genotype
 from hwnas.spaces.ops import PRIMITIVES
@@ -182,7 +183,6 @@ def check_device(table: LatencyTable, backend) -> None:
 
 
 REFERENCE_OPS = 6   # the table's own keys re-timed in every calibration round: the machine's speed, round by round
-UNSETTLED_SHARE = 0.25   # more than this share of the networks' rounds disagreeing (aligned): another round
 
 
 def reference_keys(table: LatencyTable, n: int = REFERENCE_OPS) -> list[OpKey]:
@@ -305,15 +305,14 @@ def calibrate(table: LatencyTable, samples: int = 50, seed: int = 0, folds: int 
     items = [thunks[i] if kind == "net" else backend.prepare_key(refs[i], space) for kind, i in order]
     at = {item: p for p, item in enumerate(order)}
 
-    def aligned(per):   # (per-round speeds or None, each network's rounds at the median round's speed, combined)
+    def aligned(per):   # (per-round speeds or None, each round's factor: its speed / the median round's)
         speeds = round_speeds(table, refs, [per[at["ref", j]] for j in range(len(refs))]) if refs else None
         typical = float(np.median(speeds)) if speeds else 1.0
-        factors = [v / typical for v in speeds] if speeds else [1.0] * len(per[0])
-        return speeds, [combine_rounds([scaled(s, f) for s, f in zip(per[at["net", i]], factors)], timing.precision)
-                        for i in range(samples)]
+        return speeds, [v / typical for v in speeds] if speeds else [1.0] * len(per[0])
 
     def unsettled(per):   # more than a quarter of the networks' aligned rounds still disagree: another round
-        return bool(per[0]) and np.mean([t.noisy for t in aligned(per)[1]]) > UNSETTLED_SHARE
+        nets = [per[at["net", i]] for i in range(samples)]
+        return bool(per[0]) and unsettled_share(nets, timing.precision, aligned(per)[1]) > UNSETTLED_SHARE
 
     def on_round(r, i):
         on_progress(samples + r * n_items + i + 1, max(total, samples + (r + 1) * n_items))
@@ -321,8 +320,9 @@ def calibrate(table: LatencyTable, samples: int = 50, seed: int = 0, folds: int 
     per = interleaved_rounds(items, timing, on_round=on_round if on_progress else None,
                              unsettled=unsettled if has_rule else None)
     net_rounds = [per[at["net", i]] for i in range(samples)]
-    speeds, timed = aligned(per)
+    speeds, factors = aligned(per)
     typical = float(np.median(speeds)) if speeds else 1.0
+    timed = [combine_rounds([scaled(s, f) for s, f in zip(rs, factors)], timing.precision) for rs in net_rounds]
     rows = []
     for arch, parts, measured, rs in zip(archs, parts_of, timed, net_rounds):
         rows.append({"architecture": str(arch) if isinstance(arch, Genotype) else arch, "measured_ms": measured.p50_ms,

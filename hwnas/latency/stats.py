@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 OUTLIER_IQR = 3.0
+UNSETTLED_SHARE = 0.25   # more than this share of the items timed together disagreeing across rounds: another round
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ class TimingConfig:
     min_cpu_share: float = 0.8  # a block below this share of the best block's CPU time per wall second was descheduled
     rounds: int = 3             # a table's keys (a calibration's networks) are timed in this many interleaved rounds,
     #                             each with a fresh session and budget_s / rounds: the median of the rounds' medians
-    extra_rounds: int = 3       # a calibration whose networks' rounds still disagree gets up to this many more
+    extra_rounds: int = 3       # ...and up to this many more while over UNSETTLED_SHARE of them disagree
 
     def to_dict(self) -> dict:
         return {"warmup_runs": self.warmup_runs, "warmup_s": self.warmup_s, "budget_s": self.budget_s,
@@ -131,11 +132,23 @@ def interleaved_rounds(thunks: list, cfg: TimingConfig, on_round=None, unsettled
     return per
 
 
+def unsettled_share(per: list[list[TimingStats]], precision: float, factors=None) -> float:
+    """The share of items whose rounds so far (each round's times divided by `factors[r]`, when given) disagree
+    beyond `precision` once combined."""
+    if not per or not per[0]:
+        return 1.0
+    factors = factors or [1.0] * len(per[0])
+    return float(np.mean([combine_rounds([scaled(s, f) for s, f in zip(rs, factors)], precision).noisy
+                          for rs in per]))
+
+
 def interleaved(thunks: list, cfg: TimingConfig, on_round=None) -> list[TimingStats]:
     """`interleaved_rounds`, each item's rounds combined (`combine_rounds`). A machine state that drifts over minutes
     (another job, the clock, a neighbour on the host) then moves every item alike instead of the ones timed
-    during it."""
-    return [combine_rounds(p, cfg.precision) for p in interleaved_rounds(thunks, cfg, on_round)]
+    during it. While more than `UNSETTLED_SHARE` of the items' rounds disagree, up to `cfg.extra_rounds` more."""
+    per = interleaved_rounds(thunks, cfg, on_round,
+                             unsettled=lambda per: unsettled_share(per, cfg.precision) > UNSETTLED_SHARE)
+    return [combine_rounds(p, cfg.precision) for p in per]
 
 
 def scaled(stats: TimingStats, factor: float) -> TimingStats:

@@ -217,6 +217,8 @@ def main() -> None:
     if args.batch is None and args.space == "resnet18":
         args.batch = 1
     env = header()
+    from scipy.stats import spearmanr
+
     from hwnas.latency.calibrate import build_network, random_architecture
     from hwnas.latency.table import LatencyTable
 
@@ -297,7 +299,10 @@ def main() -> None:
         "corrected": figures(predicted, measured), "raw_sum": figures(raw, measured),
         "export_report_vs_independent": figures(reported, measured) if all(reported) else None,
         "noise_floor": {"median_pct": float(100 * np.median(noise)), "p90_pct": float(100 * np.quantile(noise, 0.9)),
-                        "within_10pct": float((noise <= 0.10).mean())},
+                        "within_10pct": float((noise <= 0.10).mean()),
+                        # how well the measurement ranks the networks against itself: no prediction can be judged
+                        # on a finer ranking than this (Spearman of the even rounds' medians against the odd rounds')
+                        "spearman_even_odd": float(spearmanr(even, odd).statistic)},
         "cpu_share": {"median": float(np.median(share)), "min": float(share.min()),
                       "disturbed_blocks": int((rel < DISTURBED).sum()), "blocks": int(share.size),
                       "what": "median over a network's timed runs in one round of CPU time / (wall time x threads); below "
@@ -318,7 +323,8 @@ def main() -> None:
     c, r, n = result["corrected"], result["raw_sum"], result["noise_floor"]
     print(f"{tag}: calibrated ±10 % {100 * c['within_10pct']:.0f} %, ρ {c['spearman']:.3f}, MAPE {c['mape_pct']:.1f} % | "
           f"raw sum ±10 % {100 * r['within_10pct']:.0f} %, ρ {r['spearman']:.3f} | noise floor median "
-          f"{n['median_pct']:.1f} %, p90 {n['p90_pct']:.1f} %, same net within 10 %: {100 * n['within_10pct']:.0f} %")
+          f"{n['median_pct']:.1f} %, p90 {n['p90_pct']:.1f} %, same net within 10 %: {100 * n['within_10pct']:.0f} %, "
+          f"ρ even vs odd rounds {n['spearman_even_odd']:.3f}")
     ms = result["machine_speed"]
     print("machine speed against the table's (its costliest ops re-timed): "
           + "; ".join(f"{k} {', '.join(f'{v:.2f}' for v in ms[k])}" for k in ("calibration", "before_timing", "after_timing")

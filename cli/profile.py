@@ -31,7 +31,8 @@ DtypeOpt = Annotated[str, typer.Option(help="float32, or float16 on GPU backends
 GraphOpt = Annotated[str, typer.Option(help="ONNX Runtime graph optimisation: disable, basic, extended, all")]
 BudgetOpt = Annotated[float, typer.Option(help="seconds of timed runs per key (adaptive repeat count)")]
 RoundsOpt = Annotated[int, typer.Option(help="interleaved timing rounds per key, each a fresh session sharing "
-                                             "--budget; a key's median is the median of its rounds'")]
+                                             "--budget; a key's median is the median of its rounds'; while more "
+                                             "than a quarter of a chunk's keys disagree across rounds, up to 3 more")]
 ExporterOpt = Annotated[str, typer.Option(help="ONNX exporter for ort-*/mobile*/tensorrt: dynamo (default, the "
                                                "supported one) or torchscript (deprecated, ~10x faster per op)")]
 

@@ -71,6 +71,15 @@ def combine_rounds(rounds):
             "mean_ms": float(np.mean([r["mean_ms"] for r in rounds])), "n_outliers": sum(r["n_outliers"] for r in rounds)}
 
 
+def unsettled(timed, precision):
+    """More than a quarter of the keys' round medians disagree beyond `precision` (interquartile range / median):
+    another round of the chunk (hwnas.latency.stats.interleaved, UNSETTLED_SHARE)."""
+    def spread(rounds):
+        q1, q2, q3 = np.percentile([r["p50_ms"] for r in rounds], [25, 50, 75])
+        return (q3 - q1) / q2 if len(rounds) > 1 and q2 > 0 else 0.0
+    return np.mean([spread(rounds) > precision for rounds in timed]) > 0.25
+
+
 def cpu_name():
     try:
         with open("/proc/cpuinfo") as f:
@@ -115,6 +124,7 @@ def main():
     # as hwnas.latency.profiler: chunks of keys, each timed in interleaved rounds of a fresh session per key
     rounds = max(1, int(spec["timing"].get("rounds", 1)))
     per_round = dict(spec["timing"], budget_s=spec["timing"]["budget_s"] / rounds)
+    extra, precision = int(spec["timing"].get("extra_rounds", 0)), float(spec["timing"].get("precision", 0.05))
     todo = [(i, key) for i, key in enumerate(keys, 1) if key["file"] not in done]
     with open(out, "a", newline="") as f:
         writer = csv.DictWriter(f, RESULT_FIELDS)
@@ -127,7 +137,7 @@ def main():
                 shapes = [tuple(int(d) for d in s.split("x")) for s in key["input_shapes"].split(";")]
                 feeds.append({f"x{j}": rng.standard_normal(s).astype(np.float32) for j, s in enumerate(shapes)})
             timed = [[] for _ in chunk]
-            for _ in range(rounds):
+            while len(timed[0]) < rounds or (len(timed[0]) < rounds + extra and unsettled(timed, precision)):
                 for k, (_, key) in enumerate(chunk):
                     sess = ort.InferenceSession(os.path.join(HERE, key["file"]), so, providers=["CPUExecutionProvider"])
                     timed[k].append(time_session(sess, feeds[k], per_round))

@@ -72,8 +72,15 @@ from hwnas.latency import resnet_keys as rk
 from hwnas.latency.backends import make_backend
 from hwnas.latency.measure import table_backend_config
 from hwnas.latency.space import OpKey
-from hwnas.latency.stats import (UNSETTLED_SHARE, TimingConfig, TimingStats, combine_rounds, interleaved_rounds, scaled,
-                                 unsettled_share)
+from hwnas.latency.stats import (
+    UNSETTLED_SHARE,
+    TimingConfig,
+    TimingStats,
+    combine_rounds,
+    interleaved_rounds,
+    scaled,
+    unsettled_share,
+)
 from hwnas.latency.table import LatencyTable, apply_correction
 from hwnas.spaces.genotype import Genotype
 from hwnas.spaces.ops import PRIMITIVES
@@ -305,14 +312,14 @@ def calibrate(table: LatencyTable, samples: int = 50, seed: int = 0, folds: int 
     items = [thunks[i] if kind == "net" else backend.prepare_key(refs[i], space) for kind, i in order]
     at = {item: p for p, item in enumerate(order)}
 
-    def aligned(per):   # (per-round speeds or None, each round's factor: its speed / the median round's)
+    def aligned(per):   # (per-round speeds or None, their median, each round's factor: its speed / the median)
         speeds = round_speeds(table, refs, [per[at["ref", j]] for j in range(len(refs))]) if refs else None
         typical = float(np.median(speeds)) if speeds else 1.0
-        return speeds, [v / typical for v in speeds] if speeds else [1.0] * len(per[0])
+        return speeds, typical, [v / typical for v in speeds] if speeds else [1.0] * len(per[0])
 
     def unsettled(per):   # more than a quarter of the networks' aligned rounds still disagree: another round
         nets = [per[at["net", i]] for i in range(samples)]
-        return bool(per[0]) and unsettled_share(nets, timing.precision, aligned(per)[1]) > UNSETTLED_SHARE
+        return unsettled_share(nets, timing.precision, aligned(per)[2]) > UNSETTLED_SHARE
 
     def on_round(r, i):
         on_progress(samples + r * n_items + i + 1, max(total, samples + (r + 1) * n_items))
@@ -320,8 +327,8 @@ def calibrate(table: LatencyTable, samples: int = 50, seed: int = 0, folds: int 
     per = interleaved_rounds(items, timing, on_round=on_round if on_progress else None,
                              unsettled=unsettled if has_rule else None)
     net_rounds = [per[at["net", i]] for i in range(samples)]
-    speeds, factors = aligned(per)
-    typical = float(np.median(speeds)) if speeds else 1.0
+    speeds, typical, factors = aligned(per)
+    extra = len(per[0]) - rounds
     timed = [combine_rounds([scaled(s, f) for s, f in zip(rs, factors)], timing.precision) for rs in net_rounds]
     rows = []
     for arch, parts, measured, rs in zip(archs, parts_of, timed, net_rounds):
@@ -338,7 +345,7 @@ def calibrate(table: LatencyTable, samples: int = 50, seed: int = 0, folds: int 
             r[f"{name}_cv_ms"] = float(p)
     table.meta["calibration"] = {"correction": correction, "chosen": chosen, "figures": figures,
                                  "samples": samples, "seed": seed, "folds": folds, "rounds": len(per[0]),
-                                 "extra_rounds": len(per[0]) - rounds,
+                                 "extra_rounds": extra,
                                  "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                  "call_overhead_ms": table.call_overhead_ms,
                                  "machine_speed": None if not speeds else {
@@ -350,7 +357,7 @@ def calibrate(table: LatencyTable, samples: int = 50, seed: int = 0, folds: int 
                                          "at least as well as the plain sum"}
     if table.path:
         table.save_meta()
-    return Calibration(rows, figures, chosen, correction, machine_speed=speeds, extra_rounds=len(per[0]) - rounds)
+    return Calibration(rows, figures, chosen, correction, machine_speed=speeds, extra_rounds=extra)
 
 
 def save_report(cal: Calibration, table: LatencyTable, path: str | Path) -> Path:

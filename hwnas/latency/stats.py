@@ -134,9 +134,9 @@ def interleaved_rounds(thunks: list, cfg: TimingConfig, on_round=None, unsettled
 
 def unsettled_share(per: list[list[TimingStats]], precision: float, factors=None) -> float:
     """The share of items whose rounds so far (each round's times divided by `factors[r]`, when given) disagree
-    beyond `precision` once combined."""
-    if not per or not per[0]:
-        return 1.0
+    beyond `precision` once combined (0 for no items)."""
+    if not per:
+        return 0.0
     factors = factors or [1.0] * len(per[0])
     return float(np.mean([combine_rounds([scaled(s, f) for s, f in zip(rs, factors)], precision).noisy
                           for rs in per]))

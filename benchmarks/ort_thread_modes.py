@@ -89,10 +89,13 @@ def main() -> None:
     print(f"threads {args.threads}, batch {batch}; per file: median [min–max] over {args.rounds} rounds, ms")
     for w, per_file in rounds.items():
         print(f"{w:16s}" + "  ".join(f"{np.median(v):.3f} [{min(v):.3f}–{max(v):.3f}]" for v in per_file))
+    extra = [1e3 * float(np.median(np.subtract(a, b))) for a, b in zip(rounds["run"], rounds["binding"])]
+    print("run − binding, median over rounds (µs): " + ", ".join(f"{e:.1f}" for e in extra))
     spread = {w: [max(v) / min(v) for v in per_file] for w, per_file in rounds.items()}
     print("max/min over rounds: " + ", ".join(f"{w} {np.median(s):.2f}" for w, s in spread.items()))
     save(args.name, {"env": env, "args": {k: str(v) for k, v in vars(args).items()}, "batch": batch,
-                     "threads": args.threads, "rounds_ms": rounds, "max_over_min": spread})
+                     "threads": args.threads, "rounds_ms": rounds, "max_over_min": spread,
+                     "run_minus_binding_us": extra})
 
 
 if __name__ == "__main__":

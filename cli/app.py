@@ -246,7 +246,8 @@ def quickstart(
     cal = calibrate(table, samples=12, folds=4)   # its figures beside the table: <table>.calibration.json
     best = ("the plain sum is kept" if cal.chosen == "sum" else
             f"the {cal.chosen} correction by {cal.figures[cal.chosen]['mape_pct']:.1f} % held out (stored with the table)")
-    console.print(f"  calibrated on 12 whole networks: the per-op sum (less one session call per op) is off by "
+    console.print(f"  calibrated on {len(cal.samples)} whole networks (12 random, the space's cheapest and costliest): "
+                  f"the per-op sum (less one session call per op) is off by "
                   f"{cal.figures['sum']['mape_pct']:.0f} %; {best}", highlight=False)
     console.print("[bold]2/5 search[/] DARTS with an mlp λ-hypernet on L_val + λ·Tᵀγ over λ ∈ [0, Λ] (Λ: where the "
                   "cheapest architecture becomes optimal; Theorem 1 recorded)")

@@ -182,14 +182,18 @@ def calibrate(
     reference_ops: Annotated[int | None, typer.Option(
         min=0, help="the table's costliest ops re-timed in every round of the networks: the machine's speed against "
                     "the table's, by which each round's timings are brought to the median round's (default 6; 0: off)")] = None,
+    extremes: Annotated[bool, typer.Option(
+        help="also time the space's cheapest and costliest networks by the table (the ends a search along λ "
+             "reaches), so that the correction is fitted across the whole range")] = True,
 ) -> None:
     """Compare the table's predictions with whole networks measured on the same backend; fit and store a correction."""
     from hwnas.api import calibrate as run_calibrate
 
     with _bar("calibrate") as update:
         cal = run_calibrate(table, samples=samples, seed=seed, folds=folds, report=report, on_progress=update,
-                            reference_ops=reference_ops)
-    out = Table(title=f"{table.name}: predicted vs measured, {samples} networks ({folds}-fold held-out for fits)")
+                            reference_ops=reference_ops, extremes=extremes)
+    nets = f"{len(cal.samples)} networks" + (f" ({samples} random, the cheapest and the costliest)" if extremes else "")
+    out = Table(title=f"{table.name}: predicted vs measured, {nets}, {folds}-fold held-out for fits")
     for col in ("prediction", "MAPE %", "within ±10 %", "Spearman", "Kendall"):
         out.add_column(col)
     for name, f in cal.figures.items():
@@ -204,7 +208,7 @@ def calibrate(
     if cal.extra_rounds:
         console.print(f"the networks' rounds disagreed (more than a quarter of them beyond the timing precision): "
                       f"{cal.extra_rounds} more round(s) timed", highlight=False)
-    _warn_noisy([(r["noisy"], r["spread"]) for r in cal.samples], f"{samples} whole networks")
+    _warn_noisy([(r["noisy"], r["spread"]) for r in cal.samples], f"{len(cal.samples)} whole networks")
     if cal.machine_speed:
         speeds = cal.machine_speed
         rounds = ", ".join(f"{v:.2f}" for v in speeds)

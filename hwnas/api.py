@@ -135,8 +135,10 @@ def load_table(table: LatencyTable | PathLike) -> LatencyTable:
 
 def calibrate(table: LatencyTable | PathLike, *, samples: int = 50, seed: int = 0, folds: int = 5,
               report: PathLike | None = None, save: bool = True,
-              on_progress: Callable[[int, int], None] | None = None, reference_ops: int | None = None) -> Calibration:
-    """Time `samples` random whole networks on the table's own backend, compare them with the table's
+              on_progress: Callable[[int, int], None] | None = None, reference_ops: int | None = None,
+              extremes: bool = True) -> Calibration:
+    """Time `samples` random whole networks (and, with `extremes`, the space's cheapest and costliest by the
+    table: `hwnas.latency.calibrate.extreme_architectures`) on the table's own backend, compare them with the table's
     predictions, fit corrections (K-fold held-out figures) and store the chosen one in the table's sidecar.
     With `save`, the figures go to `report` (default <table>.calibration.json) and a plot beside it; their
     paths are on the result (`report`, `plot`). Each round of the networks re-times the table's `reference_ops`
@@ -151,7 +153,7 @@ def calibrate(table: LatencyTable | PathLike, *, samples: int = 50, seed: int = 
     backend = make_backend(table_backend_config(lut))
     check_device(lut, backend)
     cal = run_calibrate(lut, samples=samples, seed=seed, folds=folds, backend=backend, on_progress=on_progress,
-                        reference_ops=REFERENCE_OPS if reference_ops is None else reference_ops)
+                        reference_ops=REFERENCE_OPS if reference_ops is None else reference_ops, extremes=extremes)
     if save and lut.path is not None:
         cal.report = save_report(cal, lut, report or lut.path.with_name(lut.path.name + ".calibration.json"))
         cal.plot = plot(cal, lut.path.with_name(lut.path.name + ".calibration.png"),

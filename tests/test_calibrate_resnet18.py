@@ -71,7 +71,8 @@ def test_calibrate_a_resnet18_table_recovers_a_known_linear_relation():
     table = synthetic(SPACE, device="fake-cpu", backend="cpu", latency=latency)
     backend = Linear(table)
     cal = calibrate(table, samples=10, folds=5, backend=backend)
-    assert len(backend.archs) == 10 and any(a[rk.downsample_name(p)] == 0 for a in backend.archs for p in PROJECTIONS)
+    assert len(backend.archs) == 10 + 2 and any(  # the random ones, the cheapest and the costliest
+        a[rk.downsample_name(p)] == 0 for a in backend.archs for p in PROJECTIONS)
     assert [r["architecture"] for r in cal.samples] == backend.archs   # the networks timed are the ones sampled
     assert cal.figures["linear"]["mape_pct"] < 1e-6 and cal.figures["linear"]["spearman"] == pytest.approx(1.0)
     assert cal.chosen in ("linear", "per-kind", "linear+params") and cal.figures[cal.chosen]["mape_pct"] < 1e-6

@@ -27,7 +27,8 @@ def test_profile_resume_and_calibrate(tmp_path):
     text = _ok(runner.invoke(app, ["calibrate", "--table", str(out), "--samples", "4", "--folds", "4"]))
     assert "MAPE" in text and "Spearman" in text
     report = json.loads((tmp_path / "cpu.csv.calibration.json").read_text())
-    assert set(report["figures"]) == {"sum", "linear", "per-kind", "linear+params"} and len(report["samples"]) == 4
+    assert set(report["figures"]) == {"sum", "linear", "per-kind", "linear+params"} and len(report["samples"]) == 4 + 2
+    assert [r["drawn"] for r in report["samples"]] == ["cheapest", *["random"] * 4, "costliest"]
     assert (tmp_path / "cpu.csv.calibration.png").stat().st_size > 1000
     stored = json.loads((tmp_path / "cpu.csv.json").read_text())["calibration"]
     assert stored["chosen"] in report["figures"] and (stored["correction"] is None) == (stored["chosen"] == "sum")

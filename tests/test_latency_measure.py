@@ -4,6 +4,8 @@ import json
 
 import numpy as np
 import pytest
+import torch
+from hwnas_cli.app import app
 from typer.testing import CliRunner
 
 from hwnas.errors import HwnasError
@@ -12,7 +14,6 @@ from hwnas.latency.calibrate import choose, metrics
 from hwnas.latency.measure import measurement, onnx_input_shape
 from hwnas.latency.table import LatencyTable
 from hwnas.spaces.genotype import DARTS_V2
-from hwnas_cli.app import app
 from tests.cli_helpers import fails_cleanly, ok
 from tests.test_latency_table import TINY, synthetic
 
@@ -58,7 +59,7 @@ def test_calibration_keeps_the_sum_when_it_predicts_best_and_never_ranks_worse()
 
 
 def test_a_fit_with_more_parameters_must_beat_a_simpler_one_by_more_than_one_standard_error():
-    se = lambda mape, rho, err: {"mape_pct": mape, "spearman": rho, "mape_se_pct": err}  # noqa: E731
+    se = lambda mape, rho, err: {"mape_pct": mape, "spearman": rho, "mape_se_pct": err}
     # the quickstart's 12 networks: per-kind 4.17 % against linear 4.28 %, well within one SE: linear is kept
     figs = {"sum": se(18.3, 0.79, 3.0), "linear": se(4.28, 0.797, 0.9), "per-kind": se(4.17, 0.853, 0.8),
             "linear+params": se(4.33, 0.804, 0.9)}
@@ -170,3 +171,41 @@ def test_a_calibrated_table_predicts_what_hwnas_measure_measures(tmp_path):
     # the plain per-op sum of this space was off by 4–5× before the call overhead came off; a loose bound
     # here (CI machines are noisy), the real figures are benchmarks/latency_holdout.py's
     assert float(np.median(errors)) < 0.25, errors
+
+
+@pytest.mark.slow
+def test_whole_networks_are_timed_as_applications_call_them_and_ops_bound(monkeypatch):
+    """ORT on the CPU: a whole network (calibrate, measure, export) is timed through `sess.run(None, feeds)` — what an
+    application and a user's own loop call — an op alone through IO binding (its session call taken off)."""
+    from hwnas.latency.backends import BackendConfig, OrtBackend, identity_onnx
+    from hwnas.latency.stats import TimingConfig
+
+    backend = OrtBackend(BackendConfig("ort-cpu", 1, timing=TimingConfig(warmup_runs=1, warmup_s=0.0,
+                                                                         budget_s=0.001, min_runs=3, max_runs=5)))
+    calls = {"run": 0, "run_with_iobinding": 0}
+    real = backend.ort.InferenceSession
+
+    class Counted:
+        def __init__(self, *a, **k):
+            self.sess = real(*a, **k)
+
+        def __getattr__(self, name):
+            attr = getattr(self.sess, name)
+            if name in calls:
+                def counted(*a, **k):
+                    calls[name] += 1
+                    return attr(*a, **k)
+                return counted
+            return attr
+
+    monkeypatch.setattr(backend.ort, "InferenceSession", Counted)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU()).eval()
+    backend.measure(net, [(1, 1, 8, 8)])
+    assert calls["run"] > 0 and calls["run_with_iobinding"] == 0
+    calls.update(run=0)
+    backend.measure_onnx(identity_onnx(), [(1,)])
+    assert calls["run"] > 0 and calls["run_with_iobinding"] == 0
+    calls.update(run=0)
+    backend.prepare(net, [(1, 1, 8, 8)])()
+    backend.prepare_overhead()()
+    assert calls["run"] == 0 and calls["run_with_iobinding"] > 0

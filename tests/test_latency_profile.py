@@ -96,6 +96,44 @@ def test_interleaved_rounds_outvote_a_disturbed_stretch(tmp_path, rounds, extra)
         assert backend.calls == 5 * n and (table.frame["spread"] > 0).sum() == 0
 
 
+class SlowStart(Backend):
+    """A session call of 0.5 ms that every key pays beside its own 0.5 ms, on a machine twice as slow for its first
+    three calls (the stretch a call overhead timed alone, before the keys, would have met)."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.calls = 0
+
+    def describe(self):
+        return {"device": "fake-cpu", "backend_version": "0"}
+
+    def _time(self, ms):
+        self.calls += 1
+        t = ms * (2.0 if self.calls <= 3 else 1.0)
+        return TimingStats(t, t, t, t, 5, 0)
+
+    def measure(self, module, shapes, dtype="float32"):
+        return self._time(1.0)
+
+    def prepare_overhead(self):
+        return lambda: self._time(0.5)
+
+
+def test_call_overhead_is_timed_among_each_chunks_keys(tmp_path, monkeypatch):
+    from hwnas.latency import profiler
+
+    monkeypatch.setattr(profiler, "CHUNK", 16)
+    timing = dataclasses.replace(FAST, rounds=3, extra_rounds=0)
+    cfg = ProfileConfig(TINY, BackendConfig("cpu", 1, timing=timing))
+    backend = SlowStart(cfg.backend)
+    assert backend.call_overhead().p50_ms == 1.0   # timed alone, first: the slow stretch
+    backend.calls = 0
+    table = profile(cfg, tmp_path / "t.csv", backend=backend)
+    assert table.meta["call_overhead_chunks_ms"] == [0.5, 0.5, 0.5] and table.call_overhead_ms == 0.5
+    assert backend.calls == 3 * (48 + 3)
+    assert {table.lookup(k) for k in table.keys()} == {0.5}   # each key's own time: its p50 less the call
+
+
 def test_combine_rounds_takes_median_and_counts_all():
     from hwnas.latency.stats import combine_rounds
 
@@ -177,7 +215,7 @@ def test_calibrate_on_cpu_stores_a_correction_that_predict_uses(tmp_path):
     cal = calibrate(table, samples=5, folds=5)
     assert set(cal.figures) == {"sum", "linear", "per-kind", "linear+params"} and cal.chosen in cal.figures
     for f in cal.figures.values():
-        assert f["n"] == 5 and 0 <= f["within_10pct"] <= 1 and f["mape_pct"] >= 0
+        assert f["n"] == 5 + 2 and 0 <= f["within_10pct"] <= 1 and f["mape_pct"] >= 0
     again = LatencyTable.load(out)
     assert again.correction == cal.correction
     import random

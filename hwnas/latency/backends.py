@@ -115,13 +115,23 @@ class Backend:
 
         return self.prepare(*key_module(key, space), key.dtype)
 
+    def prepare_network(self, module: nn.Module, shapes: list[tuple[int, ...]], dtype: str = "float32"):
+        """A callable that times one round of a whole network as an application runs it (`calibrate`, `measure`,
+        `export`); the same as `prepare` except where the two differ (`OrtBackend`)."""
+        return self.prepare(module, shapes, dtype)
+
     def measure(self, module: nn.Module, shapes: list[tuple[int, ...]], dtype: str = "float32") -> TimingStats:
         """The module timed in `timing.rounds` rounds, combined."""
         return interleaved([self.prepare(module, shapes, dtype)], self.cfg.timing)[0]
 
+    def prepare_overhead(self):
+        """A callable that times one round of what timing one op alone costs beyond the op (None: nothing a
+        network would not pay too). The profiler times it among each chunk's keys (`profiler.profile`)."""
+
     def call_overhead(self) -> TimingStats | None:
-        """What timing one op alone costs beyond the op (None: nothing a network would not pay too)."""
-        return None
+        """`prepare_overhead` timed on its own, in `timing.rounds` rounds (None where there is nothing to time)."""
+        thunk = self.prepare_overhead()
+        return None if thunk is None else interleaved([thunk], self.cfg.timing)[0]
 
 
 class TorchCPUBackend(Backend):
@@ -179,18 +189,33 @@ class OrtBackend(Backend):
         model = self.onnx_model(module, shapes, dtype)
         return lambda: self._time_session(model, shapes, dtype)
 
-    def measure_onnx(self, model: bytes, shapes, dtype="float32") -> TimingStats:
-        """Time one ONNX model, in `timing.rounds` rounds of a fresh session each."""
-        return interleaved([lambda: self._time_session(model, shapes, dtype)], self.cfg.timing)[0]
+    def prepare_network(self, module, shapes, dtype="float32"):
+        model = self.onnx_model(module, shapes, dtype)
+        return lambda: self._time_session(model, shapes, dtype, as_app=True)
 
-    def _time_session(self, model: bytes, shapes, dtype="float32") -> TimingStats:
-        """One round: a new session, its rule `timing.per_round()`. Inputs and outputs are bound once (IO
-        binding), so a run is the session call and the kernels, not a copy of the output into a new numpy
-        array: an op timed alone would otherwise pay a copy its place inside a network never pays."""
+    def measure(self, module, shapes, dtype="float32") -> TimingStats:
+        """A whole module timed as an application runs it (`prepare_network`), in `timing.rounds` rounds."""
+        return interleaved([self.prepare_network(module, shapes, dtype)], self.cfg.timing)[0]
+
+    def measure_onnx(self, model: bytes, shapes, dtype="float32") -> TimingStats:
+        """Time one ONNX model (a whole network) as an application runs it, in `timing.rounds` rounds of a fresh
+        session each."""
+        return interleaved([lambda: self._time_session(model, shapes, dtype, as_app=True)], self.cfg.timing)[0]
+
+    def _time_session(self, model: bytes, shapes, dtype="float32", as_app: bool = False) -> TimingStats:
+        """One round: a new session, its rule `timing.per_round()`. An op (`as_app` False): inputs and outputs
+        bound once (IO binding), so a run is the session call and the kernels, not a copy of the output into a
+        new numpy array: an op timed alone would otherwise pay a copy its place inside a network never pays (and
+        the call itself is taken off every key: `prepare_overhead`). A whole network on the CPU (`as_app`):
+        `sess.run(None, feeds)` from numpy, as an application calls it and as a user's own timing loop does;
+        it costs 3–6 µs more per call than the bound run here, 5–15 % of the quickstart's 8×8 networks
+        (benchmarks/ort_thread_modes.py: `run` against `binding`). On the GPU a network stays bound: its inputs live on the device."""
         sess = self.ort.InferenceSession(model, self.session_options(), providers=[self.provider])
         arrays = random_feeds(shapes, np.float16 if dtype == "float16" else np.float32).values()
         feeds = {i.name: a for i, a in zip(sess.get_inputs(), arrays)}  # whatever the model calls its inputs
         device = "cpu" if self.provider == "CPUExecutionProvider" else "cuda"
+        if as_app and device == "cpu":
+            return time_callable(lambda: sess.run(None, feeds), self.cfg.timing.per_round())
         binding = sess.io_binding()  # GPU: inputs stay on the device, so only the kernels are timed
         for name, x in feeds.items():
             binding.bind_ortvalue_input(name, self.ort.OrtValue.ortvalue_from_numpy(x, device, 0))
@@ -203,10 +228,11 @@ class OrtBackend(Backend):
 
         return time_callable(run, self.cfg.timing.per_round())
 
-    def call_overhead(self) -> TimingStats:
+    def prepare_overhead(self):
         """One session call that computes nothing (an Identity on one float), timed as ops are.
         Every op timed alone pays it once; a whole network pays it once in all."""
-        return self.measure_onnx(identity_onnx(self.cfg.opset), [(1,)])
+        model = identity_onnx(self.cfg.opset)
+        return lambda: self._time_session(model, [(1,)])
 
 
 def identity_onnx(opset: int = OPSET) -> bytes:

@@ -84,7 +84,8 @@ def import_bundle(bundle: str | Path, out: str | Path) -> LatencyTable:
             "hwnas": spec["hwnas"], "torch": None, "onnxruntime": device["onnxruntime"],
             "platform": device["platform"], "date": device["date"], "space": spec["space"], "settings": settings,
             "keys": len(keys), "source": "bundle", "calibration": None,
-            "call_overhead_ms": device.get("call_overhead_ms", 0.0)}
+            "call_overhead_ms": device.get("call_overhead_ms") or 0.0,
+            "call_overhead_chunks_ms": device.get("call_overhead_chunks_ms")}
     table = LatencyTable(frame.drop(columns=["file", "input_shapes"]), meta, out)
     table.save(out)
     return table

@@ -104,20 +104,27 @@ def main():
     so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, spec["graph_optimization_level"])
     so.log_severity_level = 3
     rng = np.random.default_rng(0)
-    # one session call that computes nothing: each op timed alone pays it, a network pays it once
-    overhead = time_session(ort.InferenceSession(os.path.join(HERE, "models", "identity.onnx"), so,
-                                                 providers=["CPUExecutionProvider"]),
-                            {"x0": rng.standard_normal((1,)).astype(np.float32)}, spec["timing"])
-    with open(os.path.join(HERE, "device.json"), "w") as f:
-        json.dump({"device": cpu_name(), "platform": platform.platform(), "machine": platform.machine(),
-                   "onnxruntime": ort.__version__, "threads": args.threads, "cpu_count": os.cpu_count(),
-                   "call_overhead_ms": float(overhead["p50_ms"]),
-                   "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, f, indent=2)
-    out = os.path.join(HERE, "results.csv")
+    dev_path, out = os.path.join(HERE, "device.json"), os.path.join(HERE, "results.csv")
     done = set()
     if os.path.exists(out):
         with open(out) as f:
             done = {r["file"] for r in csv.DictReader(f)}
+    # one session call that computes nothing: each op timed alone pays it, a network pays it once. Timed among each
+    # chunk's models (as hwnas.latency.profiler does), its median over the chunks; a resumed run keeps the earlier ones
+    overheads = []
+    if done and os.path.exists(dev_path):
+        with open(dev_path) as f:
+            overheads = list(json.load(f).get("call_overhead_chunks_ms") or [])
+    identity = (os.path.join("models", "identity.onnx"), {"x0": rng.standard_normal((1,)).astype(np.float32)})
+
+    def write_device():
+        with open(dev_path, "w") as f:
+            json.dump({"device": cpu_name(), "platform": platform.platform(), "machine": platform.machine(),
+                       "onnxruntime": ort.__version__, "threads": args.threads, "cpu_count": os.cpu_count(),
+                       "call_overhead_ms": float(np.median(overheads)) if overheads else None,
+                       "call_overhead_chunks_ms": overheads,
+                       "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, f, indent=2)
+
     with open(os.path.join(HERE, "keys.csv")) as f:
         keys = list(csv.DictReader(f))
     new = not os.path.exists(out) or not done
@@ -126,21 +133,31 @@ def main():
     per_round = dict(spec["timing"], budget_s=spec["timing"]["budget_s"] / rounds)
     extra, precision = int(spec["timing"].get("extra_rounds", 0)), float(spec["timing"].get("precision", 0.05))
     todo = [(i, key) for i, key in enumerate(keys, 1) if key["file"] not in done]
+    if not todo and not overheads:  # nothing left to time it among: alone
+        overheads.append(float(time_session(ort.InferenceSession(os.path.join(HERE, identity[0]), so,
+                                                                 providers=["CPUExecutionProvider"]),
+                                            identity[1], per_round)["p50_ms"]))
+    write_device()
     with open(out, "a", newline="") as f:
         writer = csv.DictWriter(f, RESULT_FIELDS)
         if new:
             writer.writeheader()
         for start in range(0, len(todo), CHUNK):
             chunk = todo[start:start + CHUNK]
-            feeds = []
+            items = []
             for _, key in chunk:
                 shapes = [tuple(int(d) for d in s.split("x")) for s in key["input_shapes"].split(";")]
-                feeds.append({f"x{j}": rng.standard_normal(s).astype(np.float32) for j, s in enumerate(shapes)})
-            timed = [[] for _ in chunk]
+                items.append((key["file"], {f"x{j}": rng.standard_normal(s).astype(np.float32)
+                                            for j, s in enumerate(shapes)}))
+            mid = len(items) // 2
+            items.insert(mid, identity)
+            timed = [[] for _ in items]
             while len(timed[0]) < rounds or (len(timed[0]) < rounds + extra and unsettled(timed, precision)):
-                for k, (_, key) in enumerate(chunk):
-                    sess = ort.InferenceSession(os.path.join(HERE, key["file"]), so, providers=["CPUExecutionProvider"])
-                    timed[k].append(time_session(sess, feeds[k], per_round))
+                for k, (file, feeds) in enumerate(items):
+                    sess = ort.InferenceSession(os.path.join(HERE, file), so, providers=["CPUExecutionProvider"])
+                    timed[k].append(time_session(sess, feeds, per_round))
+            overheads.append(float(combine_rounds(timed.pop(mid))["p50_ms"]))
+            write_device()
             for (i, key), per in zip(chunk, timed):
                 row = combine_rounds(per)
                 writer.writerow({"file": key["file"], **{k: f"{v:.6g}" for k, v in row.items()}})

@@ -47,6 +47,12 @@ networks' rounds, aligned, still disagree beyond the timing precision (`UNSETTLE
 network and reference key is timed, up to `TimingConfig.extra_rounds` more (`stats.interleaved_rounds`); a steady
 machine pays nothing (the quickstart's steady calibrations flagged no network), and the sidecar records the rounds.
 
+Beside the random networks, the space's cheapest and costliest by the table are timed (`extreme_architectures`;
+`--no-extremes` leaves them out): a random network is a sum of many independent choices and sits near the middle of
+the space's range, while a search along λ ends at the extremes. A correction fitted on the middle alone extrapolates
+there: a quickstart table (12 random networks) priced its λ = Λ network, all skips and pools, 18 % above what it
+measured. Both ends take part in the K-fold figures like any sample (held out, they test the extrapolation).
+
 The stored prediction is the simplest of the four — the plain sum included — whose held-out MAPE is
 within one standard error of the lowest, among those that cannot rank the networks worse than the plain sum: the sum
 itself, the linear fit when its slope is positive (a monotone map of the sum: the same ranking,
@@ -68,6 +74,7 @@ import numpy as np
 from scipy import optimize, stats
 
 from hwnas.errors import HwnasError
+from hwnas.latency import darts_keys as dk
 from hwnas.latency import resnet_keys as rk
 from hwnas.latency.backends import make_backend
 from hwnas.latency.measure import table_backend_config
@@ -169,6 +176,47 @@ def random_architecture(space, rng: random.Random) -> Genotype | dict:
 
     concat = tuple(range(2 + space.steps - space.multiplier, space.steps + 2))
     return Genotype(cell(), concat, cell(), concat)
+
+
+def extreme_architectures(table: LatencyTable) -> list[Genotype | dict]:
+    """The space's cheapest and costliest networks by the table's plain sum: the two ends of what a search along λ
+    can reach. Random networks sit in the middle of the space's range (a sum of many independent choices); a
+    correction fitted on them alone extrapolates to both ends, where the λ = Λ and λ = 0 networks are. Measured:
+    a quickstart table fitted on 12 random networks priced its λ = Λ network 18 % above what it measured
+    (README, issue #11.6). DARTS: per node, each input's cheapest (costliest) op, and the two cheapest (costliest)
+    inputs; ResNet18: each block's cheapest (costliest) valid gate setting, the others whole (costs add per block)."""
+    space = table.space
+    if space.space == "resnet18":
+        return [_extreme_resnet(table, min), _extreme_resnet(table, max)]
+    ops = [p for p in PRIMITIVES if p != "none"]
+    cells = dk.cell_positions(space)
+
+    def edge_cost(reduction: bool, op: str, j: int) -> float:
+        return sum(table.lookup(dk.edge_key(space, c, op, j)) for c in cells if c.reduction == reduction)
+
+    def cell(reduction: bool, pick) -> tuple:
+        edges = []
+        for i in range(space.steps):
+            per_input = [(*pick((edge_cost(reduction, op, j), op) for op in ops), j) for j in range(i + 2)]
+            two = sorted(per_input, key=lambda t: t[0], reverse=pick is max)[:2]
+            edges += [(op, j) for _, op, j in sorted(two, key=lambda t: t[2])]
+        return tuple(edges)
+
+    concat = tuple(range(2 + space.steps - space.multiplier, space.steps + 2))
+    return [Genotype(cell(False, pick), concat, cell(True, pick), concat) for pick in (min, max)]
+
+
+def _extreme_resnet(table: LatencyTable, pick) -> dict:
+    space = table.space
+    projections = {p.name for p in rk.block_positions(space) if p.projection}
+    arch = {b: 1.0 for b in rk.BLOCKS}
+    arch.update({rk.downsample_name(b): 1.0 for b in projections})
+    for b in rk.BLOCKS:
+        options = [{b: f, **({rk.downsample_name(b): s} if b in projections else {})}
+                   for f in (0.0, *rk.FRACTIONS) for s in ((0.0, 1.0) if b in projections else (1.0,))
+                   if not (b in projections and f == 0.0 and s == 0.0)]   # a projection block keeps a path
+        arch.update(pick(options, key=lambda o: (sum(table.breakdown({**arch, **o}).values()), str(o))))
+    return arch
 
 
 def build_network(space, arch):
@@ -278,8 +326,9 @@ class Calibration:
 
 def calibrate(table: LatencyTable, samples: int = 50, seed: int = 0, folds: int = 5, backend=None,
               on_progress: Callable[[int, int], None] | None = None,
-              reference_ops: int = REFERENCE_OPS) -> Calibration:
-    """Measure `samples` random networks, fit, store the chosen correction in the table's sidecar. With
+              reference_ops: int = REFERENCE_OPS, extremes: bool = True) -> Calibration:
+    """Measure `samples` random networks — and, with `extremes`, the space's cheapest and costliest by the table
+    (`extreme_architectures`) — fit, store the chosen correction in the table's sidecar. With
     `reference_ops` > 0 (and a backend with a timing rule), each round's network timings are divided by the
     machine's speed in that round and multiplied by the median round's (`reference_keys`, `round_speeds`)."""
     if samples < max(folds, 4):
@@ -288,6 +337,11 @@ def calibrate(table: LatencyTable, samples: int = 50, seed: int = 0, folds: int 
     check_device(table, backend)
     space, rng = table.space, random.Random(seed)
     shape = (space.batch, space.in_channels, space.input_h, space.input_w)
+    drawn = [("cheapest", a) for a in extreme_architectures(table)[:1]] if extremes else []
+    drawn += [("random", random_architecture(space, rng)) for _ in range(samples)]
+    drawn += [("costliest", a) for a in extreme_architectures(table)[1:]] if extremes else []
+    kinds, n_random = [k for k, _ in drawn], samples
+    samples = len(drawn)   # from here on: every network timed
     archs, parts_of, thunks = [], [], []
     # a backend without a config (a test's stand-in) is timed once per network
     has_rule = getattr(backend, "cfg", None) is not None
@@ -296,11 +350,10 @@ def calibrate(table: LatencyTable, samples: int = 50, seed: int = 0, folds: int 
     rounds = max(1, timing.rounds)
     n_items = samples + len(refs)
     total = samples + rounds * n_items   # progress: each network's export, then each item's timed rounds
-    for i in range(samples):
-        arch = random_architecture(space, rng)
+    for i, (_, arch) in enumerate(drawn):
         parts_of.append(table.breakdown(arch))  # first: a missing key fails before any timing
         archs.append(arch)
-        thunks.append(backend.prepare(build_network(space, arch), [shape], space.dtype))
+        thunks.append(backend.prepare_network(build_network(space, arch), [shape], space.dtype))
         if on_progress:
             on_progress(i + 1, total)
     # the networks timed in interleaved rounds, as the table's keys were (stats.interleaved), the reference keys
@@ -331,8 +384,9 @@ def calibrate(table: LatencyTable, samples: int = 50, seed: int = 0, folds: int 
     extra = len(per[0]) - rounds
     timed = [combine_rounds([scaled(s, f) for s, f in zip(rs, factors)], timing.precision) for rs in net_rounds]
     rows = []
-    for arch, parts, measured, rs in zip(archs, parts_of, timed, net_rounds):
-        rows.append({"architecture": str(arch) if isinstance(arch, Genotype) else arch, "measured_ms": measured.p50_ms,
+    for kind, arch, parts, measured, rs in zip(kinds, archs, parts_of, timed, net_rounds):
+        rows.append({"architecture": str(arch) if isinstance(arch, Genotype) else arch, "drawn": kind,
+                     "measured_ms": measured.p50_ms,
                      "unscaled_round_ms": [s.p50_ms for s in rs],
                      "measured_p10_ms": measured.p10_ms, "measured_p90_ms": measured.p90_ms,
                      "spread": measured.spread, "noisy": measured.noisy,
@@ -344,7 +398,8 @@ def calibrate(table: LatencyTable, samples: int = 50, seed: int = 0, folds: int 
         for r, p in zip(rows, predictions):
             r[f"{name}_cv_ms"] = float(p)
     table.meta["calibration"] = {"correction": correction, "chosen": chosen, "figures": figures,
-                                 "samples": samples, "seed": seed, "folds": folds, "rounds": len(per[0]),
+                                 "samples": n_random, "extremes": len(drawn) - n_random, "seed": seed, "folds": folds,
+                                 "rounds": len(per[0]),
                                  "extra_rounds": extra,
                                  "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                  "call_overhead_ms": table.call_overhead_ms,
@@ -388,7 +443,11 @@ def plot(cal: Calibration, path: str | Path, title: str = "") -> Path:
         line = np.linspace(lo, hi, 50)
         ax.fill_between(line, 0.9 * line, 1.1 * line, color="tab:green", alpha=0.15, label="±10 %")
         ax.plot(line, line, "k--", lw=1, label="y = x")
-        ax.scatter(y, p, s=14)
+        ends = np.array([r.get("drawn", "random") != "random" for r in cal.samples])
+        ax.scatter(y[~ends], p[~ends], s=14, label="random networks")
+        if ends.any():
+            ax.scatter(y[ends], p[ends], s=40, marker="D", facecolors="none", edgecolors="tab:red",
+                       label="cheapest, costliest")
         f = cal.figures["sum" if col == "sum_ms" else cal.chosen]
         ax.set_title(f"{label}\nMAPE {f['mape_pct']:.1f} %, ±10 %: {100 * f['within_10pct']:.0f} %, "
                      f"ρ {f['spearman']:.3f}, τ {f['kendall']:.3f}", fontsize=9)

@@ -5,6 +5,12 @@ Keys are timed in chunks of up to `CHUNK`: each chunk's ops are exported once, t
 and a key's figures are the median of its rounds. Timed once each, one key after another, two
 tables of the same device made ten minutes apart had per-op sums 3.8 % apart (median, 8.4 % at
 most; README, issue #11.2): a key met whatever state the machine and its session happened to be in.
+Where a backend's op timings carry a session call that a network pays only once (ONNX Runtime), that call
+(`Backend.prepare_overhead`, an Identity on one float) is timed as one more item in the middle of every chunk's
+rounds, and the sidecar's `call_overhead_ms` is its median over the chunks (`call_overhead_chunks_ms`). Timed
+once, alone, before the keys, it met another state of the machine than they did: a quickstart table of
+2026-12-07 recorded 4.4 µs while its own identity key (`skip_connect`, stride 1) timed 2.7 µs, and subtracted
+from every key, the difference priced the cheapest network 18 % low after calibration (README, issue #11.6).
 The CSV is rewritten atomically after every chunk, so an interrupted run leaves a valid table
 of the keys done so far, and a rerun with the same settings measures only what is missing.
 A rerun whose sidecar says another device, backend, thread count, space or timing setting
@@ -17,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from torch import nn
 
@@ -89,14 +96,21 @@ def profile(cfg: ProfileConfig, out: str | Path, backend: Backend | None = None,
         meta["date"] = old.meta.get("date", meta["date"])
         meta["calibration"] = old.meta.get("calibration")
         meta["call_overhead_ms"] = old.meta.get("call_overhead_ms")
+        meta["call_overhead_chunks_ms"] = old.meta.get("call_overhead_chunks_ms")
         rows = old.frame.to_dict("records")
     done = {OpKey(*(r[c] for c in KEY_COLUMNS)) for r in rows}
-    if meta.get("call_overhead_ms") is None:  # a resumed table keeps the value its rows were measured against
-        overhead = backend.call_overhead()
-        meta["call_overhead_ms"] = overhead.p50_ms if overhead is not None else 0.0
+    todo = [key for key in keys if key not in done]
+    overhead_thunk = backend.prepare_overhead()
+    # the call overhead, timed among each chunk's keys (its median over the chunks); a table resumed from an
+    # older sidecar without the per-chunk figures counts its single value as one chunk
+    overheads = list(meta.get("call_overhead_chunks_ms") or ([meta["call_overhead_ms"]]
+                                                             if meta.get("call_overhead_ms") is not None else []))
+    if overhead_thunk is None:
+        meta["call_overhead_ms"] = meta.get("call_overhead_ms") or 0.0
+    elif not todo and not overheads:  # nothing left to time among: timed alone
+        meta["call_overhead_ms"] = backend.call_overhead().p50_ms
     table = LatencyTable(pd.DataFrame(rows) if rows else pd.DataFrame(columns=list(REQUIRED_COLUMNS)), meta, out)
     table.save_meta(out)  # the sidecar first: a crash after the first rows still leaves a loadable table
-    todo = [key for key in keys if key not in done]
     for i, key in enumerate((k for k in keys if k in done), 1):
         if on_progress:
             on_progress(i, len(keys), key, False)
@@ -105,7 +119,15 @@ def profile(cfg: ProfileConfig, out: str | Path, backend: Backend | None = None,
         chunk = todo[start:start + CHUNK]
         # the chunk's keys timed in interleaved rounds (a fresh session each): see stats.interleaved
         thunks = [backend.prepare_key(key, cfg.space) for key in chunk]
-        for key, stats in zip(chunk, interleaved(thunks, cfg.backend.timing)):
+        mid = len(thunks) // 2
+        if overhead_thunk is not None:
+            thunks.insert(mid, overhead_thunk)
+        timed = interleaved(thunks, cfg.backend.timing)
+        if overhead_thunk is not None:
+            overheads.append(timed.pop(mid).p50_ms)
+            meta["call_overhead_chunks_ms"] = overheads
+            meta["call_overhead_ms"] = float(np.median(overheads))
+        for key, stats in zip(chunk, timed):
             rows.append({**key._asdict(), **stats.row()})
             n_done += 1
             if on_progress:

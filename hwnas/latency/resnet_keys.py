@@ -18,6 +18,7 @@ A pruned ResNet18 is given as a dict: block name → f, and optionally `"<block>
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -73,7 +74,13 @@ def torchvision_resnet18(cfg: SpaceConfig) -> nn.Module:
 
 
 def block_positions(cfg: SpaceConfig) -> list[BlockPosition]:
-    """The 8 BasicBlocks with their shapes, read from torchvision's module tree."""
+    """The 8 BasicBlocks with their shapes, read from torchvision's module tree (once per space: building the
+    module takes 0.1 s, and every price of a gate set needs the positions)."""
+    return list(_block_positions(cfg))
+
+
+@functools.lru_cache(maxsize=16)
+def _block_positions(cfg: SpaceConfig) -> tuple[BlockPosition, ...]:
     model = torchvision_resnet18(cfg)
     h, w = cfg.input_h, cfg.input_w
     if not cfg.small_stem:
@@ -87,7 +94,7 @@ def block_positions(cfg: SpaceConfig) -> list[BlockPosition]:
                             block.downsample is not None)
         blocks.append(pos)
         h, w = pos.out_hw
-    return blocks
+    return tuple(blocks)
 
 
 def _key(cfg: SpaceConfig, op: str, c_in: int, c_out: int, hw: tuple[int, int], stride: int) -> OpKey:

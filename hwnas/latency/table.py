@@ -8,7 +8,7 @@ fitted correction that `predict` applies.
 
 Latencies are p50 values in milliseconds. An op timed alone pays one session call (ONNX
 Runtime with IO binding: ~2 µs here, more than many ops of a small network take); a whole network pays one in
-all. The profiler measures that call on an empty model and records it in the sidecar as
+all. The profiler measures that call on an empty model, among each chunk's keys, and records it in the sidecar as
 `call_overhead_ms` = c, and a key's cost is its p50 minus c (never below 0). A prediction is
 c plus the sum over the network's keys (stem, per-cell preprocessing, chosen ops, glue, head),
 grouped by kind so that a per-kind correction can scale each group:

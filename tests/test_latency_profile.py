@@ -206,6 +206,7 @@ def test_bundle_runner_needs_only_onnxruntime_and_numpy(tmp_path):
     again = LatencyTable.load(tmp_path / "imported.csv")
     assert again.backend == "mobile" and again.meta["source"] == "bundle" and again.meta["threads"] == 1
     assert 0 < again.call_overhead_ms < 1.0  # one session call, measured on the device by run.py
+    assert again.meta["call_overhead_chunks_ms"] == [again.call_overhead_ms]   # among the one chunk's 48 models
 
 
 @pytest.mark.slow

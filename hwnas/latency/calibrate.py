@@ -337,9 +337,10 @@ def calibrate(table: LatencyTable, samples: int = 50, seed: int = 0, folds: int 
     check_device(table, backend)
     space, rng = table.space, random.Random(seed)
     shape = (space.batch, space.in_channels, space.input_h, space.input_w)
-    drawn = [("cheapest", a) for a in extreme_architectures(table)[:1]] if extremes else []
+    cheapest, costliest = extreme_architectures(table) if extremes else (None, None)
+    drawn = [("cheapest", cheapest)] if extremes else []
     drawn += [("random", random_architecture(space, rng)) for _ in range(samples)]
-    drawn += [("costliest", a) for a in extreme_architectures(table)[1:]] if extremes else []
+    drawn += [("costliest", costliest)] if extremes else []
     kinds, n_random = [k for k, _ in drawn], samples
     samples = len(drawn)   # from here on: every network timed
     archs, parts_of, thunks = [], [], []

@@ -124,6 +124,8 @@ class Backend:
         """The module timed in `timing.rounds` rounds, combined."""
         return interleaved([self.prepare(module, shapes, dtype)], self.cfg.timing)[0]
 
+    network_call = "the backend's own (see hwnas.latency.backends)"   # how a whole network is called when timed
+
     def prepare_overhead(self):
         """A callable that times one round of what timing one op alone costs beyond the op (None: nothing a
         network would not pay too). The profiler times it among each chunk's keys (`profiler.profile`)."""
@@ -195,12 +197,17 @@ class OrtBackend(Backend):
 
     def measure(self, module, shapes, dtype="float32") -> TimingStats:
         """A whole module timed as an application runs it (`prepare_network`), in `timing.rounds` rounds."""
-        return interleaved([self.prepare_network(module, shapes, dtype)], self.cfg.timing)[0]
+        return self.measure_onnx(self.onnx_model(module, shapes, dtype), shapes, dtype)
 
     def measure_onnx(self, model: bytes, shapes, dtype="float32") -> TimingStats:
         """Time one ONNX model (a whole network) as an application runs it, in `timing.rounds` rounds of a fresh
         session each."""
         return interleaved([lambda: self._time_session(model, shapes, dtype, as_app=True)], self.cfg.timing)[0]
+
+    @property
+    def network_call(self) -> str:
+        return ("sess.run(None, feeds) from numpy, as an application calls it"
+                if self.provider == "CPUExecutionProvider" else "IO binding, inputs on the GPU")
 
     def _time_session(self, model: bytes, shapes, dtype="float32", as_app: bool = False) -> TimingStats:
         """One round: a new session, its rule `timing.per_round()`. An op (`as_app` False): inputs and outputs

@@ -195,10 +195,11 @@ def extreme_architectures(table: LatencyTable) -> list[Genotype | dict]:
         return sum(table.lookup(dk.edge_key(space, c, op, j)) for c in cells if c.reduction == reduction)
 
     def cell(reduction: bool, pick) -> tuple:
+        # per input state j, its cheapest (costliest) op: the same for every node that can read j
+        per_input = [(*pick((edge_cost(reduction, op, j), op) for op in ops), j) for j in range(space.steps + 1)]
         edges = []
         for i in range(space.steps):
-            per_input = [(*pick((edge_cost(reduction, op, j), op) for op in ops), j) for j in range(i + 2)]
-            two = sorted(per_input, key=lambda t: t[0], reverse=pick is max)[:2]
+            two = sorted(per_input[:i + 2], key=lambda t: t[0], reverse=pick is max)[:2]
             edges += [(op, j) for _, op, j in sorted(two, key=lambda t: t[2])]
         return tuple(edges)
 

@@ -54,9 +54,7 @@ def _report(cfg: BackendConfig, batch: int, stats: TimingStats, backend) -> dict
     return {"backend": cfg.name, "batch": batch, "threads": cfg.threads, "p50_ms": stats.p50_ms,
             "p10_ms": stats.p10_ms, "p90_ms": stats.p90_ms, "spread": stats.spread, "noisy": stats.noisy,
             "settings": cfg.to_dict(), "device": backend.describe()["device"],
-            "call": ("sess.run(None, feeds) from numpy, as an application calls it" if cfg.name in ORT_BACKENDS
-                     and cfg.name != "ort-cuda" else "IO binding, inputs on the GPU" if cfg.name == "ort-cuda"
-                     else "the backend's own (see hwnas.latency.backends)")}
+            "call": backend.network_call}
 
 
 def measure_module(module: nn.Module, input_shape: tuple[int, ...], cfg: BackendConfig, batch: int) -> dict:

@@ -269,11 +269,12 @@ def quickstart(
     pick = frame.iloc[len(frame) // 2]
     console.print(f"[bold]4/5 export[/] the network at λ = {pick['lambda']:.4g} → {out}/model.onnx")
     report = run.export(out / "model.onnx", lam=float(pick["lambda"]))
+    from hwnas.latency.speed import speed_note
     console.print(f"  {report.params:,} params, max |ORT − PyTorch| {report.max_abs_diff:.1e}, "
                   f"{report.measured['p50_ms']:.3f} ms measured vs "
                   f"{next(iter(report.predicted_latency_ms.values())):.3f} ms predicted ({report.measured['backend']}"
-                  f", batch {report.measured['batch']}, {report.measured['threads']} thread(s))",
-                  highlight=False)
+                  f", batch {report.measured['batch']}, {report.measured['threads']} thread(s))"
+                  + speed_note(report.measured.get("machine_speed")), highlight=False)
     if train_epochs > 0:
         console.print("[bold]5/5 train[/] the exported cell from scratch on digits")
         from hwnas.spaces.genotype import Genotype
@@ -366,6 +367,8 @@ def export(
         from .prune import print_prune_export
 
         return print_prune_export(report)
+    from hwnas.latency.speed import speed_note
+
     console.print(f"[bold]{out}[/]: {report.params:,} params, {report.flops_per_sample / 1e6:.2f} MFLOPs, "
                   f"{report.measured['backend']} {report.measured['p50_ms']:.3f} ms (batch "
                   f"{report.measured['batch']}, {report.measured['threads']} thread(s)), "
@@ -373,6 +376,8 @@ def export(
                   highlight=False)
     for path, ms in report.predicted_latency_ms.items():
         console.print(f"  predicted by {path}: {ms:.3f} ms", highlight=False)
+    if note := speed_note(report.measured.get("machine_speed")):
+        console.print(f"  note{note}", highlight=False)
 
 
 def _fresh(path: Path) -> Path:

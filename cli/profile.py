@@ -238,11 +238,13 @@ def measure(
 ) -> None:
     """Time any ONNX file the way hwnas's tables time ops, so a prediction can be checked by hand."""
     from hwnas.api import measure as run_measure
+    from hwnas.latency.speed import speed_note
 
     r = run_measure(model, device, table=table, threads=threads, batch=batch)
     console.print(f"{model}: {r['p50_ms']:.4f} ms median (p10 {r['p10_ms']:.4f}, p90 {r['p90_ms']:.4f}) on "
                   f"{r['backend']}, {r['threads']} thread(s), batch {r['batch']}, input {'x'.join(map(str, r['input_shape']))}"
-                  f", graph optimisation {r['graph_optimization']}; {r['device']}", highlight=False)
+                  f", graph optimisation {r['graph_optimization']}; {r['device']}" + speed_note(r.get("machine_speed")),
+                  highlight=False)
     _warn_noisy([(r["noisy"], r["spread"])], str(model))
 
 

@@ -167,15 +167,17 @@ def measure(onnx_or_module: PathLike | nn.Module, device: str | None = None, *,
     """Time an ONNX file (or a PyTorch module) the way hwnas's tables time ops: with `table`, exactly as its
     ops were timed (backend, threads, batch, timing rule); else on `device` (default ort-cpu) with the defaults
     `profile` uses, at `batch` (default 1). A module needs `input_shape` (C, H, W) unless it came from
-    `run.network`. Returns the report: p50_ms, p10_ms, p90_ms, backend, threads, batch, device, …"""
+    `run.network`. Returns the report: p50_ms, p10_ms, p90_ms, backend, threads, batch, device, …; with a table of
+    the same backend also `machine_speed` (the network timed beside the table's costliest ops: the machine's speed
+    against the table's calibration, and the latency at that speed; `hwnas.latency.speed`)."""
     from hwnas.latency.measure import measure_module, measure_onnx_file, measurement
 
     lut = load_table(table) if table is not None else None
     cfg, b = measurement(lut, device, threads, batch if lut is not None else batch or 1)
     if isinstance(onnx_or_module, (str, Path)):
-        report = measure_onnx_file(onnx_or_module, cfg, b)
+        report = measure_onnx_file(onnx_or_module, cfg, b, table=lut)
     else:
-        report = measure_module(onnx_or_module, _input_shape(onnx_or_module, input_shape), cfg, b)
+        report = measure_module(onnx_or_module, _input_shape(onnx_or_module, input_shape), cfg, b, table=lut)
     report["graph_optimization"] = cfg.graph_opt
     return report
 

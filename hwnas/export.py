@@ -95,8 +95,10 @@ def measure_exported(model: nn.Module, path: Path, input_shape: tuple[int, int, 
                      threads: int | None = None) -> dict:
     """The exported network timed exactly as `table`'s device times its ops (its sidecar's backend,
     threads, graph optimisation, batch and timing rule), so prediction and measurement compare like for
-    like; without a table, ort-cpu with all cores at batch 1. A table whose backend cannot run on this
-    machine (a GPU table on a CPU-only one) falls back to ort-cpu, and the report says so."""
+    like, and beside the table's own costliest ops, so that the report says how fast the machine ran against the
+    table's calibration (`machine_speed`: the prediction holds at that speed); without a table, ort-cpu with all
+    cores at batch 1. A table whose backend cannot run on this machine (a GPU table on a CPU-only one) falls back to
+    ort-cpu, and the report says so."""
     from hwnas.latency.backends import ORT_BACKENDS
     from hwnas.latency.measure import measure_module, measure_onnx_file, measurement
 
@@ -104,9 +106,9 @@ def measure_exported(model: nn.Module, path: Path, input_shape: tuple[int, int, 
         None, "ort-cpu", threads, 1)
     try:
         if cfg.name in ORT_BACKENDS:
-            report = measure_onnx_file(path, cfg, batch)
+            report = measure_onnx_file(path, cfg, batch, table=table)
         else:
-            report = measure_module(model, input_shape, cfg, batch)
+            report = measure_module(model, input_shape, cfg, batch, table=table)
     except HwnasError as e:
         if table is None:
             raise

@@ -117,3 +117,27 @@ def test_a_quiet_machine_gets_no_extra_rounds():
     table = synthetic(TINY, device="fake-cpu")
     cal = calibrate(table, samples=8, folds=4, backend=Drifting(table, speeds=(1.0,)))
     assert cal.extra_rounds == 0 and cal.machine_speed == pytest.approx([1.0, 1.0, 1.0])
+
+
+def test_a_network_timed_beside_the_table_is_brought_to_the_calibrations_speed():
+    """`export` and `hwnas measure --table` time a network beside the table's reference keys: the report keeps the
+    measured latency as it is and adds it at the machine speed the calibrated predictions hold at."""
+    from hwnas.latency.speed import speed_note, timed_beside_reference
+
+    table = synthetic(TINY, device="fake-cpu")
+    backend = Drifting(table)   # rounds at 1.0, 1.6, 1.3 × the table's speed
+    measured, speed = timed_beside_reference(table, backend, backend._thunk(2.0))
+    assert measured.p50_ms == pytest.approx(2.6)   # the median round: 1.3 × 2.0
+    assert speed["per_round"] == pytest.approx(list(SPEEDS)) and speed["keys"] == 6
+    # an uncalibrated table's predictions hold at its own speed (1.0): the machine ran 1.3× slower meanwhile
+    assert speed["calibration"] == 1.0 and speed["relative"] == pytest.approx(1.3)
+    assert speed["p50_at_calibration_speed_ms"] == pytest.approx(2.0)
+    assert "1.30× their calibrated time" in speed_note(speed) and "2.000 ms" in speed_note(speed)
+    # calibrated at 1.6 × the table's speed: this measurement met a faster machine than the calibration's
+    table.meta["calibration"] = {"machine_speed": {"median": 1.6}}
+    measured, speed = timed_beside_reference(table, Drifting(table), Drifting(table)._thunk(2.0))
+    assert measured.p50_ms == pytest.approx(2.6) and speed["relative"] == pytest.approx(1.3 / 1.6)
+    assert speed["p50_at_calibration_speed_ms"] == pytest.approx(3.2)
+    # at the calibration's speed, the console says nothing more
+    table.meta["calibration"] = {"machine_speed": {"median": 1.3}}
+    assert speed_note(timed_beside_reference(table, Drifting(table), Drifting(table)._thunk(2.0))[1]) == ""

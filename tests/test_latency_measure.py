@@ -145,6 +145,10 @@ def test_export_of_a_genotype_takes_the_tables_network_and_measures_as_it(tmp_pa
     fails_cleanly(runner.invoke(app, ["export", "--genotype", str(DARTS_V2), "--table", str(tmp_path / "t.csv"),
                                       "--layers", "8", "--out", str(tmp_path / "h.onnx")]), "--layers 8", "layers 3")
     assert np.isfinite(m["p50_ms"]) and m["p50_ms"] > 0
+    # timed beside the table's own costliest ops: how fast the machine ran against the table (uncalibrated: 1.0)
+    s = m["machine_speed"]
+    assert s["keys"] == 6 and len(s["per_round"]) >= 3 and s["calibration"] == 1.0
+    assert s["relative"] == pytest.approx(np.median(s["per_round"])) and s["p50_at_calibration_speed_ms"] > 0
 
 
 @pytest.mark.slow
@@ -209,3 +213,24 @@ def test_whole_networks_are_timed_as_applications_call_them_and_ops_bound(monkey
     backend.prepare(net, [(1, 1, 8, 8)])()
     backend.prepare_overhead()()
     assert calls["run"] == 0 and calls["run_with_iobinding"] > 0
+
+
+def test_a_keys_onnx_model_is_exported_once_per_process(monkeypatch):
+    """`export` and `measure` re-time a table's reference keys beside every network: their models are kept, not
+    re-exported for each network (the last `KEY_MODELS` keys)."""
+    from hwnas.latency import backends
+    from hwnas.latency.backends import BackendConfig, OrtBackend
+
+    monkeypatch.setattr(backends, "_KEY_MODELS", backends.OrderedDict())
+    monkeypatch.setattr(backends, "KEY_MODELS", 2)
+    backend = OrtBackend(BackendConfig("mobile", 1))
+    exported = []
+    real = backend.onnx_model
+    monkeypatch.setattr(backend, "onnx_model", lambda *a, **k: exported.append(a) or real(*a, **k))
+    keys = dk.darts_keys(TINY)[:3]
+    for key in (keys[0], keys[0], keys[1], keys[0], keys[2], keys[1]):
+        assert callable(backend.prepare_key(key, TINY))
+    # keys[0] kept (used again before keys[2] came), keys[1] pushed out by keys[2] and exported again
+    assert len(exported) == 4
+    stats = backend.prepare_key(keys[1], TINY)()
+    assert stats.p50_ms > 0 and len(exported) == 4

@@ -78,11 +78,10 @@ from hwnas.latency import darts_keys as dk
 from hwnas.latency import resnet_keys as rk
 from hwnas.latency.backends import make_backend
 from hwnas.latency.measure import table_backend_config
-from hwnas.latency.space import OpKey
+from hwnas.latency.speed import REFERENCE_OPS, machine_speed, reference_keys, round_speeds  # noqa: F401 (re-exported)
 from hwnas.latency.stats import (
     UNSETTLED_SHARE,
     TimingConfig,
-    TimingStats,
     combine_rounds,
     interleaved_rounds,
     scaled,
@@ -238,37 +237,6 @@ def check_device(table: LatencyTable, backend) -> None:
                          f"calibrate where the table was measured")
 
 
-REFERENCE_OPS = 6   # the table's own keys re-timed in every calibration round: the machine's speed, round by round
-
-
-def reference_keys(table: LatencyTable, n: int = REFERENCE_OPS) -> list[OpKey]:
-    """The costliest key of each of the table's `n` costliest ops (distinct op names): the keys that say how fast the
-    machine runs now against when it was profiled. The costliest, because a key near the call overhead times the
-    session call rather than the machine's work."""
-    best: dict[str, OpKey] = {}
-    keys = table.keys()   # a list (LatencyTable is not a dict)
-    for key in keys:
-        if key.op not in best or table.measured_ms(key) > table.measured_ms(best[key.op]):
-            best[key.op] = key
-    return sorted(best.values(), key=lambda k: -table.measured_ms(k))[:max(0, n)]
-
-
-def round_speeds(table: LatencyTable, keys: list[OpKey], rounds: list[list[TimingStats]]) -> list[float]:
-    """Per round r: the median over `keys` of (key's median in round r) / (its median in the table). 1.10 = the
-    machine ran the table's own ops 10 % slower than when it profiled them."""
-    return [float(np.median([rounds[j][r].p50_ms / table.measured_ms(k) for j, k in enumerate(keys)]))
-            for r in range(len(rounds[0]))]
-
-
-def machine_speed(table: LatencyTable, backend, n: int = REFERENCE_OPS) -> dict:
-    """The machine's speed now against the table's (its `n` reference keys re-timed as the profiler times them, in
-    the table's interleaved rounds): {"keys", "per_round", "median"}."""
-    keys = reference_keys(table, n)
-    rounds = interleaved_rounds([backend.prepare_key(k, table.space) for k in keys], backend.cfg.timing)
-    speeds = round_speeds(table, keys, rounds)
-    return {"keys": [k._asdict() for k in keys], "per_round": speeds, "median": float(np.median(speeds))}
-
-
 SIMPLER_FIRST = ("sum", "linear", "linear+params", "per-kind")   # by number of fitted parameters
 
 
@@ -293,7 +261,7 @@ def choose(figures: dict[str, dict], linear_slope: float | None = None) -> str:
     eligible = [n for n in figures if ranks_no_worse(n)]
     best = min(eligible, key=lambda n: figures[n]["mape_pct"])
     se = figures[best].get("mape_se_pct", 0.0)
-    within = figures[best]["mape_pct"] + (se if se == se else 0.0)   # NaN SE (n = 1): no slack
+    within = figures[best]["mape_pct"] + (0.0 if np.isnan(se) else se)   # NaN SE (n = 1): no slack
     order = {n: i for i, n in enumerate(SIMPLER_FIRST)}
     return min((n for n in eligible if figures[n]["mape_pct"] <= within),
                key=lambda n: (order.get(n, len(order)), figures[n]["mape_pct"]))

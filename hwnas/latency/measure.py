@@ -14,6 +14,7 @@ from torch import nn
 
 from hwnas.errors import HwnasError
 from hwnas.latency.backends import ORT_BACKENDS, BackendConfig, make_backend, resolve
+from hwnas.latency.speed import timed_beside_reference
 from hwnas.latency.stats import TimingConfig, TimingStats
 
 NETWORK_BUDGET_S = 0.5  # whole networks get a larger time budget than single ops
@@ -50,21 +51,37 @@ def measurement(table=None, device: str | None = None, threads: int | None = Non
     return BackendConfig(device, threads, timing=TimingConfig(budget_s=NETWORK_BUDGET_S)), batch
 
 
-def _report(cfg: BackendConfig, batch: int, stats: TimingStats, backend) -> dict:
-    return {"backend": cfg.name, "batch": batch, "threads": cfg.threads, "p50_ms": stats.p50_ms,
-            "p10_ms": stats.p10_ms, "p90_ms": stats.p90_ms, "spread": stats.spread, "noisy": stats.noisy,
-            "settings": cfg.to_dict(), "device": backend.describe()["device"],
-            "call": backend.network_call}
+def _report(cfg: BackendConfig, batch: int, stats: TimingStats, speed: dict | None, backend) -> dict:
+    report = {"backend": cfg.name, "batch": batch, "threads": cfg.threads, "p50_ms": stats.p50_ms,
+              "p10_ms": stats.p10_ms, "p90_ms": stats.p90_ms, "spread": stats.spread, "noisy": stats.noisy,
+              "settings": cfg.to_dict(), "device": backend.describe()["device"],
+              "call": backend.network_call}
+    if speed is not None:
+        report["machine_speed"] = speed
+    return report
 
 
-def measure_module(module: nn.Module, input_shape: tuple[int, ...], cfg: BackendConfig, batch: int) -> dict:
-    """Time a PyTorch module on `cfg`'s backend (ORT backends export it first, as the profiler does)."""
+def _beside_table(backend, table) -> bool:
+    """Whether a network is timed beside `table`'s own ops: a table of this backend, with keys to re-time."""
+    return table is not None and table.backend == backend.cfg.name and len(table.frame) > 0
+
+
+def measure_module(module: nn.Module, input_shape: tuple[int, ...], cfg: BackendConfig, batch: int,
+                   table=None) -> dict:
+    """Time a PyTorch module on `cfg`'s backend (ORT backends export it first, as the profiler does); with `table`
+    (of that backend), beside its own costliest ops, so that the report also says how fast the machine ran against
+    the table's calibration (`machine_speed`; `speed.timed_beside_reference`)."""
     backend = make_backend(cfg)
-    return _report(cfg, batch, backend.measure(module.eval(), [(batch, *input_shape)]), backend)
+    shapes = [(batch, *input_shape)]
+    if not _beside_table(backend, table):
+        return _report(cfg, batch, backend.measure(module.eval(), shapes), None, backend)
+    return _report(cfg, batch, *timed_beside_reference(table, backend, backend.prepare_network(module.eval(), shapes)),
+                   backend)
 
 
-def measure_onnx_file(path: str | Path, cfg: BackendConfig, batch: int) -> dict:
-    """Time an ONNX file on an ONNX Runtime backend (mobile-int8 quantises it first, as its tables are)."""
+def measure_onnx_file(path: str | Path, cfg: BackendConfig, batch: int, table=None) -> dict:
+    """Time an ONNX file on an ONNX Runtime backend (mobile-int8 quantises it first, as its tables are); with
+    `table` (of that backend), beside its own costliest ops (`machine_speed` in the report, as `measure_module`)."""
     path = Path(path)
     if cfg.name not in ORT_BACKENDS:
         raise HwnasError(f"--device {cfg.name} times PyTorch modules, not ONNX files; time {path.name} on one of "
@@ -76,7 +93,11 @@ def measure_onnx_file(path: str | Path, cfg: BackendConfig, batch: int) -> dict:
         from hwnas.latency.onnx_io import quantize_int8
 
         model = quantize_int8(model, [shape])
-    report = _report(cfg, batch, backend.measure_onnx(model, [shape]), backend)
+    if _beside_table(backend, table):
+        report = _report(cfg, batch, *timed_beside_reference(table, backend, backend.prepare_onnx(model, [shape])),
+                         backend)
+    else:
+        report = _report(cfg, batch, backend.measure_onnx(model, [shape]), None, backend)
     report["input_shape"] = list(shape)
     return report
 

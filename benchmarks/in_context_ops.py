@@ -67,8 +67,7 @@ class Chain(nn.Module):
 
 
 def edge_keys(space) -> list:
-    return sorted({dk.edge_key(space, c, op, j) for c in dk.cell_positions(space)
-                   for j in range(space.steps + 1) for op in dk.CHOICES}, key=str)
+    return sorted((k for k in dk.darts_keys(space) if k.op in dk.CHOICES), key=str)
 
 
 def marginals(table: LatencyTable, context: str, copies: int) -> dict[str, dict]:
@@ -93,11 +92,8 @@ def marginals(table: LatencyTable, context: str, copies: int) -> dict[str, dict]
 
 
 def edges_of(space, genotype) -> list:
-    keys = []
-    for cell in dk.cell_positions(space):
-        edges = genotype.reduce if cell.reduction else genotype.normal
-        keys += [dk.edge_key(space, cell, op, j) for op, j in edges]
-    return keys
+    """The genotype's chosen ops (with repeats), without the keys every network has."""
+    return [k for k in dk.genotype_keys(space, genotype) if k.op in dk.CHOICES]
 
 
 def main() -> None:

@@ -78,7 +78,13 @@ from hwnas.latency import darts_keys as dk
 from hwnas.latency import resnet_keys as rk
 from hwnas.latency.backends import make_backend
 from hwnas.latency.measure import table_backend_config
-from hwnas.latency.speed import REFERENCE_OPS, machine_speed, reference_keys, round_speeds  # noqa: F401 (re-exported)
+from hwnas.latency.speed import (  # noqa: F401 (machine_speed re-exported)
+    REFERENCE_OPS,
+    machine_speed,
+    reference_keys,
+    round_speeds,
+    to_median_round,
+)
 from hwnas.latency.stats import (
     UNSETTLED_SHARE,
     TimingConfig,
@@ -336,9 +342,10 @@ def calibrate(table: LatencyTable, samples: int = 50, seed: int = 0, folds: int 
     at = {item: p for p, item in enumerate(order)}
 
     def aligned(per):   # (per-round speeds or None, their median, each round's factor: its speed / the median)
-        speeds = round_speeds(table, refs, [per[at["ref", j]] for j in range(len(refs))]) if refs else None
-        typical = float(np.median(speeds)) if speeds else 1.0
-        return speeds, typical, [v / typical for v in speeds] if speeds else [1.0] * len(per[0])
+        if not refs:
+            return None, 1.0, [1.0] * len(per[0])
+        speeds = round_speeds(table, refs, [per[at["ref", j]] for j in range(len(refs))])
+        return (speeds, *to_median_round(speeds))
 
     def unsettled(per):   # more than a quarter of the networks' aligned rounds still disagree: another round
         nets = [per[at["net", i]] for i in range(samples)]

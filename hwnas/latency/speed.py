@@ -47,6 +47,13 @@ def round_speeds(table, keys: list[OpKey], rounds: list[list[TimingStats]]) -> l
             for r in range(len(rounds[0]))]
 
 
+def to_median_round(speeds: list[float]) -> tuple[float, list[float]]:
+    """(the rounds' median speed, each round's factor: its speed / that median): dividing a round's timings by its
+    factor brings it to the median round's speed."""
+    typical = float(np.median(speeds))
+    return typical, [v / typical for v in speeds]
+
+
 def machine_speed(table, backend, n: int = REFERENCE_OPS) -> dict:
     """The machine's speed now against the table's (its `n` reference keys re-timed as the profiler times them, in
     the table's interleaved rounds): {"keys", "per_round", "median"}."""
@@ -78,10 +85,8 @@ def timed_beside_reference(table, backend, network, n: int = REFERENCE_OPS) -> t
     items = key_thunks[:mid] + [network] + key_thunks[mid:]
 
     def unsettled(per):   # the network's rounds, each brought to the rounds' median speed, still disagree
-        keys_per = per[:mid] + per[mid + 1:]
-        speeds = round_speeds(table, keys, keys_per)
-        typical = float(np.median(speeds))
-        return unsettled_share([per[mid]], timing.precision, [v / typical for v in speeds]) > UNSETTLED_SHARE
+        factors = to_median_round(round_speeds(table, keys, per[:mid] + per[mid + 1:]))[1]
+        return unsettled_share([per[mid]], timing.precision, factors) > UNSETTLED_SHARE
 
     per = interleaved_rounds(items, timing, unsettled=unsettled if keys else None)
     rounds = per.pop(mid)
@@ -89,7 +94,7 @@ def timed_beside_reference(table, backend, network, n: int = REFERENCE_OPS) -> t
     speeds = round_speeds(table, keys, per)
     reference = calibration_speed(table)
     at_reference = combine_rounds([scaled(s, v / reference) for s, v in zip(rounds, speeds)], timing.precision)
-    median = float(np.median(speeds))
+    median = to_median_round(speeds)[0]
     return measured, {
         "per_round": speeds, "median": median, "calibration": reference, "relative": median / reference,
         "p50_at_calibration_speed_ms": at_reference.p50_ms, "keys": len(keys),

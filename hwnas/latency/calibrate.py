@@ -19,6 +19,11 @@ only, never in-sample):
   a whole network whose weights exceed the cache streams them from memory, a cost that grows with
   its weights, not with its per-op times. Measured held out on ResNet18 (28×28, mobile, 20 networks;
   benchmarks/latency_holdout.py): within ±10 % 70 → 100 %, Spearman 0.87 → 0.94 against `linear`.
+- linear+kernels: measured ≈ a · Σ + k · K + b, a, k ≥ 0, K the kernels ONNX Runtime runs for the whole network
+  once it has fused across ops (`hwnas.latency.kernels`; ONNX Runtime CPU tables only). Ops timed alone each pay
+  their own reorders into and out of ONNX Runtime's blocked layout and their own ReLUs and Adds; in a network
+  these are shared or fused, by an amount that depends on which ops meet. Leave-one-out on held-out networks'
+  own timings (20 each): Spearman 0.893 → 0.976 (mobile 8×8), 0.805 → 0.913 (ort-cpu 28×28) against `linear`.
 
 The machine itself drifts: on a shared 2-core VM a whole minute can run 10–15 % slower than the next, with the
 process getting all of its CPU (other tenants' memory traffic), and a 2-thread ONNX Runtime session runs at one of two
@@ -143,7 +148,19 @@ def fit_linear_params(parts: list[dict[str, float]], measured, features: list[di
     return {"fit": "linear+params", "scale": {}, "default_scale": a, "per_param_m": c, "intercept": b}
 
 
-FITS: dict[str, Callable] = {"linear": fit_linear, "per-kind": fit_per_kind, "linear+params": fit_linear_params}
+def fit_linear_kernels(parts: list[dict[str, float]], measured, features: list[dict]) -> dict:
+    """measured ≈ a · Σ + k · K + b, a, k ≥ 0 (bounded least squares), K = `features[i]["kernels"]`: the kernels
+    ONNX Runtime runs for the whole network after fusing across ops (`hwnas.latency.kernels`)."""
+    y = np.asarray(measured, float)
+    x = np.column_stack([[sum(p.values()) for p in parts], [f["kernels"] for f in features], np.ones_like(y)])
+    res = optimize.lsq_linear(x, y, bounds=([0.0, 0.0, -np.inf], [np.inf] * 3))
+    a, k, b = (float(v) for v in res.x)
+    return {"fit": "linear+kernels", "scale": {}, "default_scale": a, "per_kernel": k, "intercept": b}
+
+
+FITS: dict[str, Callable] = {"linear": fit_linear, "per-kind": fit_per_kind, "linear+params": fit_linear_params,
+                             "linear+kernels": fit_linear_kernels}
+NEEDS = {"linear+kernels": "kernels"}   # a fit offered only where every network has this feature
 
 
 def cross_validated(parts: list[dict[str, float]], measured, fit: Callable, folds: int = 5, seed: int = 0,
@@ -243,7 +260,7 @@ def check_device(table: LatencyTable, backend) -> None:
                          f"calibrate where the table was measured")
 
 
-SIMPLER_FIRST = ("sum", "linear", "linear+params", "per-kind")   # by number of fitted parameters
+SIMPLER_FIRST = ("sum", "linear", "linear+params", "linear+kernels", "per-kind")   # by number of fitted parameters
 
 
 def choose(figures: dict[str, dict], linear_slope: float | None = None) -> str:
@@ -279,6 +296,8 @@ def fit_and_choose(parts: list[dict[str, float]], measured, features: list[dict]
     y = np.asarray(measured, float)
     figures, held_out = {"sum": metrics(sums, y)}, {}
     for name, fit in FITS.items():
+        if name in NEEDS and not all(NEEDS[name] in f for f in features):
+            continue
         held_out[name] = cross_validated(parts, y, fit, folds, seed, features=features)
         figures[name] = metrics(held_out[name], y)
     linear = fit_linear(parts, y)
@@ -326,8 +345,10 @@ def calibrate(table: LatencyTable, samples: int = 50, seed: int = 0, folds: int 
     rounds = max(1, timing.rounds)
     n_items = samples + len(refs)
     total = samples + rounds * n_items   # progress: each network's export, then each item's timed rounds
+    feats_of = []
     for i, (_, arch) in enumerate(drawn):
         parts_of.append(table.breakdown(arch))  # first: a missing key fails before any timing
+        feats_of.append(table.features(arch, kernels=True))
         archs.append(arch)
         thunks.append(backend.prepare_network(build_network(space, arch), [shape], space.dtype))
         if on_progress:
@@ -361,13 +382,13 @@ def calibrate(table: LatencyTable, samples: int = 50, seed: int = 0, folds: int 
     extra = len(per[0]) - rounds
     timed = [combine_rounds([scaled(s, f) for s, f in zip(rs, factors)], timing.precision) for rs in net_rounds]
     rows = []
-    for kind, arch, parts, measured, rs in zip(kinds, archs, parts_of, timed, net_rounds):
+    for kind, arch, parts, feats, measured, rs in zip(kinds, archs, parts_of, feats_of, timed, net_rounds):
         rows.append({"architecture": str(arch) if isinstance(arch, Genotype) else arch, "drawn": kind,
                      "measured_ms": measured.p50_ms,
                      "unscaled_round_ms": [s.p50_ms for s in rs],
                      "measured_p10_ms": measured.p10_ms, "measured_p90_ms": measured.p90_ms,
                      "spread": measured.spread, "noisy": measured.noisy,
-                     "sum_ms": sum(parts.values()), "parts": parts, "features": table.features(arch)})
+                     "sum_ms": sum(parts.values()), "parts": parts, "features": feats})
     y = np.array([r["measured_ms"] for r in rows])
     parts, feats = [r["parts"] for r in rows], [r["features"] for r in rows]
     figures, held_out, chosen, correction = fit_and_choose(parts, y, feats, [r["sum_ms"] for r in rows], folds, seed)

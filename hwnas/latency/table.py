@@ -17,6 +17,8 @@ million weights of the network (an op timed alone, again and again, finds its we
 whole network whose weights exceed the cache they stream from memory: measured, a ResNet18 whose
 late layers are kept is slower than its ops' sum says, one whose late layers are pruned faster).
 The weights of a key are counted on the module the profiler times (`LatencyTable.key_params`).
+For the `linear+kernels` correction (ONNX Runtime CPU tables), a cost per kernel that ONNX Runtime runs for the
+whole network after fusing across ops (`hwnas.latency.kernels`; `LatencyTable.kernels` counts them on an export).
 Tables without `call_overhead_ms` (older ones, torch eager, GPU backends) have c = 0: the plain sum.
 """
 from __future__ import annotations
@@ -95,6 +97,7 @@ class LatencyTable:
         self._measured = {_row_key(r): float(r["p50_ms"]) for _, r in self.frame.iterrows()}
         self._p50 = {k: max(ms - self.call_overhead_ms, 0.0) for k, ms in self._measured.items()}
         self._params: dict[OpKey, int] = {}
+        self._kernels: dict[str, int] = {}
 
     # ---- files ---------------------------------------------------------------------------
     @classmethod
@@ -204,10 +207,32 @@ class LatencyTable:
             self._params[key] = sum(p.numel() for p in module_of(key, self.space)[0].parameters())
         return self._params[key]
 
-    def features(self, arch: Genotype | dict | str | torch.nn.Module) -> dict[str, float]:
+    def features(self, arch: Genotype | dict | str | torch.nn.Module, kernels: bool = False) -> dict[str, float]:
         """Whole-network quantities a correction may use besides the per-kind times: `params_m`, the
-        network's weights in millions (the sum over its keys)."""
-        return self._features(self.arch_keys(arch))
+        network's weights in millions (the sum over its keys), and with `kernels` (on a backend that has the
+        count, `kernels.KERNEL_BACKENDS`) `kernels`, the nodes ONNX Runtime runs for it after optimisation."""
+        feats = self._features(self.arch_keys(arch))
+        if kernels and (count := self.kernels(arch)) is not None:
+            feats["kernels"] = float(count)
+        return feats
+
+    def kernels(self, arch: Genotype | dict | str | torch.nn.Module) -> int | None:
+        """Kernels ONNX Runtime runs for the whole network after its graph optimisations, on this table's backend
+        settings (`hwnas.latency.kernels`); None on a backend where that count does not describe what is timed.
+        Counted once per architecture (an export, 0.3 s at 8×8)."""
+        from hwnas.latency.kernels import KERNEL_BACKENDS, network_kernels
+
+        if self.backend not in KERNEL_BACKENDS:
+            return None
+        arch = _architecture(arch)
+        ident = str(arch) if isinstance(arch, Genotype) else repr(sorted(arch.items()))
+        if ident not in self._kernels:
+            settings = self.meta.get("settings") or {}
+            self._kernels[ident] = network_kernels(
+                self.space, arch, threads=int(self.meta.get("threads") or 1),
+                graph_opt=settings.get("graph_optimization", "all"), exporter=settings.get("exporter", "dynamo"),
+                opset=settings.get("opset"))
+        return self._kernels[ident]
 
     def _features(self, keys: list[OpKey]) -> dict[str, float]:
         return {"params_m": sum(self.key_params(k) for k in keys) / 1e6}
@@ -222,14 +247,17 @@ class LatencyTable:
         The prediction is for the table's own space (channels, cells, input size)."""
         corr = self.correction if corrected else None
         keys = self.arch_keys(arch)   # once: a ResNet18's keys are found by building the network
-        feats = self._features(keys) if corr and corr.get("per_param_m") else None
+        feats = self._features(keys) if corr and (corr.get("per_param_m") or corr.get("per_kernel")) else None
+        if feats is not None and corr.get("per_kernel"):
+            feats["kernels"] = float(self.kernels(arch))
         return apply_correction(self._parts(keys), corr, feats)
 
     def edge_costs(self, corrected: bool = False) -> torch.Tensor:
         """T for the search's cost term: (layers, n_edges, n_ops) ms of op o on edge e of cell l,
         in `PRIMITIVES` column order and the supernet's edge order; `none` = 0. With `corrected`,
         each op is scaled by its kind's calibrated scale and pays the correction's cost of its weights, if it
-        has one (linear in γ like the rest; an intercept does not depend on γ)."""
+        has one (linear in γ like the rest; an intercept does not depend on γ). A cost per kernel is left out
+        like the intercept: how many kernels fusion leaves depends on which ops meet, not on one edge's γ."""
         space = self.space
         if space.space != "darts":
             raise HwnasError("edge costs exist for the darts space only")
@@ -277,8 +305,8 @@ def _architecture(arch) -> Genotype | dict:
 
 
 def apply_correction(parts: dict[str, float], correction: dict | None, features: dict[str, float] | None = None) -> float:
-    """Σ_k scale_k · S_k + per_param_m · params_m + intercept (no correction: the plain sum). `features`
-    (`LatencyTable.features`) is needed by a correction with a cost per weight."""
+    """Σ_k scale_k · S_k + per_param_m · params_m + per_kernel · kernels + intercept (no correction: the plain
+    sum). `features` (`LatencyTable.features`) is needed by a correction with a cost per weight or per kernel."""
     if not correction:
         return float(sum(parts.values()))
     scale = correction.get("scale", {})
@@ -288,4 +316,8 @@ def apply_correction(parts: dict[str, float], correction: dict | None, features:
         if features is None:
             raise ValueError("this correction has a cost per weight: give the network's features")
         out += correction["per_param_m"] * features["params_m"]
+    if correction.get("per_kernel"):
+        if features is None or "kernels" not in features:
+            raise ValueError("this correction has a cost per kernel: give the network's features with kernels")
+        out += correction["per_kernel"] * features["kernels"]
     return float(out)

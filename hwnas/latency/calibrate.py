@@ -139,22 +139,24 @@ def fit_per_kind(parts: list[dict[str, float]], measured, features: list[dict] |
     return {"fit": "per-kind", "scale": scale, "default_scale": 1.0, "intercept": float(res.x[-1])}
 
 
+def _fit_sum_and(feature: str, parts: list[dict[str, float]], measured, features: list[dict]) -> tuple[float, ...]:
+    """(a, c, b) of measured ≈ a · Σ + c · features[i][feature] + b, a, c ≥ 0 (bounded least squares)."""
+    y = np.asarray(measured, float)
+    x = np.column_stack([[sum(p.values()) for p in parts], [f[feature] for f in features], np.ones_like(y)])
+    res = optimize.lsq_linear(x, y, bounds=([0.0, 0.0, -np.inf], [np.inf] * 3))
+    return tuple(float(v) for v in res.x)
+
+
 def fit_linear_params(parts: list[dict[str, float]], measured, features: list[dict]) -> dict:
     """measured ≈ a · Σ + c · P + b, a, c ≥ 0 (bounded least squares), P = `features[i]["params_m"]`."""
-    y = np.asarray(measured, float)
-    x = np.column_stack([[sum(p.values()) for p in parts], [f["params_m"] for f in features], np.ones_like(y)])
-    res = optimize.lsq_linear(x, y, bounds=([0.0, 0.0, -np.inf], [np.inf] * 3))
-    a, c, b = (float(v) for v in res.x)
+    a, c, b = _fit_sum_and("params_m", parts, measured, features)
     return {"fit": "linear+params", "scale": {}, "default_scale": a, "per_param_m": c, "intercept": b}
 
 
 def fit_linear_kernels(parts: list[dict[str, float]], measured, features: list[dict]) -> dict:
     """measured ≈ a · Σ + k · K + b, a, k ≥ 0 (bounded least squares), K = `features[i]["kernels"]`: the kernels
     ONNX Runtime runs for the whole network after fusing across ops (`hwnas.latency.kernels`)."""
-    y = np.asarray(measured, float)
-    x = np.column_stack([[sum(p.values()) for p in parts], [f["kernels"] for f in features], np.ones_like(y)])
-    res = optimize.lsq_linear(x, y, bounds=([0.0, 0.0, -np.inf], [np.inf] * 3))
-    a, k, b = (float(v) for v in res.x)
+    a, k, b = _fit_sum_and("kernels", parts, measured, features)
     return {"fit": "linear+kernels", "scale": {}, "default_scale": a, "per_kernel": k, "intercept": b}
 
 

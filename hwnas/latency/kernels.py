@@ -33,25 +33,22 @@ from pathlib import Path
 
 import torch
 
+from hwnas.latency.backends import BackendConfig, OrtBackend
 from hwnas.latency.onnx_io import export_onnx
 
 KERNEL_BACKENDS = ("ort-cpu", "mobile")
 
 
 def optimised_node_count(model: bytes, threads: int = 1, graph_opt: str = "all") -> int:
-    """The number of nodes in ONNX Runtime's optimised CPU graph of `model`."""
+    """The number of nodes in ONNX Runtime's optimised CPU graph of `model`, optimised with the session options a
+    timed `ort-cpu` session of these threads and optimisation level uses (`OrtBackend.session_options`)."""
     import onnx
-    import onnxruntime as ort
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, {
-        "disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
-        "all": "ORT_ENABLE_ALL"}[graph_opt])
-    so.log_severity_level = 3   # ORT warns that an NCHWc graph is specific to this machine: it is meant to be
+    backend = OrtBackend(BackendConfig("ort-cpu", threads, graph_opt=graph_opt))
+    so = backend.session_options()   # errors only: ORT warns that an NCHWc graph is specific to this machine
     with tempfile.TemporaryDirectory() as tmp:
         so.optimized_model_filepath = str(Path(tmp) / "optimised.onnx")
-        ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+        backend.ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
         return len(onnx.load(so.optimized_model_filepath, load_external_data=False).graph.node)
 
 
@@ -63,13 +60,13 @@ def counting_export(module: torch.nn.Module, inputs: list[torch.Tensor], exporte
         return export_onnx(module, inputs, exporter, opset)
 
 
-def network_kernels(space, arch, threads: int = 1, graph_opt: str = "all", exporter: str = "dynamo",
-                    opset: int | None = None) -> int:
+def network_kernels(space, arch, cfg: BackendConfig | None = None) -> int:
     """Kernels ONNX Runtime runs for the whole network of `arch` (a genotype or a ResNet18 gate dict) built at
-    `space`'s parameters, at graph optimisation `graph_opt`."""
+    `space`'s parameters, with the threads, graph optimisation, exporter and opset of `cfg` (a table's:
+    `measure.table_backend_config`; default: 1 thread, all optimisations)."""
     from hwnas.latency.calibrate import build_network
-    from hwnas.latency.onnx_io import OPSET
 
-    net = build_network(space, arch)
+    cfg = cfg or BackendConfig("ort-cpu", 1)
     x = torch.randn(space.batch, space.in_channels, space.input_h, space.input_w)
-    return optimised_node_count(counting_export(net, [x], exporter, opset or OPSET), threads, graph_opt)
+    model = counting_export(build_network(space, arch), [x], cfg.exporter, cfg.opset)
+    return optimised_node_count(model, cfg.threads, cfg.graph_opt)

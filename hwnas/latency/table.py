@@ -211,31 +211,29 @@ class LatencyTable:
         """Whole-network quantities a correction may use besides the per-kind times: `params_m`, the
         network's weights in millions (the sum over its keys), and with `kernels` (on a backend that has the
         count, `kernels.KERNEL_BACKENDS`) `kernels`, the nodes ONNX Runtime runs for it after optimisation."""
-        feats = self._features(self.arch_keys(arch))
-        if kernels and (count := self.kernels(arch)) is not None:
-            feats["kernels"] = float(count)
-        return feats
+        return self._features(self.arch_keys(arch), arch if kernels else None)
 
     def kernels(self, arch: Genotype | dict | str | torch.nn.Module) -> int | None:
-        """Kernels ONNX Runtime runs for the whole network after its graph optimisations, on this table's backend
-        settings (`hwnas.latency.kernels`); None on a backend where that count does not describe what is timed.
+        """Kernels ONNX Runtime runs for the whole network after its graph optimisations, with this table's backend
+        set-up (`hwnas.latency.kernels`); None on a backend where that count does not describe what is timed.
         Counted once per architecture (an export, 0.3 s at 8×8)."""
         from hwnas.latency.kernels import KERNEL_BACKENDS, network_kernels
+        from hwnas.latency.measure import table_backend_config
 
         if self.backend not in KERNEL_BACKENDS:
             return None
         arch = _architecture(arch)
         ident = str(arch) if isinstance(arch, Genotype) else repr(sorted(arch.items()))
         if ident not in self._kernels:
-            settings = self.meta.get("settings") or {}
-            self._kernels[ident] = network_kernels(
-                self.space, arch, threads=int(self.meta.get("threads") or 1),
-                graph_opt=settings.get("graph_optimization", "all"), exporter=settings.get("exporter", "dynamo"),
-                opset=settings.get("opset"))
+            self._kernels[ident] = network_kernels(self.space, arch, table_backend_config(self))
         return self._kernels[ident]
 
-    def _features(self, keys: list[OpKey]) -> dict[str, float]:
-        return {"params_m": sum(self.key_params(k) for k in keys) / 1e6}
+    def _features(self, keys: list[OpKey], arch=None) -> dict[str, float]:
+        """`params_m` from the keys; with `arch`, also `kernels` where the backend has the count."""
+        feats = {"params_m": sum(self.key_params(k) for k in keys) / 1e6}
+        if arch is not None and (count := self.kernels(arch)) is not None:
+            feats["kernels"] = float(count)
+        return feats
 
     @property
     def correction(self) -> dict | None:
@@ -247,9 +245,8 @@ class LatencyTable:
         The prediction is for the table's own space (channels, cells, input size)."""
         corr = self.correction if corrected else None
         keys = self.arch_keys(arch)   # once: a ResNet18's keys are found by building the network
-        feats = self._features(keys) if corr and (corr.get("per_param_m") or corr.get("per_kernel")) else None
-        if feats is not None and corr.get("per_kernel"):
-            feats["kernels"] = float(self.kernels(arch))
+        feats = (self._features(keys, arch if corr.get("per_kernel") else None)
+                 if corr and (corr.get("per_param_m") or corr.get("per_kernel")) else None)
         return apply_correction(self._parts(keys), corr, feats)
 
     def edge_costs(self, corrected: bool = False) -> torch.Tensor:

@@ -266,6 +266,8 @@ def quickstart(
                       f"at λ = 0 → {lat.iloc[-1]:.3f} ms at λ = Λ ({lat.iloc[-1] / lat.iloc[0]:.2f}×"
                       + (f"; the space's cheapest network: {floor:.3f} ms" if floor is not None else "")
                       + f"); plot: {run.path}/plots/pareto_lambda.png", highlight=False)
+        if note := skipped_note(frame):
+            console.print(note, highlight=False)
     pick = frame.iloc[len(frame) // 2]
     console.print(f"[bold]4/5 export[/] the network at λ = {pick['lambda']:.4g} → {out}/model.onnx")
     report = run.export(out / "model.onnx", lam=float(pick["lambda"]))
@@ -326,7 +328,16 @@ def pareto(
         table.add_row(*(f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c]) for c in cols),
                       "●" if row["pareto_optimal"] else "")
     console.print(table)
+    if note := skipped_note(frame):
+        console.print(note, highlight=False)
     console.print(f"written {run}/pareto.csv and {run}/plots/pareto_*.png")
+
+
+def skipped_note(frame) -> str:
+    """One line when pareto left networks off the λ-axis because its table priced them above one at a smaller λ."""
+    k = frame.attrs.get("skipped_networks", 0)
+    return (f"  {k} network(s) along λ left out: the table (with its kernel count) prices each above a network at a "
+            f"smaller λ" if k else "")
 
 
 @app.command(short_help="A network to ONNX, checked against PyTorch and re-measured.")

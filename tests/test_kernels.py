@@ -15,7 +15,7 @@ from hwnas.latency.calibrate import (
     metrics,
     random_architecture,
 )
-from hwnas.latency.kernels import counting_export, network_kernels, optimised_node_count
+from hwnas.latency.kernels import counting_export, network_kernels, optimised_node_count, optimised_op_types
 from hwnas.latency.onnx_io import export_onnx
 from hwnas.latency.space import SpaceConfig
 from hwnas.latency.table import apply_correction
@@ -40,11 +40,16 @@ def _shared_relu_model() -> bytes:
 
 def test_fusion_across_ops_is_counted():
     """5 nodes exported (2 ReLUs, 2 Convs, an Add); ONNX Runtime merges the two identical ReLUs (common
-    subexpressions, basic level): 4. With optimisation off, exactly the exported nodes."""
+    subexpressions, basic level): 4. With optimisation off, exactly the exported nodes. At `all` the Add goes into
+    a convolution and NCHWc reorders may appear, as this CPU's blocked layout needs them (the test's `<= 4` held on
+    this VM for days, then it ran Relu, ReorderInput, Conv, Conv, ReorderOutput), each counted as a kernel."""
     model = _shared_relu_model()
     assert optimised_node_count(model, graph_opt="disable") == 5
     assert optimised_node_count(model, graph_opt="basic") == 4
-    assert optimised_node_count(model, graph_opt="all") <= 4
+    types = optimised_op_types(model, graph_opt="all")
+    reorders = sum(t.startswith("Reorder") for t in types)
+    assert "Add" not in types and types.count("Relu") == 1 and types.count("Conv") == 2
+    assert len(types) == 3 + reorders == optimised_node_count(model, graph_opt="all")
 
 
 @pytest.mark.slow

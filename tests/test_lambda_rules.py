@@ -13,7 +13,7 @@ from hwnas.search.inherit import recalibrate_bn
 from hwnas.search.lambda_max import NONE, cheapest_optimal_lambda, sample_valid
 from hwnas.search.loop import auto_arch_lr
 from hwnas.search.objective import SearchObjective
-from hwnas.search.pareto import lambda_grid
+from hwnas.search.pareto import lambda_grid, monotone_chain
 from hwnas.search.relax import RelaxConfig
 from hwnas.spaces.genotype import edge_ops, num_edges
 
@@ -121,6 +121,36 @@ def test_auto_arch_lr_moves_a_logit_by_the_same_amount_as_darts():
     assert auto_arch_lr(200) == pytest.approx(0.03)
     assert auto_arch_lr(1000) == pytest.approx(6e-3)
     assert auto_arch_lr(10**7) == pytest.approx(3e-4) and auto_arch_lr(1) == pytest.approx(3e-2)
+
+
+def _brute_chain_length(costs) -> int:
+    """Most distinct costs on a non-increasing subsequence that holds both ends, by trying every subset."""
+    import itertools
+
+    n, best = len(costs), 0
+    for r in range(n - 1):
+        for mid in itertools.combinations(range(1, n - 1), r):
+            seq = [costs[i] for i in (0, *mid, n - 1)]
+            if all(a >= b for a, b in zip(seq, seq[1:])):
+                best = max(best, len(set(seq)))
+    return best
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_monotone_chain_is_a_longest_non_increasing_path_from_lambda_zero_to_lambda_max(seed):
+    rng = np.random.default_rng(seed)
+    costs = np.concatenate([[1.0], rng.choice([0.3, 0.45, 0.5, 0.6, 0.7, 0.9, 1.1], size=8), [0.2]])
+    chain = monotone_chain(costs)
+    assert chain[0] == 0 and chain[-1] == len(costs) - 1
+    assert all(costs[a] >= costs[b] for a, b in zip(chain, chain[1:]))
+    assert len(set(costs[chain])) == _brute_chain_length(list(costs))
+
+
+def test_monotone_chain_drops_a_network_priced_above_an_earlier_one():
+    # the quickstart's case: 0.041 ms at one λ, 0.042 ms at the next, 0.040 ms at Λ — the 0.042 one is dominated
+    assert monotone_chain(np.array([0.096, 0.06, 0.041, 0.042, 0.042, 0.040])) == [0, 1, 2, 5]
+    # a λ = Λ network priced above the λ = 0 one: no chain holds both, every point is kept
+    assert monotone_chain(np.array([0.05, 0.04, 0.06])) == [0, 1, 2]
 
 
 def test_lambda_grid_covers_the_simplex():

@@ -164,17 +164,23 @@ def test_a_calibrated_table_predicts_what_hwnas_measure_measures(tmp_path):
     ok(runner.invoke(app, ["calibrate", "--table", str(table), "--samples", "8", "--folds", "4"]))
     lut = LatencyTable.load(table)
     assert 0 < lut.call_overhead_ms < 0.5
-    rng, errors = random.Random(99), []
+    rng, errors, texts = random.Random(99), [], []
     for i in range(3):
         g = random_architecture(lut.space, rng)
         out = tmp_path / f"g{i}.onnx"
         ok(runner.invoke(app, ["export", "--genotype", str(g), "--table", str(table), "--out", str(out)]))
         text = " ".join(ok(runner.invoke(app, ["measure", str(out), "--table", str(table)])).split())
         measured = float(text.split(": ", 1)[1].split(" ms median")[0])
+        # under `pytest -n auto` the other worker's load comes and goes: where the machine ran the table's own
+        # ops at another speed than at calibration, measure says so and gives the time at the calibration's
+        # speed, the figure the prediction is for (CI failed here once, reading 1.3× faster, without it)
+        if "at the calibration's speed" in text:
+            measured = float(text.split(" ms at the calibration's speed")[0].rsplit(" ", 1)[1])
         errors.append(abs(lut.predict(g) - measured) / measured)
+        texts.append(text)
     # the plain per-op sum of this space was off by 4–5× before the call overhead came off; a loose bound
     # here (CI machines are noisy), the real figures are benchmarks/latency_holdout.py's
-    assert float(np.median(errors)) < 0.25, errors
+    assert float(np.median(errors)) < 0.25, (errors, texts, lut.meta.get("calibration", {}).get("correction"))
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@ import random
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from hwnas.spaces.genotype import DARTS_V1, DARTS_V2, Genotype
 from hwnas.spaces.network import DiscreteNetwork, NetworkConfig, count_parameters
@@ -122,3 +123,36 @@ def test_drop_path_zeroes_whole_samples_and_keeps_expectation():
     assert torch.all((per_sample == 0).all(1) | (per_sample == 1 / 0.75).all(1))
     assert abs(y.mean().item() - 1.0) < 0.02
     assert drop_path(x, 0.0) is x
+
+
+@pytest.mark.parametrize("hw", [8, 7])
+def test_factorized_reduce_trains_as_it_evaluates(hw):
+    """Training takes the stride-2 1×1 convolutions apart (subsample, then 1×1): the same numbers as the strided
+    convolutions that eval and export run, at even and odd sizes."""
+    from hwnas.spaces.ops import FactorizedReduce
+
+    torch.manual_seed(0)
+    op = FactorizedReduce(4, 6, affine=False)
+    x = torch.randn(3, 4, hw, hw)
+    train = op.train()(x)
+    shifted = F.pad(F.relu(x)[:, :, 1:, 1:], (0, hw % 2, 0, hw % 2))
+    raw = torch.cat([op.conv_1(F.relu(x)), op.conv_2(shifted)], dim=1)
+    mean, var = raw.mean((0, 2, 3), keepdim=True), raw.var((0, 2, 3), unbiased=False, keepdim=True)
+    torch.testing.assert_close(train, (raw - mean) / torch.sqrt(var + op.bn.eps), atol=1e-5, rtol=1e-5)
+    assert train.shape == op.eval()(x).shape == (3, 6, (hw + 1) // 2, (hw + 1) // 2)
+
+
+def test_factorized_reduce_backward_on_few_channels_last_channels_survives():
+    """The weight gradient of a stride-2 1×1 convolution on a channels-last input of 4 channels corrupted the heap
+    in oneDNN (torch 2.14.1, AVX2 CPU: the PC-DARTS CLI test aborted its worker). In a child process, so that an
+    abort fails this test instead of the run."""
+    import subprocess
+    import sys
+
+    code = ("import torch\nfrom hwnas.spaces.ops import FactorizedReduce\n"
+            "op = FactorizedReduce(4, 4).to(memory_format=torch.channels_last).train()\n"
+            "for _ in range(50):\n"
+            "    x = torch.randn(16, 4, 8, 8).contiguous(memory_format=torch.channels_last).requires_grad_()\n"
+            "    op(x).sum().backward()\nprint('ok')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-500:]

@@ -39,9 +39,10 @@ from hwnas.latency.onnx_io import export_onnx
 KERNEL_BACKENDS = ("ort-cpu", "mobile")
 
 
-def optimised_node_count(model: bytes, threads: int = 1, graph_opt: str = "all") -> int:
-    """The number of nodes in ONNX Runtime's optimised CPU graph of `model`, optimised with the session options a
-    timed `ort-cpu` session of these threads and optimisation level uses (`OrtBackend.session_options`)."""
+def optimised_op_types(model: bytes, threads: int = 1, graph_opt: str = "all") -> list[str]:
+    """The op types of the nodes in ONNX Runtime's optimised CPU graph of `model`, in order, optimised with the
+    session options a timed `ort-cpu` session of these threads and optimisation level uses
+    (`OrtBackend.session_options`). At `all` they include the NCHWc reorders this CPU's kernels need."""
     import onnx
 
     backend = OrtBackend(BackendConfig("ort-cpu", threads, graph_opt=graph_opt))
@@ -49,7 +50,12 @@ def optimised_node_count(model: bytes, threads: int = 1, graph_opt: str = "all")
     with tempfile.TemporaryDirectory() as tmp:
         so.optimized_model_filepath = str(Path(tmp) / "optimised.onnx")
         backend.ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
-        return len(onnx.load(so.optimized_model_filepath, load_external_data=False).graph.node)
+        return [n.op_type for n in onnx.load(so.optimized_model_filepath, load_external_data=False).graph.node]
+
+
+def optimised_node_count(model: bytes, threads: int = 1, graph_opt: str = "all") -> int:
+    """The number of nodes in ONNX Runtime's optimised CPU graph of `model` (`optimised_op_types`)."""
+    return len(optimised_op_types(model, threads, graph_opt))
 
 
 def counting_export(module: torch.nn.Module, inputs: list[torch.Tensor], exporter: str, opset: int) -> bytes:

@@ -10,6 +10,11 @@ networks' costs are evenly spaced between the λ = 0 and the λ = Λ network's. 
 (`spacing="lambda"`) wastes points: α(λ) does most of its moving early (MNIST, mlp hypernet: 13
 of the 18 distinct networks a fine grid finds lie below λ = Λ/4, and latency falls from 0.302 to
 0.114 ms there, to 0.103 ms at Λ), so most of an even grid lands on near-cheapest networks.
+Where the run's table prices ONNX Runtime's kernel count (a `linear+kernels` calibration), the fine grid's
+networks are priced by that table's prediction instead — the search's Tᵀγ is linear and cannot see how many
+kernels fusion leaves — and only those on a chain of λ whose price never rises are eligible: a network priced
+above one found at a smaller λ is dominated on the λ-axis and left out (the count is `frame.attrs
+["skipped_networks"]`; the quickstart's 8 × 16 run had one, 0.042 ms after a 0.041 ms network).
 
 Each genotype is reported with its predicted latency on every table of the run, its parameters
 and FLOPs as a discrete network at the search's size, and its validation accuracy with the
@@ -78,25 +83,83 @@ def genotype_cost(search: Search, g: Genotype, target: int = 0) -> float:
     return float(search.cost.of_genotype(g)[target])
 
 
+def pricer(search: Search):
+    """How `cost_spaced_fractions` prices a genotype: the search's own cost, except where the search's first table
+    prices what that linear cost cannot see — the kernels ONNX Runtime's fusion leaves (a calibration that chose
+    `linear+kernels`) — where it is that table's prediction, the figure pareto reports."""
+    from hwnas.latency.table import LatencyTable
+
+    control = search.cfg.control
+    if control.cost == "latency" and control.tables:
+        table = LatencyTable.load(control.tables[0])
+        if (table.correction or {}).get("per_kernel"):
+            return table.predict
+    return lambda g: genotype_cost(search, g)
+
+
+def monotone_chain(costs: np.ndarray, rtol: float = 1e-9) -> list[int]:
+    """Indices of the λ grid from the first to the last whose costs never rise along λ and that pass through the
+    most distinct costs (a longest non-increasing subsequence that holds both ends; O(n²) on n ≤ a few hundred).
+    Points off it are networks the pricing puts above one found at a smaller λ: dominated on the λ-axis."""
+    n, eps = len(costs), rtol * max(float(np.abs(costs).max()), 1.0)
+    inside = (costs <= costs[0] + eps) & (costs >= costs[-1] - eps)
+    best, prev = np.full(n, -1), np.full(n, -1)
+    best[0] = 1
+    for i in range(1, n):
+        if not inside[i]:
+            continue
+        for j in range(i):
+            if best[j] > 0 and costs[j] >= costs[i] - eps:
+                gain = best[j] + (1 if costs[j] > costs[i] + eps else 0)
+                if gain > best[i]:
+                    best[i], prev[i] = gain, j
+    if best[-1] < 0:   # the λ = Λ network is priced above the λ = 0 one: no chain holds both, keep every point
+        return list(range(n))
+    chain, i = [], n - 1
+    while i >= 0:
+        chain.append(i)
+        i = prev[i]
+    return chain[::-1]
+
+
 @torch.no_grad()
-def cost_spaced_fractions(search: Search, n: int, grid: int = 257) -> list[float]:
+def cost_spaced_fractions(search: Search, n: int, grid: int = 257, price=None) -> tuple[list[float], int]:
     """n fractions λ/Λ (one target), 0 and 1 included, whose genotypes' costs are as evenly spaced as the
-    hypernet allows between the cost at λ = 0 and at λ = Λ: for each of the n − 2 inner targets, the first λ of
-    a fine grid whose network costs no more than the target. Where several targets land on one network (a jump
-    in α(λ)), the freed points go, in turn, to the midpoint of the widest remaining gap in λ."""
+    hypernet allows between the cost at λ = 0 and at λ = Λ, priced by `price` (default `pricer(search)`).
+    Along a fine grid of λ, only the networks on a chain whose price never rises with λ are eligible
+    (`monotone_chain`); for each of the n − 2 inner targets, the first eligible λ whose network costs no more than
+    the target. Where several targets land on one network (a jump in α(λ)), the freed points go, in turn, to the
+    eligible λ nearest the midpoint of the widest remaining gap. Returns the fractions and how many distinct
+    networks of the grid were left off the chain."""
+    price = price or pricer(search)
     lmax = search.lam.lambda_max
     fracs = np.linspace(0.0, 1.0, grid)
-    costs = np.array([genotype_cost(search, search.genotype(lmax * float(f))) for f in fracs])
+    genotypes = [search.genotype(lmax * float(f)) for f in fracs]
+    search._set_eval_lambda(None)
+    priced: dict[str, float] = {}
+    for g in genotypes:
+        priced.setdefault(str(edge_ops(g)), float(price(g)))
+    costs = np.array([priced[str(edge_ops(g))] for g in genotypes])
+    eligible = monotone_chain(costs)
+    on_chain = {str(edge_ops(genotypes[i])) for i in eligible}
+    skipped = len(priced) - len(on_chain)
     chosen = {0, grid - 1}
     for target in np.linspace(costs[0], costs[-1], n)[1:-1]:
-        below = np.flatnonzero(costs <= target + 1e-12 * max(abs(costs[0]), 1.0))
-        chosen.add(int(below[0]) if len(below) else grid - 1)
+        below = [i for i in eligible if costs[i] <= target + 1e-12 * max(abs(costs[0]), 1.0)]
+        chosen.add(below[0] if below else grid - 1)
+    while len(chosen) < n:  # fill the widest gaps, with eligible grid points while any is left
+        out = sorted(chosen)
+        k = int(np.argmax(np.diff(out)))
+        free = [i for i in eligible if i not in chosen]
+        if not free:
+            break
+        mid = 0.5 * (out[k] + out[k + 1])
+        chosen.add(min(free, key=lambda i: abs(i - mid)))
     out = sorted(float(fracs[i]) for i in chosen)
-    while len(out) < n:  # fill the widest gaps
+    while len(out) < n:  # a grid with fewer eligible points than n: midpoints (as before the chain)
         k = int(np.argmax(np.diff(out)))
         out.insert(k + 1, 0.5 * (out[k] + out[k + 1]))
-    search._set_eval_lambda(None)
-    return out
+    return out, skipped
 
 
 def pareto_table(search: Search, n_lambdas: int = 11, inherit: InheritConfig = InheritConfig(),
@@ -116,8 +179,12 @@ def pareto_table(search: Search, n_lambdas: int = 11, inherit: InheritConfig = I
     lmax = search.lam.lambda_max
     names = search.cost.names
     rows = []
-    grid = ([(f,) for f in cost_spaced_fractions(search, n_lambdas)]
-            if spacing == "cost" and search.lam.n_targets == 1 else lambda_grid(n_lambdas, search.lam.n_targets))
+    skipped = 0
+    if spacing == "cost" and search.lam.n_targets == 1:
+        fractions, skipped = cost_spaced_fractions(search, n_lambdas)
+        grid = [(f,) for f in fractions]
+    else:
+        grid = lambda_grid(n_lambdas, search.lam.n_targets)
     shared = None
     if inherit.front_steps > 0 and search.hyper is None:  # HyperDARTS' weights are w_φ(α(λ)), one set per λ
         with torch.no_grad():
@@ -152,6 +219,7 @@ def pareto_table(search: Search, n_lambdas: int = 11, inherit: InheritConfig = I
     frame = pd.DataFrame(rows)
     cost_col = _cost_column(frame)
     frame["pareto_optimal"] = pareto_mask(frame[cost_col].to_numpy(), frame["val_acc"].to_numpy())
+    frame.attrs["skipped_networks"] = skipped   # networks along λ priced above one at a smaller λ (not in the frame)
     return frame
 
 

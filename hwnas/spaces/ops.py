@@ -123,6 +123,14 @@ class FactorizedReduce(nn.Module):
         shifted = x[:, :, 1:, 1:]
         if x.shape[-1] % 2 or x.shape[-2] % 2:
             shifted = F.pad(shifted, (0, x.shape[-1] % 2, 0, x.shape[-2] % 2))
+        if self.training:
+            # the same numbers: a 1×1 convolution at stride 2 reads every second pixel. Taken apart in training,
+            # because oneDNN's weight gradient of a stride-2 1×1 convolution on a channels-last input with few
+            # channels (3–6 in, torch 2.14.1 on an AVX2-only CPU) writes past its buffer and aborts the process
+            # (`free(): invalid pointer`; tests/test_spaces.py). Eval and export keep the one strided convolution
+            # that the tables timed.
+            return self.bn(torch.cat([F.conv2d(x[:, :, ::2, ::2], self.conv_1.weight),
+                                      F.conv2d(shifted[:, :, ::2, ::2], self.conv_2.weight)], dim=1))
         return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
 
 

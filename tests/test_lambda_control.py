@@ -34,15 +34,15 @@ def test_one_hypernet_search_gives_a_family_of_networks_along_lambda(tmp_path):
     """Defaults (softmax, first order, `none` excluded, Λ from the cheapest-optimal rule, automatic α
     learning rate): several distinct genotypes, predicted latency falling with λ, λ = Λ clearly cheaper
     than λ = 0, and every network far above chance with its inherited weights."""
-    rec = _search(tmp_path / "run", ControlConfig(tables=(str(MOBILE_8X8),), hypernet="linear"))
+    rec = _search(tmp_path / "run", ControlConfig(tables=(str(MOBILE_8X8),), hypernet="linear"), epochs=3)
     assert rec["none_excluded"] and "cheapest architecture becomes optimal" in rec["lambda_max_source"]
     assert rec["lambda_max"][0] > 0 and rec["lambda_max_theorem"] is not None
     # Λ is estimated when the λ = 0 quarter ends, on weights a plain search has trained, not after the warm-up
     metrics = pd.read_csv(tmp_path / "run" / "metrics.csv")
     assert rec["estimated_after_steps"] == round(0.25 * metrics["steps"].sum())
-    # pareto's defaults but a 40-step front fine-tune (400 by default: that serves the ranking's fidelity, which
+    # pareto's defaults but a 20-step front fine-tune (400 by default: that serves the ranking's fidelity, which
     # benchmarks/pareto_rank.py measures; "far above chance" needs far less, and 2,400 steps took 3.5 minutes here)
-    frame = write_pareto(tmp_path / "run", 6, InheritConfig(front_steps=40))
+    frame = write_pareto(tmp_path / "run", 6, InheritConfig(front_steps=20))
     lat = _latency(frame)
     assert distinct_architectures(frame["genotype"]) >= 3
     assert (lat.diff().dropna() <= 1e-9).all(), lat.tolist()          # non-increasing in λ
@@ -68,7 +68,8 @@ def test_one_hypernet_search_gives_a_family_of_networks_along_lambda(tmp_path):
 
 @pytest.mark.slow
 def test_mlp_hypernet_on_params_trades_parameters_for_accuracy(tmp_path):
-    _search(tmp_path / "run", ControlConfig(cost="params", hypernet="mlp"), epochs=4, layers=3)  # N, R, R cells
+    _search(tmp_path / "run", ControlConfig(cost="params", hypernet="mlp", warmup_epochs=2, samples=16), epochs=3,
+            layers=3)  # N, R, R cells
     frame = write_pareto(tmp_path / "run", 5, InheritConfig(front_steps=10))
     assert distinct_architectures(frame["genotype"]) >= 2
     assert frame["params"].iloc[-1] < frame["params"].iloc[0]
@@ -100,7 +101,9 @@ def test_two_devices_each_lambda_moves_toward_what_is_cheap_there(tmp_path):
     free = ("max_pool_3x3", "avg_pool_3x3", "skip_connect")
     a = _synthetic_table(MOBILE_8X8, tmp_path / "a.csv", {**{o: 0.001 for o in convs}, **{o: 0.05 for o in free}})
     b = _synthetic_table(MOBILE_8X8, tmp_path / "b.csv", {**{o: 0.05 for o in convs}, **{o: 0.001 for o in free}})
-    rec = _search(tmp_path / "run", ControlConfig(tables=(str(a), str(b)), hypernet="linear"), epochs=3)
+    # a short Λ estimate (2 warm-up epochs, 16 samples; 5 and 64 by default): the direction is the point here
+    rec = _search(tmp_path / "run", ControlConfig(tables=(str(a), str(b)), hypernet="linear", warmup_epochs=2,
+                                                  samples=16), epochs=2)
     assert len(rec["lambda_max"]) == 2
     frame = write_pareto(tmp_path / "run", 3, InheritConfig(front_steps=0))
     # the simplex grid: (0, 0), (0, ½), (½, 0), (0, 1), (½, ½), (1, 0)

@@ -388,7 +388,7 @@ def export(
     for path, ms in report.predicted_latency_ms.items():
         console.print(f"  predicted by {path}: {ms:.3f} ms", highlight=False)
     if note := speed_note(report.measured.get("machine_speed")):
-        console.print(f"  note{note}", highlight=False)
+        console.print(f"  note: {note.removeprefix('; ')}", highlight=False)
 
 
 def _fresh(path: Path) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,12 +15,24 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from hwnas.distributed import is_main
-from hwnas.errors import HwnasError
+from hwnas.errors import HwnasError, HwnasWarning
 
 # Under torchrun only rank 0 speaks: progress, results and one-line errors (a user error is the same on every
 # rank); the other ranks' output is dropped. Tracebacks of unexpected failures still come from every rank.
 console = Console(quiet=not is_main())
 err_console = Console(stderr=True, quiet=not is_main())
+_python_showwarning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """The library's `HwnasWarning`s as one `warning:` line like the CLI's own; any other as Python shows it."""
+    if issubclass(category, HwnasWarning):
+        console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False)
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
+
+
+warnings.showwarning = _show_warning
 
 
 def user_errors(fn: Callable | None = None, *, interrupted: Callable[[dict], str] | None = None) -> Callable:

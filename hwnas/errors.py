@@ -6,3 +6,7 @@ class HwnasError(Exception):
 
     The message is one line that says what went wrong and what to do about it.
     """
+
+
+class HwnasWarning(UserWarning):
+    """Something a user should know that does not stop the work (the CLI prints it as one `warning:` line)."""

@@ -104,3 +104,36 @@ def test_linear_kernels_fit_recovers_a_known_model_and_is_chosen():
     assert "linear+kernels" not in figures
     figures, _, chosen, correction = fit_and_choose(parts, y, feats, list(sums), folds=5, seed=0)
     assert chosen == "linear+kernels" and correction["per_kernel"] == pytest.approx(0.001, abs=1e-6)
+
+
+def test_a_table_calibrated_where_onnx_runtime_fused_otherwise_warns_once():
+    """A table's kernel reference (its calibration's network of the most kernels and that count) is recounted on
+    first use: the same count, no word; another count (another CPU's NCHWc reorders), one `HwnasWarning` that says
+    both counts, only where the stored correction prices kernels."""
+    import warnings
+
+    from hwnas.errors import HwnasWarning
+
+    space = SpaceConfig(space="darts", input_h=8, input_w=8, in_channels=1, channels=4, layers=3, batch=1)
+    g = random_architecture(space, random.Random(0))
+    correction = {"fit": "linear+kernels", "scale": {}, "default_scale": 0.5, "per_kernel": 0.002, "intercept": 0.01}
+    here = network_kernels(space, g)
+    for stored, warned in ((here, False), (here + 7, True)):
+        t = synthetic(space, backend="mobile")
+        t.meta["calibration"] = {"correction": correction,
+                                 "kernel_reference": {"architecture": str(g), "kernels": stored}}
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            t.predict(g)
+            t.predict(random_architecture(space, random.Random(1)))
+        mine = [str(w.message) for w in caught if issubclass(w.category, HwnasWarning)]
+        assert len(mine) == warned and t.kernel_mismatch() == ((here, here + 7) if warned else None)
+        assert not warned or f"{here} kernels here, {here + 7} there" in mine[0]
+    # a correction without a per-kernel price says nothing, though the count differs
+    t.meta["calibration"]["correction"] = {"fit": "linear", "scale": {}, "default_scale": 0.5, "intercept": 0.01}
+    t._kernel_mismatch = False
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        t.predict(g)
+        assert t.kernel_mismatch() == (here, here + 7)
+    assert not [w for w in caught if issubclass(w.category, HwnasWarning)]

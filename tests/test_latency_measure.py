@@ -167,6 +167,9 @@ def test_a_calibrated_table_predicts_what_hwnas_measure_measures(tmp_path):
     ok(runner.invoke(app, ["calibrate", "--table", str(table), "--samples", "8", "--folds", "4"]))
     lut = LatencyTable.load(table)
     assert 0 < lut.call_overhead_ms < 0.5
+    # the calibration's network of the most kernels, recorded so that another machine can tell it fuses otherwise
+    ref = lut.meta["calibration"]["kernel_reference"]
+    assert lut.kernel_mismatch() is None and ref["kernels"] == lut.kernels(ref["architecture"]) > 0
     rng, errors, texts = random.Random(99), [], []
     for i in range(3):
         g = random_architecture(lut.space, rng)

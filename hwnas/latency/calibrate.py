@@ -320,6 +320,16 @@ class Calibration:
     plot: Path | None = None
 
 
+def _kernel_reference(rows: list[dict]) -> dict | None:
+    """The calibration network of the most kernels and its count, where counted: `LatencyTable.kernel_mismatch`
+    recounts it to tell whether this machine's ONNX Runtime fuses as the table's did."""
+    counted = [r for r in rows if "kernels" in r["features"]]
+    if not counted:
+        return None
+    ref = max(counted, key=lambda r: r["features"]["kernels"])
+    return {"architecture": str(ref["architecture"]), "kernels": int(ref["features"]["kernels"])}
+
+
 def calibrate(table: LatencyTable, samples: int = 50, seed: int = 0, folds: int = 5, backend=None,
               on_progress: Callable[[int, int], None] | None = None,
               reference_ops: int = REFERENCE_OPS, extremes: bool = True) -> Calibration:
@@ -407,6 +417,7 @@ def calibrate(table: LatencyTable, samples: int = 50, seed: int = 0, folds: int 
                                      "keys": [k._asdict() for k in refs], "per_round": speeds, "median": typical,
                                      "what": "per round, the median over the reference keys of their time then / in "
                                              "the table; each round's network timings were multiplied by median / it"},
+                                 "kernel_reference": _kernel_reference(rows),
                                  "note": "figures for fits are K-fold held-out; the stored correction is refitted "
                                          "on all samples; chosen = lowest held-out MAPE among predictions that rank "
                                          "at least as well as the plain sum"}

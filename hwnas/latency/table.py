@@ -24,12 +24,13 @@ Tables without `call_overhead_ms` (older ones, torch eager, GPU backends) have c
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from hwnas.errors import HwnasError
+from hwnas.errors import HwnasError, HwnasWarning
 from hwnas.latency import darts_keys as dk
 from hwnas.latency import resnet_keys as rk
 from hwnas.latency.space import KEY_COLUMNS, OpKey, SpaceConfig
@@ -98,6 +99,7 @@ class LatencyTable:
         self._p50 = {k: max(ms - self.call_overhead_ms, 0.0) for k, ms in self._measured.items()}
         self._params: dict[OpKey, int] = {}
         self._kernels: dict[str, int] = {}
+        self._kernel_mismatch: tuple[int, int] | None | bool = False   # False: not checked yet
 
     # ---- files ---------------------------------------------------------------------------
     @classmethod
@@ -228,6 +230,24 @@ class LatencyTable:
             self._kernels[ident] = network_kernels(self.space, arch, table_backend_config(self))
         return self._kernels[ident]
 
+    def kernel_mismatch(self) -> tuple[int, int] | None:
+        """(kernels here, kernels at calibration) of the calibration's reference network when they differ, else None.
+        ONNX Runtime's fusion depends on the CPU (its NCHWc layout needs other reorders on an AVX2-only CPU than on
+        one with AVX-512: the shipped mobile 8×8 table's networks count 135–166 kernels here against 166–201 where
+        it was calibrated), and a correction priced per kernel holds for the machine it was fitted on. Checked once
+        (one count, 0.3 s); a stored correction that uses the count is then warned about (`HwnasWarning`)."""
+        if self._kernel_mismatch is False:
+            ref = (self.meta.get("calibration") or {}).get("kernel_reference")
+            now = self.kernels(ref["architecture"]) if ref else None   # None on a backend without the count
+            self._kernel_mismatch = (now, int(ref["kernels"])) if now is not None and now != ref["kernels"] else None
+            if self._kernel_mismatch and (self.correction or {}).get("per_kernel"):
+                warnings.warn(f"{self.path or 'the table'}: ONNX Runtime fuses networks differently on this machine "
+                              f"than where the table was calibrated ({now} kernels here, {ref['kernels']} there for "
+                              f"its reference network: another CPU?); its per-kernel correction was fitted on that "
+                              f"machine's counts: profile and calibrate on the machine you deploy to",
+                              HwnasWarning, stacklevel=3)
+        return self._kernel_mismatch
+
     def _features(self, keys: list[OpKey], arch=None) -> dict[str, float]:
         """`params_m` from the keys; with `arch`, also `kernels` where the backend has the count."""
         feats = {"params_m": sum(self.key_params(k) for k in keys) / 1e6}
@@ -247,6 +267,8 @@ class LatencyTable:
         keys = self.arch_keys(arch)   # once: a ResNet18's keys are found by building the network
         feats = (self._features(keys, arch if corr.get("per_kernel") else None)
                  if corr and (corr.get("per_param_m") or corr.get("per_kernel")) else None)
+        if feats and "kernels" in feats:
+            self.kernel_mismatch()
         return apply_correction(self._parts(keys), corr, feats)
 
     def edge_costs(self, corrected: bool = False) -> torch.Tensor:

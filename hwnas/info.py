@@ -30,6 +30,28 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_model() -> str:
+    """The CPU's vendor, family and model numbers (two hosts sold under one "AMD EPYC" name differ here), and the
+    widest vector instructions torch uses on it (AVX2, AVX512): ONNX Runtime's fusion and a table's timings follow
+    them (`LatencyTable.kernel_mismatch`)."""
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("vendor_id", "cpu family", "model") and key not in fields:
+                    fields[key] = value.strip()
+                if not line.strip():
+                    break
+    except OSError:
+        pass
+    isa = torch.backends.cpu.get_cpu_capability()
+    if not fields:
+        return isa
+    return f"{fields.get('vendor_id', '?')} family {fields.get('cpu family', '?')} model {fields.get('model', '?')}, {isa}"
+
+
 def environment() -> dict:
     """A flat description of the software and hardware, also stored beside tables and benchmarks."""
     info = {
@@ -37,6 +59,7 @@ def environment() -> dict:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "cpu": cpu_name(),
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),

@@ -12,8 +12,13 @@ runner = CliRunner()
 
 def test_info_lists_versions_and_backends():
     out = _ok(runner.invoke(app, ["info"]))
-    for word in ("torch", "onnxruntime", "ort-cpu", "tensorrt", "mobile-int8"):
+    for word in ("torch", "onnxruntime", "ort-cpu", "tensorrt", "mobile-int8", "cpu_model"):
         assert word in out
+    # the CPU's family/model and the vector instructions torch uses on it: what tells two "AMD EPYC" hosts apart
+    import torch
+
+    from hwnas.info import cpu_model
+    assert cpu_model().endswith(torch.backends.cpu.get_cpu_capability())
 
 
 def test_train_epochs_zero_reports_the_reference_parameter_count():

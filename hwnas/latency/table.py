@@ -241,9 +241,12 @@ class LatencyTable:
             now = self.kernels(ref["architecture"]) if ref else None   # None on a backend without the count
             self._kernel_mismatch = (now, int(ref["kernels"])) if now is not None and now != ref["kernels"] else None
             if self._kernel_mismatch and (self.correction or {}).get("per_kernel"):
+                from hwnas.info import cpu_model
+
                 warnings.warn(f"{self.path or 'the table'}: ONNX Runtime fuses networks differently on this machine "
                               f"than where the table was calibrated ({now} kernels here, {ref['kernels']} there for "
-                              f"its reference network: another CPU?); its per-kernel correction was fitted on that "
+                              f"its reference network: another CPU? here {cpu_model()}, the table's "
+                              f"{self.meta.get('cpu_model') or 'not recorded'}); its per-kernel correction was fitted on that "
                               f"machine's counts: profile and calibrate on the machine you deploy to",
                               HwnasWarning, stacklevel=3)
         return self._kernel_mismatch

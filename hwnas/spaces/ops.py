@@ -126,7 +126,7 @@ class FactorizedReduce(nn.Module):
         if self.training:
             # the same numbers: a 1×1 convolution at stride 2 reads every second pixel. Taken apart in training,
             # because oneDNN's weight gradient of a stride-2 1×1 convolution on a channels-last input with few
-            # channels (3–6 in, torch 2.14.1 on an AVX2-only CPU) writes past its buffer and aborts the process
+            # channels (2–6 in, torch 2.14.1 on an AVX2-only CPU) writes past its buffer and aborts the process
             # (`free(): invalid pointer`; tests/test_spaces.py). Eval and export keep the one strided convolution
             # that the tables timed.
             return self.bn(torch.cat([F.conv2d(x[:, :, ::2, ::2], self.conv_1.weight),

@@ -62,6 +62,21 @@ def autocast_dtype(device: torch.device, amp: bool | None) -> torch.dtype | None
     return torch.bfloat16 if amp else None
 
 
+def onednn_safe_format(model: torch.nn.Module, device: torch.device, fmt: torch.memory_format) -> torch.memory_format:
+    """`fmt`, or the contiguous format for a CPU network that trains a strided 1×1 convolution on 2–6 input channels:
+    oneDNN's weight gradient of that convolution on a channels-last input writes past its buffer and aborts the
+    process (torch 2.14.1, AVX2-only AMD EPYC, 2026-12-07; 1 and 7–24 channels fine). `FactorizedReduce` trains
+    around it itself, so its convolutions do not count; a pruned ResNet18's downsample could meet it."""
+    from hwnas.spaces.ops import FactorizedReduce
+
+    if fmt != torch.channels_last or device.type != "cpu":
+        return fmt
+    handled = {id(c) for m in model.modules() if isinstance(m, FactorizedReduce) for c in (m.conv_1, m.conv_2)}
+    risky = any(isinstance(m, torch.nn.Conv2d) and id(m) not in handled and m.kernel_size == (1, 1)
+                and m.stride != (1, 1) and 2 <= m.in_channels <= 6 for m in model.modules())
+    return torch.contiguous_format if risky else fmt
+
+
 def memory_format(device: torch.device, channels_last: bool | None) -> torch.memory_format:
     """channels_last by default: measured faster for depthwise convolutions on CPU (oneDNN) and
     for convolutions under bf16 on CUDA (cuDNN)."""

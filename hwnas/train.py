@@ -21,7 +21,7 @@ from hwnas.data import DeviceLoader, Splits, dataset_shape, default_augment, loa
 from hwnas.errors import HwnasError
 from hwnas.evaluation import RunningStats, evaluate
 from hwnas.runs import CONFIG, RunDir, atomic_write
-from hwnas.runtime import autocast_dtype, memory_format, resolve_device
+from hwnas.runtime import autocast_dtype, memory_format, onednn_safe_format, resolve_device
 from hwnas.spaces.genotype import Genotype
 from hwnas.spaces.network import DiscreteNetwork, NetworkConfig, count_parameters
 
@@ -96,6 +96,7 @@ def _train(genotype, cfg: TrainConfig, device: torch.device, out, on_start, on_s
         own = model.state_dict()
         model.load_state_dict({k: v for k, v in initial_state.items() if k in own and own[k].shape == v.shape},
                               strict=False)
+    mf = onednn_safe_format(model, device, mf)
     model = model.to(device, memory_format=mf)
     params = count_parameters(model)
     if on_start is not None:

@@ -156,3 +156,22 @@ def test_factorized_reduce_backward_on_few_channels_last_channels_survives():
             "    op(x).sum().backward()\nprint('ok')\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-500:]
+
+
+def test_training_avoids_channels_last_where_onednn_would_fault():
+    """`hwnas train` keeps channels-last unless the network trains a strided 1×1 convolution on 2–6 input channels
+    outside FactorizedReduce (which trains around it): then contiguous, on the CPU only."""
+    from torch import nn
+
+    from hwnas.runtime import onednn_safe_format
+    from hwnas.spaces.ops import FactorizedReduce
+
+    cpu, cl = torch.device("cpu"), torch.channels_last
+    downsample = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Conv2d(4, 8, 1, stride=2))
+    assert onednn_safe_format(downsample, cpu, cl) == torch.contiguous_format
+    assert onednn_safe_format(downsample, torch.device("cuda"), cl) == cl
+    assert onednn_safe_format(downsample, cpu, torch.contiguous_format) == torch.contiguous_format
+    assert onednn_safe_format(nn.Sequential(nn.Conv2d(8, 8, 1, stride=2)), cpu, cl) == cl
+    assert onednn_safe_format(nn.Sequential(FactorizedReduce(4, 4)), cpu, cl) == cl
+    net = DiscreteNetwork(DARTS_V2, NetworkConfig(channels=4, layers=3, num_classes=10, in_channels=1))
+    assert onednn_safe_format(net, cpu, cl) == cl   # its reductions are FactorizedReduce

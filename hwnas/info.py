@@ -18,38 +18,35 @@ def _version(module: str) -> str | None:
         return None
 
 
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo where there is one, else what `platform` knows."""
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo (empty where there is none)."""
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                if not line.strip():
+                    break
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return fields
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo where there is one, else what `platform` knows."""
+    return _cpuinfo().get("model name") or platform.processor() or platform.machine()
 
 
 def cpu_model() -> str:
     """The CPU's vendor, family and model numbers (two hosts sold under one "AMD EPYC" name differ here), and the
     widest vector instructions torch uses on it (AVX2, AVX512): ONNX Runtime's fusion and a table's timings follow
     them (`LatencyTable.kernel_mismatch`)."""
-    fields: dict[str, str] = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key in ("vendor_id", "cpu family", "model") and key not in fields:
-                    fields[key] = value.strip()
-                if not line.strip():
-                    break
-    except OSError:
-        pass
-    isa = torch.backends.cpu.get_cpu_capability()
+    fields, isa = _cpuinfo(), torch.backends.cpu.get_cpu_capability()
     if not fields:
         return isa
-    return f"{fields.get('vendor_id', '?')} family {fields.get('cpu family', '?')} model {fields.get('model', '?')}, {isa}"
+    vendor, family, model = (fields.get(k, "?") for k in ("vendor_id", "cpu family", "model"))
+    return f"{vendor} family {family} model {model}, {isa}"
 
 
 def environment() -> dict:

@@ -68,8 +68,8 @@ def table_meta(cfg: ProfileConfig, backend: Backend, n_keys: int) -> dict:
     return {**backend.describe(), "backend": cfg.backend.name, "threads": cfg.backend.threads,
             "batch": cfg.space.batch, "dtype": cfg.space.dtype, "torch": env["torch"], "hwnas": hwnas.__version__,
             "onnxruntime": env["onnxruntime"], "python": env["python"], "platform": env["platform"],
-            "cpu": env["cpu"], "cpu_model": env["cpu_model"], "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "space": cfg.space.to_dict(),
-            "settings": settings, "keys": n_keys, "glue": GLUE_NOTE, "calibration": None}
+            "cpu": env["cpu"], "cpu_model": env["cpu_model"], "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "space": cfg.space.to_dict(), "settings": settings, "keys": n_keys, "glue": GLUE_NOTE, "calibration": None}
 
 
 def _check_resumable(old: dict, new: dict, out: Path) -> None:

@@ -243,12 +243,12 @@ class LatencyTable:
             if self._kernel_mismatch and (self.correction or {}).get("per_kernel"):
                 from hwnas.info import cpu_model
 
+                there = self.meta.get("cpu_model") or "not recorded"
                 warnings.warn(f"{self.path or 'the table'}: ONNX Runtime fuses networks differently on this machine "
                               f"than where the table was calibrated ({now} kernels here, {ref['kernels']} there for "
-                              f"its reference network: another CPU? here {cpu_model()}, the table's "
-                              f"{self.meta.get('cpu_model') or 'not recorded'}); its per-kernel correction was fitted on that "
-                              f"machine's counts: profile and calibrate on the machine you deploy to",
-                              HwnasWarning, stacklevel=3)
+                              f"its reference network: another CPU? here {cpu_model()}, the table's {there}); its "
+                              f"per-kernel correction was fitted on that machine's counts: profile and calibrate on "
+                              f"the machine you deploy to", HwnasWarning, stacklevel=3)
         return self._kernel_mismatch
 
     def _features(self, keys: list[OpKey], arch=None) -> dict[str, float]:

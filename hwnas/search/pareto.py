@@ -83,15 +83,16 @@ def genotype_cost(search: Search, g: Genotype, target: int = 0) -> float:
     return float(search.cost.of_genotype(g)[target])
 
 
-def pricer(search: Search):
+def pricer(search: Search, tables: list | None = None):
     """How `cost_spaced_fractions` prices a genotype: the search's own cost, except where the search's first table
     prices what that linear cost cannot see — the kernels ONNX Runtime's fusion leaves (a calibration that chose
-    `linear+kernels`) — where it is that table's prediction, the figure pareto reports."""
+    `linear+kernels`) — where it is that table's prediction, the figure pareto reports. `tables`: the run's tables
+    already loaded (pareto's own, so that each network's kernels are counted once); loaded here otherwise."""
     from hwnas.latency.table import LatencyTable
 
     control = search.cfg.control
     if control.cost == "latency" and control.tables:
-        table = LatencyTable.load(control.tables[0])
+        table = tables[0] if tables else LatencyTable.load(control.tables[0])
         if (table.correction or {}).get("per_kernel"):
             return table.predict
     return lambda g: genotype_cost(search, g)
@@ -136,13 +137,14 @@ def cost_spaced_fractions(search: Search, n: int, grid: int = 257, price=None) -
     fracs = np.linspace(0.0, 1.0, grid)
     genotypes = [search.genotype(lmax * float(f)) for f in fracs]
     search._set_eval_lambda(None)
+    networks = [str(edge_ops(g)) for g in genotypes]   # one network per distinct op-per-edge assignment
     priced: dict[str, float] = {}
-    for g in genotypes:
-        priced.setdefault(str(edge_ops(g)), float(price(g)))
-    costs = np.array([priced[str(edge_ops(g))] for g in genotypes])
+    for net, g in zip(networks, genotypes):
+        if net not in priced:
+            priced[net] = float(price(g))
+    costs = np.array([priced[net] for net in networks])
     eligible = monotone_chain(costs)
-    on_chain = {str(edge_ops(genotypes[i])) for i in eligible}
-    skipped = len(priced) - len(on_chain)
+    skipped = len(priced) - len({networks[i] for i in eligible})
     chosen = {0, grid - 1}
     for target in np.linspace(costs[0], costs[-1], n)[1:-1]:
         below = [i for i in eligible if costs[i] <= target + 1e-12 * max(abs(costs[0]), 1.0)]
@@ -181,7 +183,7 @@ def pareto_table(search: Search, n_lambdas: int = 11, inherit: InheritConfig = I
     rows = []
     skipped = 0
     if spacing == "cost" and search.lam.n_targets == 1:
-        fractions, skipped = cost_spaced_fractions(search, n_lambdas)
+        fractions, skipped = cost_spaced_fractions(search, n_lambdas, price=pricer(search, tables))
         grid = [(f,) for f in fractions]
     else:
         grid = lambda_grid(n_lambdas, search.lam.n_targets)

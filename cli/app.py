@@ -356,6 +356,8 @@ def export(
     weights: Annotated[Path | None, typer.Option(help="trained weights (model.pt from hwnas train --out)")] = None,
     table: Annotated[list[Path] | None, typer.Option(help="lookup table(s) to predict the latency with")] = None,
     threads: Annotated[int | None, typer.Option(help="threads for the re-measurement (default: the table's)")] = None,
+    measure: Annotated[bool, typer.Option(help="re-measure the exported network on this machine (--no-measure: "
+                                               "export and check only, e.g. for another device)")] = True,
 ) -> None:
     """Export a discrete network to ONNX, check it against PyTorch, and re-measure it as the first table's device
     times its ops (same backend, threads, batch and timing rule; recorded in the report)."""
@@ -373,21 +375,22 @@ def export(
     else:
         source = run
     report = export_network(source, out, lam=lam, tables=table or (), threads=threads, weights=weights,
-                            dataset=dataset, layers=layers, channels=channels)
+                            dataset=dataset, layers=layers, channels=channels, measure=measure)
     if "unpruned" in report.data:
         from .prune import print_prune_export
 
         return print_prune_export(report)
     from hwnas.latency.speed import speed_note
 
-    console.print(f"[bold]{out}[/]: {report.params:,} params, {report.flops_per_sample / 1e6:.2f} MFLOPs, "
-                  f"{report.measured['backend']} {report.measured['p50_ms']:.3f} ms (batch "
-                  f"{report.measured['batch']}, {report.measured['threads']} thread(s)), "
+    m = report.measured
+    timed = (f"{m['backend']} {m['p50_ms']:.3f} ms (batch {m['batch']}, {m['threads']} thread(s))" if m
+             else "not measured (--no-measure)")
+    console.print(f"[bold]{out}[/]: {report.params:,} params, {report.flops_per_sample / 1e6:.2f} MFLOPs, {timed}, "
                   f"max |ORT − PyTorch| {report.max_abs_diff:.2e}, top-1 identical: {report.top1_identical}",
                   highlight=False)
     for path, ms in report.predicted_latency_ms.items():
         console.print(f"  predicted by {path}: {ms:.3f} ms", highlight=False)
-    if note := speed_note(report.measured.get("machine_speed")):
+    if note := speed_note(m.get("machine_speed")):
         console.print(f"  note: {note.removeprefix('; ')}", highlight=False)
 
 

@@ -104,9 +104,12 @@ def print_prune_export(r) -> None:
     console.print(f"[bold]{r.onnx}[/]: gates {d['gates']}, {r.params:,} params (unpruned {u['params']:,}), "
                   f"max |ORT − PyTorch| {r.max_abs_diff:.2e}, top-1 identical: {r.top1_identical}",
                   highlight=False)
-    console.print(f"  {m['backend']} {m['p50_ms']:.3f} ms vs unpruned {u['measured']['p50_ms']:.3f} ms (batch "
-                  f"{m['batch']}, {m['threads']} thread(s)): {d['speedup_measured']:.2f}× measured, "
-                  f"{d['speedup_predicted']:.2f}× predicted", highlight=False)
+    if m:
+        console.print(f"  {m['backend']} {m['p50_ms']:.3f} ms vs unpruned {u['measured']['p50_ms']:.3f} ms (batch "
+                      f"{m['batch']}, {m['threads']} thread(s)): {d['speedup_measured']:.2f}× measured, "
+                      f"{d['speedup_predicted']:.2f}× predicted", highlight=False)
+    else:
+        console.print(f"  not measured (--no-measure): {d['speedup_predicted']:.2f}× predicted", highlight=False)
     for path, ms in r.predicted_latency_ms.items():
         console.print(f"  predicted by {path}: {ms:.3f} ms (unpruned {u['predicted_latency_ms'][path]:.3f})",
                       highlight=False)

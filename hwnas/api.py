@@ -262,7 +262,8 @@ class ExportReport:
     flops_per_sample: float
     max_abs_diff: float                 # ONNX Runtime against PyTorch, batches 1 and 5
     top1_identical: bool
-    measured: dict                      # p50_ms, backend, threads, batch, … (timed as the first table's device)
+    measured: dict                      # p50_ms, backend, threads, batch, … (timed as the first table's device;
+                                        # empty when exported with measure=False)
     predicted_latency_ms: dict = field(default_factory=dict)   # table path → ms
     data: dict = field(default_factory=dict, repr=False)
 
@@ -285,7 +286,7 @@ class ExportReport:
 def export(source, path: PathLike, *, lam: float | None = None, tables: Sequence[LatencyTable | PathLike] = (),
            threads: int | None = None, weights: PathLike | None = None, dataset: str | None = None,
            layers: int | None = None, channels: int | None = None,
-           input_shape: Sequence[int] | None = None) -> ExportReport:
+           input_shape: Sequence[int] | None = None, measure: bool = True) -> ExportReport:
     """Export a discrete network to ONNX at `path` (never overwritten), check it against PyTorch under ONNX
     Runtime and re-measure it as the first table's device times its ops; the report also goes to `<path>.json`.
 
@@ -294,7 +295,8 @@ def export(source, path: PathLike, *, lam: float | None = None, tables: Sequence
     DARTS_V2 (built at `dataset`/`layers`/`channels`, default: a darts table's size, else digits, 8 cells, 16
     channels; trained `weights` from `train(out=...)`); or an `nn.Module` (with `input_shape` (C, H, W) unless
     it came from `run.network`). `tables` predict its latency; a run's own tables are added. The same network
-    as `run.network(lam)` / `hwnas export`."""
+    as `run.network(lam)` / `hwnas export`. `measure=False` skips the re-measurement (the report then has no
+    measured latency), e.g. for a network bound for a device that is not this machine."""
     from hwnas.runs import check_out
     from hwnas.search_run import SearchRun, check_lambda, load_run
 
@@ -305,7 +307,7 @@ def export(source, path: PathLike, *, lam: float | None = None, tables: Sequence
         if lam is not None:
             check_lambda(run_dir, lam)  # before anything loads: λ outside [0, Λ] is refused at once
         run = source if not isinstance(source, (str, Path)) else load_run(run_dir)
-        return run.export(path, lam=lam, tables=tables, threads=threads, weights=weights)
+        return run.export(path, lam=lam, tables=tables, threads=threads, weights=weights, measure=measure)
     from torch import nn
 
     from hwnas.export import export_network
@@ -316,14 +318,14 @@ def export(source, path: PathLike, *, lam: float | None = None, tables: Sequence
             raise HwnasError("lam picks a network of a run; a module is exported as it is")
         arch = getattr(source, "hwnas_arch", None) or getattr(source, "genotype", None)
         report = export_network(source, _input_shape(source, input_shape), path, arch=arch, tables=tabs,
-                                threads=threads)
+                                threads=threads, measure=measure)
         return ExportReport.from_dict(report)
     from hwnas.spaces.genotype import Genotype, load_genotype
 
     if source is None or lam is not None:
         raise HwnasError("give either a RUN directory (with --lambda for a hypernet run) or --genotype")
     g = source if isinstance(source, Genotype) else load_genotype(source)
-    return export_genotype(g, path, tabs, dataset, layers, channels, weights, threads)
+    return export_genotype(g, path, tabs, dataset, layers, channels, weights, threads, measure)
 
 
 def _genotype_text(text: str) -> bool:
@@ -341,13 +343,15 @@ def _is_prune_run(source) -> bool:
 
 
 def export_genotype(g: Genotype, path: PathLike, tables: list, dataset: str | None, layers: int | None,
-                    channels: int | None, weights: PathLike | None, threads: int | None) -> ExportReport:
+                    channels: int | None, weights: PathLike | None, threads: int | None,
+                    measure: bool = True) -> ExportReport:
     from hwnas.export import export_genotype as write
     from hwnas.spaces.network import NetworkConfig
 
     in_ch, h, w, classes, layers, channels = genotype_network(tables, dataset, layers, channels)
     cfg = NetworkConfig(channels=channels, layers=layers, num_classes=classes, in_channels=in_ch)
-    return ExportReport.from_dict(write(g, cfg, (h, w), path, weights=weights, tables=tables, threads=threads))
+    return ExportReport.from_dict(write(g, cfg, (h, w), path, weights=weights, tables=tables, threads=threads,
+                                        measure=measure))
 
 
 def genotype_network(tables, dataset: str | None, layers: int | None, channels: int | None):

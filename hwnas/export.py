@@ -68,7 +68,8 @@ def check_onnx(model: nn.Module, path: Path, input_shape: tuple[int, int, int], 
 def export_network(model: nn.Module, input_shape: tuple[int, int, int], out: str | Path, arch=None,
                    tables: list | None = None, threads: int | None = None, measure: bool = True,
                    extra: dict | None = None) -> dict:
-    """Export, check, measure; writes `out` and `<out>.json` and returns the report.
+    """Export, check, measure; writes `out` and `<out>.json` and returns the report (without `measure`, no
+    `measured` entry: the network is not timed here).
 
     `arch` (a Genotype, or a ResNet18 gate dict) lets each `LatencyTable` in `tables` predict the latency;
     `extra` goes into the report as it is (what was exported, which weights).
@@ -140,7 +141,7 @@ def build_network(genotype: Genotype, cfg: NetworkConfig, weights: str | Path | 
 
 def export_genotype(genotype: Genotype, cfg: NetworkConfig, input_hw: tuple[int, int], out: str | Path,
                     weights: str | Path | None = None, tables: list | None = None, threads: int | None = None,
-                    extra: dict | None = None) -> dict:
+                    extra: dict | None = None, measure: bool = True) -> dict:
     """The discrete network of `genotype` (`build_network`: seeded initialisation, or trained `weights`),
     exported, checked and re-measured as `export_network` does; the report names the genotype and the weights."""
     model = build_network(genotype, cfg, weights)
@@ -148,4 +149,4 @@ def export_genotype(genotype: Genotype, cfg: NetworkConfig, input_hw: tuple[int,
              "weights": str(weights) if weights else "freshly initialised (architecture and latency only)",
              **(extra or {})}
     return export_network(model, (cfg.in_channels, *input_hw), out, arch=genotype, tables=tables, threads=threads,
-                          extra=extra)
+                          measure=measure, extra=extra)

@@ -163,7 +163,7 @@ class PruneRun:
         return net
 
     def export(self, path: PathLike, lam: float | None = None, *, tables: Sequence[LatencyTable | PathLike] = (),
-               threads: int | None = None, weights: PathLike | None = None) -> ExportReport:
+               threads: int | None = None, weights: PathLike | None = None, measure: bool = True) -> ExportReport:
         """`network(lam)` to ONNX at `path`, checked and re-measured next to the unpruned network."""
         from hwnas.api import ExportReport, load_table
         from hwnas.prune.prune_run import export_pruned
@@ -172,7 +172,8 @@ class PruneRun:
             raise HwnasError(f"{self.path} is a prune run: pass --lambda X (0 ≤ X ≤ Λ, see its pareto.csv)")
         if weights is not None:
             raise HwnasError("a prune run exports its own weights; --weights is for a genotype")
-        report = export_pruned(self.path, lam, path, tables=[load_table(t) for t in tables], threads=threads)
+        report = export_pruned(self.path, lam, path, tables=[load_table(t) for t in tables], threads=threads,
+                               measure=measure)
         return ExportReport.from_dict(report)
 
 

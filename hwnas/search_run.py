@@ -246,7 +246,7 @@ class SearchRun:
         return net
 
     def export(self, path: PathLike, lam: float | None = None, *, tables: Sequence[LatencyTable | PathLike] = (),
-               threads: int | None = None, weights: PathLike | None = None) -> ExportReport:
+               threads: int | None = None, weights: PathLike | None = None, measure: bool = True) -> ExportReport:
         """`network(lam)` to ONNX at `path`, checked and re-measured (`hwnas.export`); the run's tables predict."""
         from hwnas.api import ExportReport, load_table
         from hwnas.export import export_genotype
@@ -260,4 +260,4 @@ class SearchRun:
         net_cfg, hw = self.network_config()
         extra = {} if lam is None else {"lambda": lam, "lambda_max": lmax, "run": str(self.path)}
         return ExportReport.from_dict(export_genotype(g, net_cfg, hw, path, weights=weights, tables=tabs,
-                                                      threads=threads, extra=extra))
+                                                      threads=threads, extra=extra, measure=measure))

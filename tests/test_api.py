@@ -84,7 +84,8 @@ def test_cli_paretos_and_exports_an_api_run_as_run_network_says(runs, tmp_path):
     frame = pd.read_csv(runs / "api" / "pareto.csv")
     assert len(frame) == 3 and frame["lambda"].iloc[-1] == pytest.approx(hwnas.SearchRun.load(runs / "api").lambda_max[0])
     lam = float(frame["lambda"].iloc[1])
-    ok(runner.invoke(app, ["export", str(runs / "api"), "--lambda", str(lam), "--out", str(tmp_path / "m.onnx")]))
+    ok(runner.invoke(app, ["export", str(runs / "api"), "--lambda", str(lam), "--out", str(tmp_path / "m.onnx"),
+                           "--no-measure"]))
     net = hwnas.SearchRun.load(runs / "api").network(lam)
     assert str(net.hwnas_arch) == frame["genotype"].iloc[1]
     x = np.random.default_rng(0).standard_normal((4, 1, 8, 8)).astype(np.float32)
@@ -101,8 +102,9 @@ def test_api_paretos_and_exports_a_cli_run(runs, tmp_path):
     assert isinstance(frame, pd.DataFrame) and len(frame) == 3 and frame["val_acc"].between(0, 1).all()
     assert pd.read_csv(runs / "cli" / "pareto.csv")["genotype"].tolist() == frame["genotype"].tolist()
     lam = float(frame["lambda"].iloc[2])
-    report = hwnas.export(str(runs / "cli"), tmp_path / "m.onnx", lam=lam)
+    report = hwnas.export(str(runs / "cli"), tmp_path / "m.onnx", lam=lam, measure=False)   # timed: the example's
     assert isinstance(report, hwnas.ExportReport) and report.max_abs_diff < 1e-4 and report.top1_identical
+    assert report.measured == {}
     assert report == hwnas.ExportReport.load(tmp_path / "m.onnx.json")
     table = hwnas.LatencyTable.load(runs / "t.csv")
     net = run.network(lam)
@@ -132,7 +134,8 @@ def test_prune_run_network_is_what_the_cli_exports(prune_run, tmp_path):
     root, run = prune_run
     assert len(run.pareto()) == 3 and hwnas.load_run(root / "run").pareto().equals(run.pareto())
     lam = run.lambda_max[0] / 2
-    ok(runner.invoke(app, ["export", str(root / "run"), "--lambda", str(lam), "--out", str(tmp_path / "p.onnx")]))
+    ok(runner.invoke(app, ["export", str(root / "run"), "--lambda", str(lam), "--out", str(tmp_path / "p.onnx"),
+                           "--no-measure"]))
     net = run.network(lam)
     x = np.random.default_rng(1).standard_normal((3, 1, 8, 8)).astype(np.float32)
     with torch.no_grad():

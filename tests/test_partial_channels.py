@@ -263,7 +263,7 @@ def test_cli_hypernet_run_with_partial_channels_paretos_and_exports(tmp_path) ->
     assert json.loads((run / "config.json").read_text())["partial_channels"] == 4
     ok(runner.invoke(app, ["pareto", str(run), "--lambdas", "2", "--front-steps", "1", "--finetune-steps", "0"]))
     assert (run / "pareto.csv").is_file()
-    ok(runner.invoke(app, ["export", str(run), "--lambda", "0", "--out", str(tmp_path / "m.onnx")]))
+    ok(runner.invoke(app, ["export", str(run), "--lambda", "0", "--out", str(tmp_path / "m.onnx"), "--no-measure"]))
     report = json.loads((tmp_path / "m.onnx.json").read_text())
     from hwnas.search_run import SearchRun
     from hwnas.spaces.network import count_parameters

@@ -142,9 +142,13 @@ def test_every_pareto_lambda_exports(prune_run, tmp_path):
         g = load_pruned(run, float(lam))[2]
         assert g.is_valid() and g.describe() == gates
     lam = frame["lambda"].iloc[-1]   # Λ: broken under the per-gate argmax; exported end to end
-    ok(runner.invoke(app, ["export", str(run), "--lambda", repr(float(lam)), "--out", str(tmp_path / "m.onnx")]))
+    text = ok(runner.invoke(app, ["export", str(run), "--lambda", repr(float(lam)), "--out", str(tmp_path / "m.onnx"),
+                                  "--no-measure"]))
     report = json.loads((tmp_path / "m.onnx.json").read_text())
     assert report["gates"] == frame["gates"].iloc[-1] and report["top1_identical"]
+    # --no-measure: exported and checked, neither network timed
+    assert "not measured" in text and "× predicted" in text
+    assert "measured" not in report and "measured" not in report["unpruned"] and "speedup_measured" not in report
 
 
 def test_pareto_csv_shows_gate_sets_between_the_grid_points(prune_run, tmp_path):
@@ -428,7 +432,7 @@ def test_channel_multiple_holds_through_pareto_cost_and_export(prune_run, tmp_pa
     plain_state["lambda_max"] = state["lambda_max"]
     torch.save(plain_state, plain / "checkpoint.pt")
     assert load_pruned(plain, lam)[2].channels()[:2] == (32, 32)
-    ok(runner.invoke(app, ["export", str(run), "--lambda", repr(lam), "--out", str(tmp_path / "m.onnx")]))
+    ok(runner.invoke(app, ["export", str(run), "--lambda", repr(lam), "--out", str(tmp_path / "m.onnx"), "--no-measure"]))
     report = json.loads((tmp_path / "m.onnx.json").read_text())
     assert report["gates"] == last["gates"] and report["channels[layer1.0]"] == 64
     outs = sorted(s[0] for s in conv_shapes(tmp_path / "m.onnx"))

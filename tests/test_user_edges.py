@@ -145,9 +145,11 @@ def test_hypernet_run_logs_every_epoch_and_export_records_lambda(tmp_path):
     assert "search warm-up epoch 1/1" in out and "search epoch 1/1" in out
     assert "━" not in out  # no live bar in a log
     lmax = json.loads((run / "lambda_max.json").read_text())["lambda_max"][0]
-    ok(runner.invoke(app, ["export", str(run), "--lambda", str(lmax * (1 + 1e-9)), "--out", str(tmp_path / "m.onnx")]))
+    text = ok(runner.invoke(app, ["export", str(run), "--lambda", str(lmax * (1 + 1e-9)), "--out",
+                                  str(tmp_path / "m.onnx"), "--no-measure"]))
     report = json.loads((tmp_path / "m.onnx.json").read_text())
     assert report["lambda"] == pytest.approx(lmax) and report["lambda_max"] == [lmax] and report["run"] == str(run)
+    assert "measured" not in report and "not measured (--no-measure)" in text   # exported and checked, not timed
     fails_cleanly(runner.invoke(app, ["export", str(run), "--lambda", str(lmax * 2), "--out",
                                       str(tmp_path / "n.onnx")]), "outside the trained range")
 

@@ -313,9 +313,10 @@ def pruned_at(run_dir: str | Path, lam: float, device: str = "cpu"):
 
 
 def export_pruned(run_dir: str | Path, lam: float, out: str | Path, tables: list | None = None,
-                  threads: int | None = None) -> dict:
+                  threads: int | None = None, measure: bool = True) -> dict:
     """The materialised sub-network of a prune run at λ, exported, checked and re-measured (`export_network`),
-    with the unpruned network measured alike for comparison. Every λ ∈ [0, Λ] gives a valid gate set."""
+    with the unpruned network measured alike for comparison (neither timed without `measure`). Every λ ∈ [0, Λ]
+    gives a valid gate set."""
     from hwnas.export import export_network, export_onnx_dynamic, measure_exported
     from hwnas.latency.table import LatencyTable
     from hwnas.train import resnet18_space
@@ -326,17 +327,19 @@ def export_pruned(run_dir: str | Path, lam: float, out: str | Path, tables: list
     tables = [LatencyTable.load(cfg.table)] + list(tables or [])
     space = resnet18_space(cfg.dataset, cfg.data_dir)
     shape = (space.in_channels, space.input_h, space.input_w)
-    with tempfile.TemporaryDirectory() as tmp:
-        full = Path(tmp) / "unpruned.onnx"
-        export_onnx_dynamic(model, shape, full)
-        unpruned = {"params": count_parameters(model), "flops_per_sample": count_flops(model, shape),
-                    "measured": measure_exported(model, full, shape, tables[0], threads),
-                    "predicted_latency_ms": {str(t.path): t.predict({}) for t in tables}}
+    unpruned = {"params": count_parameters(model), "flops_per_sample": count_flops(model, shape),
+                "predicted_latency_ms": {str(t.path): t.predict({}) for t in tables}}
+    if measure:
+        with tempfile.TemporaryDirectory() as tmp:
+            full = Path(tmp) / "unpruned.onnx"
+            export_onnx_dynamic(model, shape, full)
+            unpruned["measured"] = measure_exported(model, full, shape, tables[0], threads)
     extra = {"lambda": lam, "lambda_max": lmax, "gates": gates.describe(), **gate_columns(gates),
              "run": str(run_dir), "unpruned": unpruned}
-    report = export_network(net, shape, out, arch=gates.arch(), tables=tables,
-                            threads=threads, extra=extra)
-    report["speedup_measured"] = unpruned["measured"]["p50_ms"] / report["measured"]["p50_ms"]
+    report = export_network(net, shape, out, arch=gates.arch(), tables=tables, threads=threads, measure=measure,
+                            extra=extra)
+    if measure:
+        report["speedup_measured"] = unpruned["measured"]["p50_ms"] / report["measured"]["p50_ms"]
     first = str(tables[0].path)
     report["speedup_predicted"] = unpruned["predicted_latency_ms"][first] / report["predicted_latency_ms"][first]
     Path(str(out) + ".json").write_text(json.dumps(report, indent=2) + "\n")

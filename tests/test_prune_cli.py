@@ -21,7 +21,8 @@ from tests.test_latency_table import synthetic
 runner = CliRunner()
 DIGITS = SpaceConfig(space="resnet18", input_h=8, input_w=8, in_channels=1, batch=1)
 TINY = ["--epochs", "1", "--max-steps", "2", "--batch-size", "16", "--lambda-samples", "3", "--eval-samples", "48",
-        "--empirical-points", "2", "--empirical-steps", "1", "--pareto-points", "3", "--device", "cpu"]
+        "--empirical-points", "2", "--empirical-steps", "1", "--pareto-points", "3", "--phase1-steps", "10",
+        "--device", "cpu"]   # phase 1 runs to its default 200 steps or the tolerance (62 steps, 5 s, here) otherwise
 
 
 def trained_digits_resnet18(path, epochs=4):
@@ -322,7 +323,7 @@ def test_finetuned_prune_resumes_to_the_uninterrupted_result(prune_run, tmp_path
     root, _, _ = prune_run
     cfg = PruneConfig(weights=str(root / "w.pt"), dataset="digits", table=str(root / "t.csv"), epochs=2,
                       steps_per_epoch=2, batch_size=16, lambda_samples=3, eval_samples=48, empirical_points=0,
-                      pareto_points=2, finetune=True, finetune_lr=0.05, device="cpu")
+                      pareto_points=2, phase1_steps=10, finetune=True, finetune_lr=0.05, device="cpu")
 
     @contextmanager
     def cut_after_first_epoch(label, total, done):

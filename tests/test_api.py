@@ -80,7 +80,7 @@ def _onnx_logits(path, x: np.ndarray) -> np.ndarray:
 
 
 def test_cli_paretos_and_exports_an_api_run_as_run_network_says(runs, tmp_path):
-    ok(runner.invoke(app, ["pareto", str(runs / "api"), "--lambdas", "3", "--finetune-steps", "0", "--front-steps", "40"]))
+    ok(runner.invoke(app, ["pareto", str(runs / "api"), "--lambdas", "3", "--finetune-steps", "0", "--front-steps", "5"]))
     frame = pd.read_csv(runs / "api" / "pareto.csv")
     assert len(frame) == 3 and frame["lambda"].iloc[-1] == pytest.approx(hwnas.SearchRun.load(runs / "api").lambda_max[0])
     lam = float(frame["lambda"].iloc[1])
@@ -98,7 +98,7 @@ def test_cli_paretos_and_exports_an_api_run_as_run_network_says(runs, tmp_path):
 
 def test_api_paretos_and_exports_a_cli_run(runs, tmp_path):
     run = hwnas.load_run(runs / "cli")
-    frame = run.pareto(lambdas=3, finetune_steps=0, front_steps=40)
+    frame = run.pareto(lambdas=3, finetune_steps=0, front_steps=5)
     assert isinstance(frame, pd.DataFrame) and len(frame) == 3 and frame["val_acc"].between(0, 1).all()
     assert pd.read_csv(runs / "cli" / "pareto.csv")["genotype"].tolist() == frame["genotype"].tolist()
     lam = float(frame["lambda"].iloc[2])

@@ -76,16 +76,14 @@ def test_mlp_hypernet_on_params_trades_parameters_for_accuracy(tmp_path):
     assert (frame["val_acc"] > 0.3).all()
 
 
-def _synthetic_table(src: Path, dst: Path, price: dict[str, float]) -> Path:
-    """A copy of `src` where each candidate op costs `price[op]` ms wherever it sits (no calibration)."""
-    t = pd.read_csv(src)
-    for op, ms in price.items():
-        for col in ("p50_ms", "p10_ms", "p90_ms", "mean_ms"):
-            t.loc[t["op"] == op, col] = ms
-    t.to_csv(dst, index=False)
-    side = json.loads(Path(f"{src}.json").read_text())
-    side.pop("calibration", None)
-    Path(f"{dst}.json").write_text(json.dumps(side))
+def _synthetic_table(dst: Path, price: dict[str, float], layers: int = 3) -> Path:
+    """A table of the quickstart's 8×8 space with `layers` cells where each candidate op costs `price[op]` ms
+    wherever it sits and everything else 0.01 ms (no calibration)."""
+    from hwnas.latency.space import SpaceConfig
+    from tests.test_latency_table import synthetic
+
+    space = SpaceConfig(input_h=8, input_w=8, in_channels=1, channels=8, layers=layers, batch=1)
+    synthetic(space, latency=lambda k: price.get(k.op, 0.01)).save(dst)
     return dst
 
 
@@ -99,11 +97,11 @@ def test_two_devices_each_lambda_moves_toward_what_is_cheap_there(tmp_path):
     the architecture toward convolutions, growing λ_B toward pooling/skip."""
     convs = ("sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
     free = ("max_pool_3x3", "avg_pool_3x3", "skip_connect")
-    a = _synthetic_table(MOBILE_8X8, tmp_path / "a.csv", {**{o: 0.001 for o in convs}, **{o: 0.05 for o in free}})
-    b = _synthetic_table(MOBILE_8X8, tmp_path / "b.csv", {**{o: 0.05 for o in convs}, **{o: 0.001 for o in free}})
+    a = _synthetic_table(tmp_path / "a.csv", {**{o: 0.001 for o in convs}, **{o: 0.05 for o in free}})
+    b = _synthetic_table(tmp_path / "b.csv", {**{o: 0.05 for o in convs}, **{o: 0.001 for o in free}})
     # a short Λ estimate (2 warm-up epochs, 16 samples; 5 and 64 by default): the direction is the point here
     rec = _search(tmp_path / "run", ControlConfig(tables=(str(a), str(b)), hypernet="linear", warmup_epochs=2,
-                                                  samples=16), epochs=2)
+                                                  samples=16), epochs=2, layers=3)   # N, R, R cells
     assert len(rec["lambda_max"]) == 2
     frame = write_pareto(tmp_path / "run", 3, InheritConfig(front_steps=0))
     # the simplex grid: (0, 0), (0, ½), (½, 0), (0, 1), (½, ½), (1, 0)

@@ -15,9 +15,10 @@ _OP_COLOURS = dict(zip(PRIMITIVES, plt.get_cmap("tab10").colors))
 _OP_MARKERS = ("x", "o", "s", "^", "v", "D", "P", "*")  # with the colours, ops stay apart in grey print too
 
 
-def _save(fig, path: Path, rect=None, dpi: int = 120) -> Path:
-    """Lay out, write and close a figure; returns its path."""
-    fig.tight_layout(**({} if rect is None else {"rect": rect}))
+def _save(fig, path: Path, rect=None, dpi: int = 120, tight: bool = True) -> Path:
+    """Lay out (`tight_layout`, unless the figure is laid out already), write and close a figure; returns its path."""
+    if tight:
+        fig.tight_layout(**({} if rect is None else {"rect": rect}))
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
@@ -36,10 +37,8 @@ def plot_alpha_history(history: list[dict[str, torch.Tensor]], path: str | Path,
     """Op weights on every edge over the epochs (`alpha_figure`), written to `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig = alpha_figure(history, title)
-    fig.savefig(path, dpi=110)   # laid out by alpha_figure: tight_layout over its 28 panels took ~0.9 s a search
-    plt.close(fig)
-    return path
+    # laid out by alpha_figure: tight_layout over its 28 panels took ~0.9 s a search
+    return _save(alpha_figure(history, title), path, dpi=110, tight=False)
 
 
 def alpha_figure(history: list[dict[str, torch.Tensor]], title: str = ""):
@@ -61,8 +60,7 @@ def alpha_figure(history: list[dict[str, torch.Tensor]], title: str = ""):
     # and the legend below): only the cell's panels are made, not the grid's empty corners
     grid_spec = fig.add_gridspec(n_nodes, cols, left=0.35 / width, right=1 - 0.1 / width, top=1 - 0.55 / height,
                                  bottom=0.85 / height, wspace=0.12, hspace=0.45)
-    axes: dict[tuple[int, int], plt.Axes] = {}
-    shared = None
+    shared = None   # the first panel (normal cell, 0→2): every other panel shares its axes
     epochs = list(range(1, len(history) + 1))
     first = history[0]["normal"].float()
     softmax_like = bool(torch.allclose(first.sum(-1), torch.ones(first.shape[0]), atol=1e-3))
@@ -73,7 +71,6 @@ def alpha_figure(history: list[dict[str, torch.Tensor]], title: str = ""):
         for e, (node, j) in enumerate(grid):
             ax = fig.add_subplot(grid_spec[node, j + c * (n_inputs + 1)], sharex=shared, sharey=shared)
             shared = shared or ax
-            axes[node, j + c * (n_inputs + 1)] = ax
             if j > 0:
                 ax.tick_params(labelleft=False)
             if node < n_nodes - 1:
@@ -89,7 +86,7 @@ def alpha_figure(history: list[dict[str, torch.Tensor]], title: str = ""):
             ax.tick_params(labelsize=6)
             ax.grid(alpha=0.3)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=6, min_n_ticks=1))
-    ax = axes[0, 0]
+    ax = shared
     ax.set_ylim(0, 1.08 * top)
     ax.set_xlim(0.5, len(history) + 0.5)
     handles, labels = ax.get_legend_handles_labels()

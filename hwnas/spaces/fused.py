@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hwnas.spaces.depthwise import depthwise_layers
 from hwnas.spaces.ops import PRIMITIVES
 
 _MAX, _AVG, _SKIP = PRIMITIVES.index("max_pool_3x3"), PRIMITIVES.index("avg_pool_3x3"), PRIMITIVES.index("skip_connect")
@@ -179,7 +180,7 @@ def _source_group(cell: nn.Module, g: _Group, x: torch.Tensor, weights: torch.Te
     b, _, h, wd = x.shape
     xrep = _repeat_blocks(xr, n_src, m)                                # (B, S·m·C, H, W), order (s, t, c)
     body = lambda k, i: [e.ops[k].body[i] for e in flat]  # noqa: E731 — layer i of op k, order (s, t)
-    y = torch.cat([_depthwise(xrep, body(k, 0)) for k in _CONVS], dim=1)   # (B, 4·S·m·C, H', W')
+    y = torch.cat([depthwise_layers(xrep, body(k, 0)) for k in _CONVS], dim=1)   # (B, 4·S·m·C, H', W')
     y = F.conv2d(y, torch.cat([p.weight for k in _CONVS for p in body(k, 1)]), groups=4 * n_src * m)
     y = _batch_norm(y, [bn for k in _CONVS for bn in body(k, 2)], training)
     n_sep = 2 * n_src * m * c
@@ -189,7 +190,7 @@ def _source_group(cell: nn.Module, g: _Group, x: torch.Tensor, weights: torch.Te
     # sep convs, stage 2: ReLU → dw (stride 1) → 1×1 → BN
     # one ReLU per half: a ReLU of a channel slice is a dense tensor again (a slice of one is not,
     # and oneDNN would first copy it to NCHW)
-    z = torch.cat([_depthwise(F.relu(sep3), body(_SEP3, 4)), _depthwise(F.relu(sep5), body(_SEP5, 4))], dim=1)
+    z = torch.cat([depthwise_layers(F.relu(sep3), body(_SEP3, 4)), depthwise_layers(F.relu(sep5), body(_SEP5, 4))], dim=1)
     z = F.conv2d(z, torch.cat([p.weight for k in (_SEP3, _SEP5) for p in body(k, 5)]), groups=2 * n_src * m)
     z = _batch_norm(z, [bn for k in (_SEP3, _SEP5) for bn in body(k, 6)], training)
     return out + _combine(z, w[[_SEP3, _SEP5]], per_edge=True)
@@ -207,23 +208,6 @@ def _repeat_blocks(x: torch.Tensor, n_src: int, m: int) -> torch.Tensor:
         return x.reshape(b, n_src, 1, c, h, w).expand(b, n_src, m, c, h, w).reshape(b, n_src * m * c, h, w)
     nhwc = x.permute(0, 2, 3, 1).reshape(b, h, w, n_src, 1, c).expand(b, h, w, n_src, m, c)
     return nhwc.reshape(b, h, w, n_src * m * c).permute(0, 3, 1, 2)
-
-
-def _depthwise(x: torch.Tensor, convs: list[nn.Conv2d]) -> torch.Tensor:
-    """One depthwise conv whose channel blocks use the weights of `convs` (all the same shape and geometry).
-
-    A conv with stride s = dilation d and padding divisible by d reads only the inputs at multiples of d
-    (output i, tap k reads input s·i + d·k − p = d·(i + k − p/d)): it is exactly a dense stride-1 conv of the
-    subsampled input x[::d, ::d] with padding p/d. The dilated reduction-cell convs (stride 2, dilation 2) are
-    run that way: oneDNN's strided dilated depthwise backward is 4–7× slower than the dense stride-1 conv on a
-    quarter of the pixels (benchmarks/search_speed.py, issue #13.3).
-    """
-    c0 = convs[0]
-    weight = torch.cat([cv.weight for cv in convs])
-    (s, _), (d, _), (p, _) = c0.stride, c0.dilation, c0.padding
-    if s == d > 1 and c0.stride[1] == c0.dilation[1] == s and p % d == 0 and c0.padding[1] == p:
-        return F.conv2d(x[:, :, ::d, ::d], weight, None, 1, p // d, 1, groups=weight.shape[0])
-    return F.conv2d(x, weight, None, c0.stride, c0.padding, c0.dilation, groups=weight.shape[0])
 
 
 def _factorized_reduce(xr: torch.Tensor, frs: list[nn.Module], n_src: int, m: int, training: bool) -> torch.Tensor:

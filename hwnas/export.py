@@ -1,7 +1,10 @@
 """Exporting a discrete network to ONNX, checking it, and re-measuring it (`hwnas export`).
 
 The exporter is `torch.onnx.export(dynamo=True)` at opset 18 (the supported exporter; see
-`hwnas.latency.onnx_io`), with a dynamic batch dimension. The example input has batch 2,
+`hwnas.latency.onnx_io`), with a dynamic batch dimension — or the first table's own exporter, when that table was
+profiled with the TorchScript one (`hwnas profile --exporter torchscript`): what the table's ops and its
+calibration's networks were exported with is what the network is exported and re-measured with (one definition
+per device, issue #11.3). The example input has batch 2,
 not 1, so that the exporter cannot specialise the graph to batch 1; the check then runs
 batch 1 and a larger batch through ONNX Runtime and compares both with PyTorch.
 
@@ -29,18 +32,31 @@ from hwnas.spaces.genotype import Genotype
 from hwnas.spaces.network import DiscreteNetwork, NetworkConfig, count_flops, count_parameters
 
 
-def export_onnx_dynamic(model: nn.Module, input_shape: tuple[int, int, int], path: Path) -> None:
+EXPORTER_NAMES = {"dynamo": "torch.onnx.export(dynamo=True)", "torchscript": "torch.onnx.export(dynamo=False)"}
+
+
+def export_onnx_dynamic(model: nn.Module, input_shape: tuple[int, int, int], path: Path,
+                        exporter: str = "dynamo") -> None:
     """`model` (eval, CPU) to ONNX at `path`, input `x` (batch, C, H, W) with a dynamic batch, output `logits`."""
     model = model.eval().cpu()
     example = torch.randn(2, *input_shape)
-    batch = torch.export.Dim("batch", min=1, max=4096)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
         warnings.simplefilter("ignore")
+        if exporter == "torchscript":
+            torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=OPSET, input_names=["x"],
+                              output_names=["logits"], dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}})
+            return
+        batch = torch.export.Dim("batch", min=1, max=4096)
         with reused_torchlib_registry():
             program = torch.onnx.export(model, (example,), dynamo=True, opset_version=OPSET, input_names=["x"],
                                         output_names=["logits"], dynamic_shapes={"x": {0: batch}}, verbose=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
     program.save(str(path))
+
+
+def table_exporter(tables: list | None) -> str:
+    """The exporter of the first table (its sidecar's settings; dynamo for tables that do not say)."""
+    return tables[0].meta.get("settings", {}).get("exporter", "dynamo") if tables else "dynamo"
 
 
 def check_onnx(model: nn.Module, path: Path, input_shape: tuple[int, int, int], batches=(1, 5)) -> dict:
@@ -77,8 +93,9 @@ def export_network(model: nn.Module, input_shape: tuple[int, int, int], out: str
     out = Path(out)
     if out.exists():
         raise HwnasError(f"{out} exists; choose another --out (exports are never overwritten)")
-    export_onnx_dynamic(model, input_shape, out)
-    report = {"onnx": str(out), "exporter": "torch.onnx.export(dynamo=True)", "opset": OPSET,
+    exporter = table_exporter(tables)
+    export_onnx_dynamic(model, input_shape, out, exporter)
+    report = {"onnx": str(out), "exporter": EXPORTER_NAMES[exporter], "opset": OPSET,
               "input_shape": ["batch", *input_shape], "params": count_parameters(model),
               "flops_per_sample": count_flops(model, input_shape)}
     report.update(check_onnx(model, out, input_shape))

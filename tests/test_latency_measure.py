@@ -1,6 +1,7 @@
 """One definition per device (issue #11): the call overhead taken off each key, the calibration's choice,
 the measurement set-up shared by tables, `export` and `hwnas measure`."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -137,6 +138,7 @@ def test_export_of_a_genotype_takes_the_tables_network_and_measures_as_it(tmp_pa
     ok(runner.invoke(app, ["export", "--genotype", str(DARTS_V2), "--table", str(tmp_path / "t.csv"),
                            "--out", str(out)]))
     report = json.loads((tmp_path / "g.onnx.json").read_text())
+    assert report["exporter"] == "torch.onnx.export(dynamo=True)"   # a table that names no exporter: dynamo
     m = report["measured"]
     assert (m["backend"], m["threads"], m["batch"]) == ("mobile", 1, 1) and m["as_table"] == str(tmp_path / "t.csv")
     assert report["predicted_latency_ms"][str(tmp_path / "t.csv")] == pytest.approx(t.predict(DARTS_V2), rel=1e-4)
@@ -159,9 +161,9 @@ def test_a_calibrated_table_predicts_what_hwnas_measure_measures(tmp_path):
     from hwnas.latency.calibrate import random_architecture
 
     table = tmp_path / "t.csv"
-    # the TorchScript exporter (recorded in the table, so calibrate's networks use it too): 0.3 s an export against
-    # 1.5 s for dynamo, 188 → 57 s for this test alone; the default dynamo tables are profiled and calibrated in
-    # tests/test_latency_cli.py
+    # the TorchScript exporter (recorded in the table, so calibrate's networks and export use it too): 0.3 s an
+    # export against 1.5–6 s for dynamo, 188 → 57 s for this test alone; the default dynamo tables are profiled and
+    # calibrated in tests/test_latency_cli.py
     args = ["--channels", "4", "--layers", "3", "--budget", "0.02", "--exporter", "torchscript"]
     ok(runner.invoke(app, ["profile", "--device", "mobile", "--space", "darts", *args, "--out", str(table)]))
     ok(runner.invoke(app, ["calibrate", "--table", str(table), "--samples", "8", "--folds", "4"]))
@@ -176,6 +178,8 @@ def test_a_calibrated_table_predicts_what_hwnas_measure_measures(tmp_path):
         out = tmp_path / f"g{i}.onnx"
         ok(runner.invoke(app, ["export", "--genotype", str(g), "--table", str(table), "--out", str(out),
                                "--no-measure"]))   # timed by `hwnas measure` next
+        # exported as the table's ops and its calibration's networks were (checked at batch 1 and 5: dynamic batch)
+        assert json.loads(Path(f"{out}.json").read_text())["exporter"] == "torch.onnx.export(dynamo=False)"
         text = " ".join(ok(runner.invoke(app, ["measure", str(out), "--table", str(table)])).split())
         measured = float(text.split(": ", 1)[1].split(" ms median")[0])
         # under `pytest -n auto` the other worker's load comes and goes: where the machine ran the table's own

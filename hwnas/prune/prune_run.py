@@ -13,8 +13,8 @@ import contextlib
 import json
 import tempfile
 from collections.abc import Callable
-from functools import partial
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -317,7 +317,7 @@ def export_pruned(run_dir: str | Path, lam: float, out: str | Path, tables: list
     """The materialised sub-network of a prune run at λ, exported, checked and re-measured (`export_network`),
     with the unpruned network measured alike for comparison (neither timed without `measure`). Every λ ∈ [0, Λ]
     gives a valid gate set."""
-    from hwnas.export import export_network, export_onnx_dynamic, measure_exported
+    from hwnas.export import export_network, export_onnx_dynamic, measure_exported, table_exporter
     from hwnas.latency.table import LatencyTable
     from hwnas.train import resnet18_space
 
@@ -332,7 +332,7 @@ def export_pruned(run_dir: str | Path, lam: float, out: str | Path, tables: list
     if measure:
         with tempfile.TemporaryDirectory() as tmp:
             full = Path(tmp) / "unpruned.onnx"
-            export_onnx_dynamic(model, shape, full)
+            export_onnx_dynamic(model, shape, full, table_exporter(tables))
             unpruned["measured"] = measure_exported(model, full, shape, tables[0], threads)
     extra = {"lambda": lam, "lambda_max": lmax, "gates": gates.describe(), **gate_columns(gates),
              "run": str(run_dir), "unpruned": unpruned}

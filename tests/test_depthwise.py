@@ -57,3 +57,36 @@ def test_run_body_is_the_ops_own_forward(name, stride, size):
     ref = apply_op(op, x)
     out = run_body(op.body, F.relu(x))
     torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+
+
+def test_a_training_network_is_the_network_of_plain_convs(monkeypatch):
+    """DiscreteNetwork in training mode (depthwise convs through `depthwise`) against the same network whose conv ops
+    run their own nn.Conv2d layers, on 8×8 input (2×2 maps in the last cells): outputs and gradients."""
+    from hwnas.spaces import network
+    from hwnas.spaces.genotype import Genotype
+
+    g = Genotype.parse("Genotype(normal=[('sep_conv_5x5', 0), ('dil_conv_5x5', 1), ('dil_conv_3x3', 0), "
+                       "('sep_conv_3x3', 2), ('sep_conv_5x5', 1), ('skip_connect', 0), ('dil_conv_5x5', 3), "
+                       "('max_pool_3x3', 2)], normal_concat=[2, 3, 4, 5], reduce=[('dil_conv_5x5', 0), "
+                       "('sep_conv_5x5', 1), ('dil_conv_3x3', 2), ('avg_pool_3x3', 0), ('sep_conv_5x5', 2), "
+                       "('dil_conv_5x5', 1), ('skip_connect', 3), ('sep_conv_3x3', 4)], reduce_concat=[2, 3, 4, 5])")
+    torch.manual_seed(0)
+    net = network.DiscreteNetwork(g, network.NetworkConfig(channels=4, layers=5, in_channels=1)).double().train()
+    x = torch.randn(6, 1, 8, 8, dtype=torch.float64)
+
+    def grads(out):
+        net.zero_grad()
+        out.sum().backward()
+        return [p.grad.clone() for p in net.parameters()]
+
+    torch.manual_seed(1)
+    fast = net(x)
+    fast = fast[0] if isinstance(fast, tuple) else fast
+    g_fast = grads(fast)
+    monkeypatch.setattr(network, "run_body", lambda body, h: body(h))
+    torch.manual_seed(1)
+    plain = net(x)
+    plain = plain[0] if isinstance(plain, tuple) else plain
+    torch.testing.assert_close(fast, plain, rtol=1e-10, atol=1e-10)
+    for a, b in zip(g_fast, grads(plain)):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)

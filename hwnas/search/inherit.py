@@ -123,12 +123,21 @@ def front_finetune(search, genotypes: list[Genotype], steps: int, seed: int = 0)
 
 
 def inherited_accuracy(search, genotype: Genotype, cfg: InheritConfig = InheritConfig(),
-                       net: nn.Module | None = None) -> tuple[float, float]:
+                       net: nn.Module | None = None, scratch: nn.Module | None = None) -> tuple[float, float]:
     """(loss, accuracy) on the search's validation split of `genotype` with inherited, recalibrated
     (and, with cfg.steps, briefly fine-tuned) weights: the supernet's, or `net`'s (e.g. `front_finetune`'s).
-    Neither is changed. (For HyperDARTS, set λ beforehand: the inherited weights are w_φ(α(λ)).)"""
+    Neither is changed. (For HyperDARTS, set λ beforehand: the inherited weights are w_φ(α(λ)).)
+
+    The work is done on a copy: `scratch`, a module of the same structure whose parameters and buffers are
+    overwritten here (a state-dict copy: 0.1 s for a 5-cell digits supernet against 0.5 s for a deep copy), or a
+    fresh deep copy."""
     ra = _relaxed(search, genotype)
-    net = copy.deepcopy(search.net if net is None else net)
+    src = search.net if net is None else net
+    if scratch is not None:
+        scratch.load_state_dict(src.state_dict())
+        net = scratch
+    else:
+        net = copy.deepcopy(src)
     params = search.eval_params()
     if params is not None:  # HyperDARTS: start from the best-response weights
         net.load_state_dict(params, strict=False)

@@ -26,6 +26,7 @@ even though the DARTS derivation never picks `none`.
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import itertools
@@ -192,13 +193,21 @@ def pareto_table(search: Search, n_lambdas: int = 11, inherit: InheritConfig = I
         with torch.no_grad():
             front = {str(edge_ops(g)): g for g in (search.genotype(lmax * torch.tensor(f)) for f in grid)}
         shared = front_finetune(search, list(front.values()), inherit.front_steps * len(front), inherit.seed)
+    # λs that derive the same network get the same figures (the evaluation is seeded: deterministic; not so for
+    # HyperDARTS, whose weights depend on λ); one scratch
+    # copy of the supernet takes each network's weights in turn (hwnas.search.inherit.inherited_accuracy)
+    evaluated: dict[str, tuple[float, float]] = {}
+    scratch = copy.deepcopy(search.net if shared is None else shared) if search.hyper is None else None
     for frac in grid:
         lam = lmax * torch.tensor(frac, dtype=lmax.dtype)
         with torch.no_grad():
             g = search.genotype(lam)
             ra = search.obj.expected()
             expected = search.cost.expected(ra.w_normal, ra.w_reduce).tolist()
-        loss, acc = inherited_accuracy(search, g, inherit, net=shared)
+        key = str(g) if search.hyper is None else f"{g} at {frac}"  # HyperDARTS: its weights depend on λ
+        if key not in evaluated:
+            evaluated[key] = inherited_accuracy(search, g, inherit, net=shared, scratch=scratch)
+        loss, acc = evaluated[key]
         params, flops = network_size(search, g)
         ops_n, ops_r = argmax_ops(ra.w_normal), argmax_ops(ra.w_reduce)
         with torch.no_grad():

@@ -2,7 +2,7 @@
 a latency table for this CPU, one λ-hypernet search over every latency budget, the architectures along λ,
 the network at one budget as a `torch.nn.Module`, its ONNX export and a measurement.
 
-    python examples/quickstart.py [OUT]      # OUT: a new folder (default runs/example); 1.5–2 minutes on 2 cores
+    python examples/quickstart.py [OUT]      # OUT: a new folder (default runs/example); about 1.5 minutes on 2 cores
 
 The same steps as `hwnas profile`, `hwnas search`, `hwnas pareto` and `hwnas export`, which read and write the
 same files: `hwnas pareto OUT/search` or `hwnas export OUT/search --lambda X --out m.onnx` work on this run.

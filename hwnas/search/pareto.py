@@ -193,9 +193,8 @@ def pareto_table(search: Search, n_lambdas: int = 11, inherit: InheritConfig = I
         with torch.no_grad():
             front = {str(edge_ops(g)): g for g in (search.genotype(lmax * torch.tensor(f)) for f in grid)}
         shared = front_finetune(search, list(front.values()), inherit.front_steps * len(front), inherit.seed)
-    # λs that derive the same network get the same figures (the evaluation is seeded: deterministic; not so for
-    # HyperDARTS, whose weights depend on λ); one scratch
-    # copy of the supernet takes each network's weights in turn (hwnas.search.inherit.inherited_accuracy)
+    # λs that derive the same network get the same figures (the evaluation is seeded; not so for HyperDARTS, whose
+    # weights depend on λ); one scratch copy of the supernet takes each network's weights in turn
     evaluated: dict[str, tuple[float, float]] = {}
     scratch = copy.deepcopy(search.net if shared is None else shared) if search.hyper is None else None
     for frac in grid:

@@ -15,8 +15,8 @@ Also: a conv with stride s = dilation d > 1 and padding divisible by d reads onl
 with padding p/d. The dilated reduction-cell convs (stride 2, dilation 2) are run that way: oneDNN's strided dilated
 depthwise backward is 4–7× slower than the dense stride-1 conv on a quarter of the pixels (issue #13.3).
 
-Used by the supernet (`hwnas.spaces.fused` and `MixedOp`'s per-edge path); the discrete network that is trained,
-profiled and exported keeps its plain convolutions.
+Used by the supernet (`hwnas.spaces.fused`, and `run_op` on `MixedOp`'s per-edge path) and by a discrete network in
+training mode (`run_op`); eval mode — what export, the profilers and `hwnas measure` run — keeps the plain convolutions.
 """
 from __future__ import annotations
 
@@ -71,3 +71,10 @@ def run_body(body: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     for layer in body:
         x = depthwise_layers(x, [layer]) if is_depthwise(layer) else layer(x)
     return x
+
+
+def run_op(op: nn.Module, x: torch.Tensor, x_relu: torch.Tensor | None = None) -> torch.Tensor:
+    """`hwnas.spaces.ops.apply_op` with a conv op's depthwise convs through `depthwise` (`x_relu`: relu(x), if known)."""
+    if getattr(op, "relu_first", False):
+        return run_body(op.body, F.relu(x) if x_relu is None else x_relu)
+    return op(x)

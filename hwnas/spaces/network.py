@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hwnas.spaces.depthwise import run_body
+from hwnas.spaces.depthwise import run_op
 from hwnas.spaces.genotype import Genotype
 from hwnas.spaces.ops import FactorizedReduce, Identity, ReLUConvBN, drop_path, make_op
 from hwnas.spaces.supernet import reduction_layers
@@ -46,10 +46,9 @@ class Cell(nn.Module):
             for k in (2 * i, 2 * i + 1):
                 op = self.ops[k]
                 x = states[self.indices[k]]
-                # training: a conv op's depthwise convs without the taps that read only padding (same numbers,
-                # faster on small maps: hwnas.spaces.depthwise); eval mode, which export and the profilers
-                # run, keeps the plain convs
-                h = run_body(op.body, F.relu(x)) if self.training and getattr(op, "relu_first", False) else op(x)
+                # training: depthwise convs without the taps that read only padding (same numbers, faster on small
+                # maps: hwnas.spaces.depthwise); eval mode, which export and the profilers run, keeps the plain convs
+                h = run_op(op, x) if self.training else op(x)
                 if self.training and drop_prob > 0.0 and not isinstance(op, Identity):
                     h = drop_path(h, drop_prob)
                 s = h if s is None else s + h

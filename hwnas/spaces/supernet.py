@@ -28,10 +28,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from hwnas.spaces import partial
-from hwnas.spaces.depthwise import run_body
+from hwnas.spaces.depthwise import run_op
 from hwnas.spaces.fused import fused_cell_forward
 from hwnas.spaces.genotype import num_edges
-from hwnas.spaces.ops import OPS, PRIMITIVES, FactorizedReduce, ReLUConvBN, apply_op, make_op
+from hwnas.spaces.ops import OPS, PRIMITIVES, FactorizedReduce, ReLUConvBN, make_op
 
 # Without gradients on the CPU (an epoch's evaluation) the per-edge path is the faster one: the fused path's gain
 # is in the backward pass, and its forward over m-fold repeated inputs is slower (measured, one thread, 28×28,
@@ -82,20 +82,12 @@ class MixedOp(nn.Module):
     def forward(self, x: torch.Tensor, x_relu: torch.Tensor, w: torch.Tensor,
                 index: int | None = None) -> torch.Tensor:
         if index is not None:  # hard sample: evaluate the chosen op only; w[index] carries the gradient
-            return w[index] * _apply(self.ops[index], x, x_relu)
+            return w[index] * run_op(self.ops[index], x, x_relu)
         out = None
         for i in self._active:
-            y = _apply(self.ops[i], x, x_relu)
+            y = run_op(self.ops[i], x, x_relu)
             out = y * w[i] if out is None else torch.addcmul(out, y, w[i])
         return out
-
-
-def _apply(op: nn.Module, x: torch.Tensor, x_relu: torch.Tensor) -> torch.Tensor:
-    """`apply_op`, with a conv op's depthwise convs through `hwnas.spaces.depthwise` (same numbers, faster on
-    small maps)."""
-    if getattr(op, "relu_first", False):
-        return run_body(op.body, x_relu)
-    return apply_op(op, x)
 
 
 class SearchCell(nn.Module):

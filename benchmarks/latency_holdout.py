@@ -284,7 +284,11 @@ def main() -> None:
     table_backend = make_backend(table_backend_config(table))
     speed_before = machine_speed(table, table_backend)
     CPU_SHARE.clear()
+    from hwnas.latency.steal import StealMeter, steal_pct
+
+    meter = StealMeter()   # the hypervisor's steal over the independent timing (% of the machine; Linux)
     rounds = np.array([[timer() for timer in timers] for _ in range(args.rounds)])  # (rounds, networks)
+    stolen = steal_pct(meter)
     speed_after = machine_speed(table, table_backend)
     share = np.array(CPU_SHARE).reshape(args.rounds, len(timers))
     rel = relative_share(share)
@@ -312,6 +316,9 @@ def main() -> None:
                       "predicted_ms": p, "raw_sum_ms": r, "export_report_ms": e,
                       "measured_ms": float(m), "round_ms": rounds[:, i].tolist(), "cpu_share": share[:, i].tolist()}
                      for i, (g, p, r, e, m) in enumerate(zip(nets, predicted, raw, reported, measured))],
+        "steal_pct": {"independent_timing": stolen, "profile": table.meta.get("steal_pct"),
+                      "calibration": (table.meta.get("calibration") or {}).get("steal_pct"),
+                      "what": "share of the machine's CPU time the hypervisor gave elsewhere (/proc/stat steal)"},
         "machine_speed": {"calibration": ((table.meta.get("calibration") or {}).get("machine_speed") or {}).get("per_round"),
                           "before_timing": speed_before["per_round"], "after_timing": speed_after["per_round"],
                           "what": "per round, the table's costliest ops re-timed by its backend / their table figure"},
@@ -329,6 +336,9 @@ def main() -> None:
     print("machine speed against the table's (its costliest ops re-timed): "
           + "; ".join(f"{k} {', '.join(f'{v:.2f}' for v in ms[k])}" for k in ("calibration", "before_timing", "after_timing")
                       if ms[k]))
+    st = result["steal_pct"]
+    print("hypervisor steal (% of the machine): " + ", ".join(f"{k} {v:.1f}" for k, v in st.items()
+                                                               if isinstance(v, float)))
     cs = result["cpu_share"]
     if cs["disturbed_blocks"]:
         print(f"WARNING: {cs['disturbed_blocks']} of {cs['blocks']} timed blocks ran with under {DISTURBED:.0%} of their "

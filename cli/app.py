@@ -395,6 +395,10 @@ def export(
         console.print(f"  predicted by {path}: {ms:.3f} ms", highlight=False)
     if note := speed_note(m.get("machine_speed")):
         console.print(f"  note: {note.removeprefix('; ')}", highlight=False)
+    if m:
+        from .profile import warn_steal
+
+        warn_steal(m.get("steal_pct"), m.get("threads"))
 
 
 def _fresh(path: Path) -> Path:

@@ -111,6 +111,16 @@ def profile(
     if "noisy" in table.frame.columns:  # tables made before the timing rule recorded it have no flags
         noisy = table.frame["noisy"].astype(str).str.lower().isin(("true", "1"))
         _warn_noisy(list(zip(noisy, table.frame["spread"])), str(out))
+    warn_steal(table.meta.get("steal_pct"), table.meta.get("threads"))
+
+
+def warn_steal(pct: float | None, threads: int | None) -> None:
+    """Say so when the hypervisor took the machine's CPUs during timing (hwnas.latency.steal)."""
+    from hwnas.latency.steal import steal_warning
+
+    line = steal_warning(pct, threads)
+    if line:
+        console.print(f"[yellow]warning:[/] {line}", highlight=False)
 
 
 def _warn_noisy(timings: list[tuple[bool, float]], where: str) -> None:
@@ -209,6 +219,7 @@ def calibrate(
         console.print(f"the networks' rounds disagreed (more than a quarter of them beyond the timing precision): "
                       f"{cal.extra_rounds} more round(s) timed", highlight=False)
     _warn_noisy([(r["noisy"], r["spread"]) for r in cal.samples], f"{len(cal.samples)} whole networks")
+    warn_steal(cal.steal_pct, cal.threads)
     if cal.machine_speed:
         speeds = cal.machine_speed
         rounds = ", ".join(f"{v:.2f}" for v in speeds)
@@ -246,6 +257,7 @@ def measure(
                   f", graph optimisation {r['graph_optimization']}; {r['device']}" + speed_note(r.get("machine_speed")),
                   highlight=False)
     _warn_noisy([(r["noisy"], r["spread"])], str(model))
+    warn_steal(r.get("steal_pct"), r["threads"])
 
 
 def register(app: typer.Typer) -> None:

@@ -98,6 +98,7 @@ from hwnas.latency.stats import (
     scaled,
     unsettled_share,
 )
+from hwnas.latency.steal import StealMeter, steal_pct
 from hwnas.latency.table import LatencyTable, apply_correction
 from hwnas.spaces.genotype import Genotype
 from hwnas.spaces.ops import PRIMITIVES
@@ -315,6 +316,8 @@ class Calibration:
     chosen: str
     correction: dict | None  # None: the plain sum predicted best
     machine_speed: list[float] | None = None   # per round: the reference keys' time then / in the table
+    threads: int | None = None       # the table's
+    steal_pct: float | None = None   # the hypervisor's steal over the timing, % of the machine (steal.py)
     extra_rounds: int = 0   # rounds timed beyond the rule's because the networks' rounds disagreed (stats.interleaved_rounds)
     report: Path | None = None   # where hwnas.calibrate wrote the figures (JSON) and the plot, when it saved them
     plot: Path | None = None
@@ -387,8 +390,10 @@ def calibrate(table: LatencyTable, samples: int = 50, seed: int = 0, folds: int 
     def on_round(r, i):
         on_progress(samples + r * n_items + i + 1, max(total, samples + (r + 1) * n_items))
 
+    meter = StealMeter()
     per = interleaved_rounds(items, timing, on_round=on_round if on_progress else None,
                              unsettled=unsettled if has_rule else None)
+    stolen = steal_pct(meter)
     net_rounds = [per[at["net", i]] for i in range(samples)]
     speeds, typical, factors = aligned(per)
     extra = len(per[0]) - rounds
@@ -418,12 +423,14 @@ def calibrate(table: LatencyTable, samples: int = 50, seed: int = 0, folds: int 
                                      "what": "per round, the median over the reference keys of their time then / in "
                                              "the table; each round's network timings were multiplied by median / it"},
                                  "kernel_reference": _kernel_reference(rows),
+                                 "steal_pct": stolen,
                                  "note": "figures for fits are K-fold held-out; the stored correction is refitted "
                                          "on all samples; chosen = lowest held-out MAPE among predictions that rank "
                                          "at least as well as the plain sum"}
     if table.path:
         table.save_meta()
-    return Calibration(rows, figures, chosen, correction, machine_speed=speeds, extra_rounds=extra)
+    return Calibration(rows, figures, chosen, correction, machine_speed=speeds, extra_rounds=extra,
+                       threads=table.meta.get("threads"), steal_pct=stolen)
 
 
 def save_report(cal: Calibration, table: LatencyTable, path: str | Path) -> Path:

@@ -34,6 +34,7 @@ from hwnas.latency import resnet_keys as rk
 from hwnas.latency.backends import Backend, BackendConfig, make_backend
 from hwnas.latency.space import KEY_COLUMNS, OpKey, SpaceConfig
 from hwnas.latency.stats import interleaved
+from hwnas.latency.steal import StealMeter, steal_pct
 from hwnas.latency.table import REQUIRED_COLUMNS, LatencyTable
 
 GLUE_NOTE = ("darts: per-node add and per-cell concat are measured as keys; what the per-key sum still misses "
@@ -115,6 +116,7 @@ def profile(cfg: ProfileConfig, out: str | Path, backend: Backend | None = None,
         if on_progress:
             on_progress(i, len(keys), key, False)
     n_done = len(keys) - len(todo)
+    meter = StealMeter()   # the hypervisor's steal over this pass's timing (steal.py)
     for start in range(0, len(todo), CHUNK):
         chunk = todo[start:start + CHUNK]
         # the chunk's keys timed in interleaved rounds (a fresh session each): see stats.interleaved
@@ -127,6 +129,7 @@ def profile(cfg: ProfileConfig, out: str | Path, backend: Backend | None = None,
             overheads.append(timed.pop(mid).p50_ms)
             meta["call_overhead_chunks_ms"] = overheads
             meta["call_overhead_ms"] = float(np.median(overheads))
+        meta["steal_pct"] = steal_pct(meter)
         for key, stats in zip(chunk, timed):
             rows.append({**key._asdict(), **stats.row()})
             n_done += 1

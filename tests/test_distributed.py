@@ -32,7 +32,8 @@ LOSS_TOL = 1e-3
 
 def _torchrun(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     hwnas_bin = shutil.which("hwnas") or str(Path(sys.executable).with_name("hwnas"))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # TMPDIR: torchrun's log folders (torchelastic_*) go into the test's folder, not /tmp, where each run left one
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(cwd)}
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(k, None)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "--no-python",

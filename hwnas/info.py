@@ -49,6 +49,13 @@ def cpu_model() -> str:
     return f"{vendor} family {family} model {model}, {isa}"
 
 
+def _steal_since_boot() -> float | None:
+    from hwnas.latency.steal import cpu_times
+
+    times = cpu_times()
+    return None if times is None or times[1] <= 0 else round(100 * times[0] / times[1], 2)
+
+
 def environment() -> dict:
     """A flat description of the software and hardware, also stored beside tables and benchmarks."""
     info = {
@@ -58,6 +65,9 @@ def environment() -> dict:
         "cpu": cpu_name(),
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
+        # the share of the machine's CPU time a hypervisor has given to other guests since boot (Linux; None
+        # elsewhere): on a VM that loses much, multi-thread timings stall (hwnas.latency.steal)
+        "cpu_steal_since_boot_pct": _steal_since_boot(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "torchvision": _version("torchvision"),

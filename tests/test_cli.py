@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -17,8 +18,12 @@ def test_info_lists_versions_and_backends():
     # the CPU's family/model and the vector instructions torch uses on it: what tells two "AMD EPYC" hosts apart
     import torch
 
-    from hwnas.info import cpu_model
+    from hwnas.info import cpu_model, environment
     assert cpu_model().endswith(torch.backends.cpu.get_cpu_capability())
+    # the hypervisor's steal since boot, from /proc/stat where Linux has it (hwnas.latency.steal)
+    steal = environment()["cpu_steal_since_boot_pct"]
+    assert "cpu_steal_since_boot_pct" in out
+    assert (steal is None) == (not Path("/proc/stat").is_file()) and (steal is None or 0.0 <= steal <= 100.0)
 
 
 def test_train_epochs_zero_reports_the_reference_parameter_count():

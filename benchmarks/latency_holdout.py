@@ -284,11 +284,11 @@ def main() -> None:
     table_backend = make_backend(table_backend_config(table))
     speed_before = machine_speed(table, table_backend)
     CPU_SHARE.clear()
-    from hwnas.latency.steal import StealMeter, steal_pct
+    from hwnas.latency.steal import StealMeter
 
     meter = StealMeter()   # the hypervisor's steal over the independent timing (% of the machine; Linux)
     rounds = np.array([[timer() for timer in timers] for _ in range(args.rounds)])  # (rounds, networks)
-    stolen = steal_pct(meter)
+    stolen = meter.pct()
     speed_after = machine_speed(table, table_backend)
     share = np.array(CPU_SHARE).reshape(args.rounds, len(timers))
     rel = relative_share(share)

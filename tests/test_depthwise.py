@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from hwnas.spaces.depthwise import _useful_taps, depthwise, run_body
-from hwnas.spaces.ops import OPS, PRIMITIVES, apply_op
+from hwnas.spaces.ops import OPS, PRIMITIVES
 
 # every depthwise geometry of the DARTS ops (k, dilation, padding) at both strides, on maps from 1×1 to 9×9,
 # square and not, the sizes where taps fall on padding only (2×2, 4×4 on 8×8 digits) among them
@@ -54,7 +54,7 @@ def test_run_body_is_the_ops_own_forward(name, stride, size):
     torch.manual_seed(size + stride)
     op = OPS[name].factory(6, stride, False).double().train()
     x = torch.randn(5, 6, size, size, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
-    ref = apply_op(op, x)
+    ref = op(x)
     out = run_body(op.body, F.relu(x))
     torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
 

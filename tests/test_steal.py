@@ -36,7 +36,7 @@ def test_the_meter_gives_the_share_stolen_between_its_two_readings(tmp_path):
     meter = steal.StealMeter(f)
     _stat(f, user=1600, idle=8300, steal_jiffies=200)   # +600 user, +300 idle, +100 steal: 100 of 1000 stolen
     assert meter.share() == pytest.approx(0.1)
-    assert steal.steal_pct(meter) == pytest.approx(10.0)
+    assert meter.pct() == pytest.approx(10.0)
     assert steal.StealMeter(tmp_path / "missing").share() is None
     same = steal.StealMeter(f)
     assert same.share() is None                          # no time passed: no share to give

@@ -98,7 +98,7 @@ from hwnas.latency.stats import (
     scaled,
     unsettled_share,
 )
-from hwnas.latency.steal import StealMeter, steal_pct
+from hwnas.latency.steal import StealMeter
 from hwnas.latency.table import LatencyTable, apply_correction
 from hwnas.spaces.genotype import Genotype
 from hwnas.spaces.ops import PRIMITIVES
@@ -393,7 +393,7 @@ def calibrate(table: LatencyTable, samples: int = 50, seed: int = 0, folds: int 
     meter = StealMeter()
     per = interleaved_rounds(items, timing, on_round=on_round if on_progress else None,
                              unsettled=unsettled if has_rule else None)
-    stolen = steal_pct(meter)
+    stolen = meter.pct()
     net_rounds = [per[at["net", i]] for i in range(samples)]
     speeds, typical, factors = aligned(per)
     extra = len(per[0]) - rounds

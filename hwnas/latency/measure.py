@@ -16,7 +16,7 @@ from hwnas.errors import HwnasError
 from hwnas.latency.backends import ORT_BACKENDS, BackendConfig, make_backend, resolve
 from hwnas.latency.speed import timed_beside_reference
 from hwnas.latency.stats import TimingConfig, TimingStats
-from hwnas.latency.steal import StealMeter, steal_pct
+from hwnas.latency.steal import StealMeter
 
 NETWORK_BUDGET_S = 0.5  # whole networks get a larger time budget than single ops
 
@@ -74,13 +74,19 @@ def measure_module(module: nn.Module, input_shape: tuple[int, ...], cfg: Backend
     the table's calibration (`machine_speed`; `speed.timed_beside_reference`)."""
     backend = make_backend(cfg)
     shapes = [(batch, *input_shape)]
+    return _timed(cfg, batch, backend, table, lambda: backend.prepare_network(module.eval(), shapes),
+                  lambda: backend.measure(module.eval(), shapes))
+
+
+def _timed(cfg: BackendConfig, batch: int, backend, table, prepared, alone) -> dict:
+    """The report of one network timed beside `table`'s own ops (`prepared()`: its timing thunk) where the table is
+    of this backend, else alone (`alone()`: its TimingStats), with the hypervisor's steal over the timing."""
     meter = StealMeter()
-    if not _beside_table(backend, table):
-        report = _report(cfg, batch, backend.measure(module.eval(), shapes), None, backend)
+    if _beside_table(backend, table):
+        report = _report(cfg, batch, *timed_beside_reference(table, backend, prepared()), backend)
     else:
-        report = _report(cfg, batch, *timed_beside_reference(table, backend,
-                                                             backend.prepare_network(module.eval(), shapes)), backend)
-    report["steal_pct"] = steal_pct(meter)
+        report = _report(cfg, batch, alone(), None, backend)
+    report["steal_pct"] = meter.pct()
     return report
 
 
@@ -98,13 +104,8 @@ def measure_onnx_file(path: str | Path, cfg: BackendConfig, batch: int, table=No
         from hwnas.latency.onnx_io import quantize_int8
 
         model = quantize_int8(model, [shape])
-    meter = StealMeter()
-    if _beside_table(backend, table):
-        report = _report(cfg, batch, *timed_beside_reference(table, backend, backend.prepare_onnx(model, [shape])),
-                         backend)
-    else:
-        report = _report(cfg, batch, backend.measure_onnx(model, [shape]), None, backend)
-    report["steal_pct"] = steal_pct(meter)
+    report = _timed(cfg, batch, backend, table, lambda: backend.prepare_onnx(model, [shape]),
+                    lambda: backend.measure_onnx(model, [shape]))
     report["input_shape"] = list(shape)
     return report
 

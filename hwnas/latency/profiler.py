@@ -34,7 +34,7 @@ from hwnas.latency import resnet_keys as rk
 from hwnas.latency.backends import Backend, BackendConfig, make_backend
 from hwnas.latency.space import KEY_COLUMNS, OpKey, SpaceConfig
 from hwnas.latency.stats import interleaved
-from hwnas.latency.steal import StealMeter, steal_pct
+from hwnas.latency.steal import StealMeter
 from hwnas.latency.table import REQUIRED_COLUMNS, LatencyTable
 
 GLUE_NOTE = ("darts: per-node add and per-cell concat are measured as keys; what the per-key sum still misses "
@@ -129,7 +129,7 @@ def profile(cfg: ProfileConfig, out: str | Path, backend: Backend | None = None,
             overheads.append(timed.pop(mid).p50_ms)
             meta["call_overhead_chunks_ms"] = overheads
             meta["call_overhead_ms"] = float(np.median(overheads))
-        meta["steal_pct"] = steal_pct(meter)
+        meta["steal_pct"] = meter.pct()
         for key, stats in zip(chunk, timed):
             rows.append({**key._asdict(), **stats.row()})
             n_done += 1

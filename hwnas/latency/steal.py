@@ -48,10 +48,10 @@ class StealMeter:
             return None
         return (end[0] - self.start[0]) / (end[1] - self.start[1])
 
-
-def steal_pct(meter: StealMeter) -> float | None:
-    share = meter.share()
-    return None if share is None else round(100 * share, 2)
+    def pct(self) -> float | None:
+        """`share()` in percent, rounded to 0.01 (what the sidecars and reports record)."""
+        share = self.share()
+        return None if share is None else round(100 * share, 2)
 
 
 def steal_warning(pct: float | None, threads: int | None) -> str | None:

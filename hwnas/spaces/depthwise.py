@@ -74,7 +74,8 @@ def run_body(body: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
 
 
 def run_op(op: nn.Module, x: torch.Tensor, x_relu: torch.Tensor | None = None) -> torch.Tensor:
-    """`hwnas.spaces.ops.apply_op` with a conv op's depthwise convs through `depthwise` (`x_relu`: relu(x), if known)."""
+    """`op(x)`, with a conv op's depthwise convs through `depthwise` and its leading ReLU taken from `x_relu` (relu(x),
+    computed once for the ops that share an input) where given."""
     if getattr(op, "relu_first", False):
         return run_body(op.body, F.relu(x) if x_relu is None else x_relu)
     return op(x)

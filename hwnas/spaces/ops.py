@@ -6,7 +6,7 @@ the parametrised tests all read `OPS`, so an op exists in one place only.
 Every op matches the DARTS reference (Liu et al., 2019) layer for layer, so parameter
 counts agree with it. The convolutional ops keep their leading ReLU as a separate flag
 (`relu_first`) instead of a module so that a mixed op can apply the ReLU once for the four
-conv ops that share an input (same result, three fewer passes over the activation).
+conv ops that share an input (same result, three fewer passes over the activation; `hwnas.spaces.depthwise.run_op`).
 """
 from __future__ import annotations
 
@@ -66,8 +66,8 @@ class _ConvOp(nn.Module):
         super().__init__()
         self.body = body
 
-    def forward(self, x: torch.Tensor, *, input_is_relu: bool = False) -> torch.Tensor:
-        return self.body(x if input_is_relu else F.relu(x))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(F.relu(x))
 
 
 class SepConv(_ConvOp):
@@ -165,13 +165,6 @@ def make_op(name: str, channels: int, stride: int, affine: bool) -> nn.Module:
     except KeyError:
         raise ValueError(f"unknown operation {name!r}; known: {', '.join(PRIMITIVES)}") from None
     return spec.factory(channels, stride, affine)
-
-
-def apply_op(op: nn.Module, x: torch.Tensor, x_relu: torch.Tensor | None = None) -> torch.Tensor:
-    """Run `op` on `x`, reusing a precomputed `relu(x)` for conv ops when given."""
-    if x_relu is not None and getattr(op, "relu_first", False):
-        return op(x_relu, input_is_relu=True)
-    return op(x)
 
 
 def drop_path(x: torch.Tensor, drop_prob: float, generator: torch.Generator | None = None) -> torch.Tensor:
